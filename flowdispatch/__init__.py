@@ -1,0 +1,77 @@
+"""flowdispatch: write a workflow as plain decorated functions, run it anywhere.
+
+Calls of ``@op`` functions build lazy nodes; the nodes form a networkx DAG
+that renders with graphviz and runs on one thread, a pool, or a dask cluster.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> @fd.op
+... def inc(x):
+...     return x + 1
+>>> fd.compute(inc(inc(1)), executor="sync")
+(3,)
+"""
+
+from . import config
+from .api import compute, persist, run, submit
+from .callbacks import Callback, ProgressBar
+from .errors import (
+    CancelledError,
+    CycleError,
+    ExecutorError,
+    FlowDispatchError,
+    GraphError,
+    OpTimeoutError,
+    SerializationError,
+    UnknownExecutorError,
+    UpstreamError,
+)
+from .executors import (
+    Executor,
+    PoolExecutor,
+    ProcessExecutor,
+    SyncExecutor,
+    ThreadExecutor,
+    register_executor,
+)
+from .graph import Graph
+from .node import Node, collect, value
+from .op import Op, OpSettings, op, unmapped
+from .results import Results
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Callback",
+    "CancelledError",
+    "CycleError",
+    "Executor",
+    "ExecutorError",
+    "FlowDispatchError",
+    "Graph",
+    "GraphError",
+    "Node",
+    "Op",
+    "OpSettings",
+    "OpTimeoutError",
+    "PoolExecutor",
+    "ProcessExecutor",
+    "ProgressBar",
+    "Results",
+    "SerializationError",
+    "SyncExecutor",
+    "ThreadExecutor",
+    "UnknownExecutorError",
+    "UpstreamError",
+    "collect",
+    "compute",
+    "config",
+    "op",
+    "persist",
+    "register_executor",
+    "run",
+    "submit",
+    "unmapped",
+    "value",
+]

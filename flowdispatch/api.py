@@ -1,0 +1,152 @@
+"""Running graphs: ``compute``, ``run``, ``persist`` and ``submit``.
+
+Every entry point resolves ``executor=`` in one place
+(:func:`flowdispatch.executors.resolve`), builds the graph of the targets,
+cut at any ``overrides``, and closes the executor afterwards if it made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .callbacks import ProgressBar
+from .executors import resolve
+from .graph import Graph, as_nodes
+from .node import Node
+from .results import Results
+from .traverse import substitute
+
+__all__ = ["compute", "persist", "run", "run_graph", "submit"]
+
+
+def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
+    if not overrides:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides: expected a dict {{node: value}}, got {type(overrides).__name__}")
+    out = {}
+    for node, value in overrides.items():
+        if not isinstance(node, (Node, str)):
+            raise TypeError(
+                f"overrides: expected nodes (or node keys) as keys, got {type(node).__name__} {node!r}"
+            )
+        out[node._key if isinstance(node, Node) else node] = value
+    return out
+
+
+def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
+    nodes = as_nodes(targets)
+    graph = Graph._cut(nodes, frozenset(overrides))
+    return graph, {k: v for k, v in overrides.items() if k in graph}
+
+
+def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None = None,
+              progress: bool = False, callbacks: Iterable[Any] = (),
+              fail_fast: bool = False) -> Results:
+    """Run a prepared graph (see :func:`run`)."""
+    callbacks = list(callbacks)
+    if progress:
+        callbacks.append(ProgressBar())
+    chosen, owned = resolve(executor)
+    try:
+        return chosen.run(graph, overrides=_override_keys(overrides), fail_fast=fail_fast,
+                          callbacks=callbacks)
+    finally:
+        if owned:
+            chosen.close()
+
+
+def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
+        progress: bool = False, callbacks: Iterable[Any] = ()) -> Results:
+    """Run the targets and their ancestors; never raises for an op's failure.
+
+    Parameters
+    ----------
+    *targets
+        Nodes, or containers of nodes.
+    executor
+        ``None`` (the configured default), a name (``"sync"``, ``"threads"``,
+        ``"processes"``, ``"dask"``), a scheduler address, an ``fd.Executor``,
+        a ``distributed.Client`` or a ``concurrent.futures.Executor``.
+    overrides
+        ``{node: value}``: use the value instead of running the node; its
+        ancestors do not run (unless something else needs them).
+    progress
+        Show a progress bar.
+    callbacks
+        Objects with ``on_start``, ``on_node_start``, ``on_node_finish``,
+        ``on_node_error`` and ``on_finish`` methods (see :class:`~flowdispatch.Callback`).
+
+    Returns
+    -------
+    Results
+        The state, value, error, duration and attempts of every node.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> inc = fd.op(lambda x: x + 1, name="inc")
+    >>> a = inc(1)
+    >>> res = fd.run(inc(a), executor="sync", overrides={a: 10})
+    >>> res[inc(a).dependencies[0]], res.state(a)
+    (10, 'skipped')
+    """
+    keyed = _override_keys(overrides)
+    graph, keyed = _graph(targets, keyed)
+    return run_graph(graph, executor=executor, overrides=keyed, progress=progress,
+                     callbacks=callbacks)
+
+
+def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
+            progress: bool = False, callbacks: Iterable[Any] = ()) -> tuple:
+    """Compute the targets; return their values, as ``dask.compute`` does.
+
+    Containers of nodes come back as containers of values. The first op that
+    fails stops the run: its own exception is raised, unchanged in type and
+    traceback, with a note naming the node. Parameters are those of :func:`run`.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> add = fd.op(lambda x, y: x + y, name="add")
+    >>> a = add(1, 2)
+    >>> fd.compute(a, {"twice": add(a, a)}, executor="sync")
+    (3, {'twice': 6})
+    """
+    keyed = _override_keys(overrides)
+    graph, keyed = _graph(targets, keyed)
+    results = run_graph(graph, executor=executor, overrides=keyed, progress=progress,
+                        callbacks=callbacks, fail_fast=True)
+    first = results.first_error()
+    if first is not None:
+        raise first[1]
+    return tuple(substitute(target, results._values) for target in targets)
+
+
+def _dask_executor(executor: Any):
+    from .executors.dask import DaskExecutor
+
+    chosen, owned = resolve("dask" if executor is None else executor)
+    if not isinstance(chosen, DaskExecutor):
+        if owned:
+            chosen.close()
+        raise TypeError(
+            f"expected a dask executor (None, 'dask', an address, a distributed.Client or "
+            f"an fd.DaskExecutor), got {type(chosen).__name__}"
+        )
+    return chosen
+
+
+def persist(*targets: Any, executor: Any = None) -> dict[Node, Any]:
+    """Start computing the targets on a dask cluster; ``{node: distributed.Future}``.
+
+    The futures keep their values on the workers. The executor must outlive them,
+    so pass a running one (an ``fd.DaskExecutor``, a ``Client`` or an address).
+    """
+    return _dask_executor(executor).submit(*targets)
+
+
+def submit(*targets: Any, client: Any) -> dict[Node, Any]:
+    """Lower the targets' graph to futures on ``client``: ``{node: distributed.Future}``."""
+    return _dask_executor(client).submit(*targets)

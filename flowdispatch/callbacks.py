@@ -1,0 +1,81 @@
+"""Callbacks: observe a run as it goes, and the progress bar built on them.
+
+A callback is any object with some of these methods, all taking keyword
+arguments only; the scheduling loop calls them from the thread that runs
+the loop. :class:`Callback` is a base class whose methods do nothing.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> class Names(fd.Callback):
+...     def __init__(self):
+...         self.seen = []
+...     def on_node_finish(self, *, node, duration):
+...         self.seen.append(node.name)
+>>> names = Names()
+>>> inc = fd.op(lambda x: x + 1, name="inc")
+>>> fd.compute(inc(inc(1)), executor="sync", callbacks=[names])
+(3,)
+>>> names.seen
+['inc', 'inc']
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .node import Node
+    from .results import Results
+
+__all__ = ["HOOKS", "Callback", "ProgressBar"]
+
+HOOKS = ("on_start", "on_node_start", "on_node_finish", "on_node_error", "on_finish")
+
+
+class Callback:
+    """Hooks called during a run; override the ones you need."""
+
+    def on_start(self, *, graph: Graph) -> None:
+        """The run starts: ``graph`` is what will run."""
+
+    def on_node_start(self, *, node: Node, attempt: int) -> None:
+        """``node`` is handed to a worker for the ``attempt``-th time."""
+
+    def on_node_finish(self, *, node: Node, duration: float) -> None:
+        """``node`` finished, in ``duration`` seconds."""
+
+    def on_node_error(self, *, node: Node, error: BaseException) -> None:
+        """``node`` failed for good (after its retries) with ``error``."""
+
+    def on_finish(self, *, results: Results) -> None:
+        """The run is over."""
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar over the nodes of a run."""
+
+    def __init__(self, **tqdm_kwargs: Any):
+        self._kwargs = tqdm_kwargs
+        self._bar = None
+
+    def on_start(self, *, graph: Graph) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=len(graph), unit="node", **self._kwargs)
+
+    def _step(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_node_finish(self, *, node: Node, duration: float) -> None:
+        self._step()
+
+    def on_node_error(self, *, node: Node, error: BaseException) -> None:
+        self._step()
+
+    def on_finish(self, *, results: Results) -> None:
+        if self._bar is not None:
+            self._bar.n = sum(1 for s in results.states.values() if s != "cancelled")
+            self._bar.close()

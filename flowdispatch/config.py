@@ -1,0 +1,66 @@
+"""Configuration: flowdispatch's settings, kept in ``dask.config`` under ``flowdispatch``.
+
+So they can be set in code (``fd.config.set(executor="sync")``, which is also a
+context manager), in dask's YAML files, or in the environment
+(``DASK_FLOWDISPATCH__EXECUTOR=sync``).
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> fd.config.get("executor")
+'threads'
+>>> with fd.config.set(executor="sync"):
+...     fd.config.get("executor")
+'sync'
+>>> fd.config.get("executor")
+'threads'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.config
+
+__all__ = ["DEFAULTS", "get", "set"]
+
+#: The settings flowdispatch knows, with their defaults.
+DEFAULTS: dict[str, Any] = {
+    "executor": "threads",
+    "cache_dir": None,
+}
+
+dask.config.update_defaults({"flowdispatch": dict(DEFAULTS)})
+
+
+def _check(name: str) -> None:
+    if name not in DEFAULTS:
+        raise KeyError(
+            f"unknown flowdispatch setting {name!r}; expected one of {sorted(DEFAULTS)}"
+        )
+
+
+def get(name: str) -> Any:
+    """Return the current value of setting ``name``.
+
+    Examples
+    --------
+    >>> get("cache_dir") is None
+    True
+    """
+    _check(name)
+    return dask.config.get(f"flowdispatch.{name}", DEFAULTS[name])
+
+
+def set(**settings: Any) -> dask.config.set:  # noqa: A001 - mirrors dask.config.set
+    """Change settings now; use the result as a context manager to undo on exit.
+
+    Examples
+    --------
+    >>> with set(executor="processes"):
+    ...     get("executor")
+    'processes'
+    """
+    for name in settings:
+        _check(name)
+    return dask.config.set({f"flowdispatch.{name}": value for name, value in settings.items()})

@@ -1,0 +1,7 @@
+"""Executors: where and how a graph runs."""
+from .base import Executor
+from .local import PoolExecutor, ProcessExecutor, SyncExecutor, ThreadExecutor
+from .registry import register_executor, resolve
+
+__all__ = ["Executor", "PoolExecutor", "ProcessExecutor", "SyncExecutor", "ThreadExecutor",
+           "register_executor", "resolve"]

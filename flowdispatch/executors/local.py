@@ -1,0 +1,256 @@
+"""Local executors: in the calling thread, in a thread pool, in a process pool.
+
+All of them drive the one scheduling loop (:mod:`.loop`); they differ only in
+how a node is started. Pools are created on the first run and kept until
+:meth:`close`, so repeated runs do not pay for start-up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import pickle
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SerializationError
+from .base import Executor
+from .loop import Outcome, attempt, execute
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..node import Node
+    from ..results import Results
+
+__all__ = ["PoolExecutor", "ProcessExecutor", "SyncExecutor", "ThreadExecutor"]
+
+
+class _LocalExecutor(Executor):
+    """Runs the scheduling loop; subclasses say how to start one node."""
+
+    slots = 1
+
+    def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
+            fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
+        return execute(graph, self, overrides=overrides, fail_fast=fail_fast,
+                       callbacks=callbacks)
+
+    def start(self, node: Node, args: tuple, kwargs: dict,
+              report: Callable[[Outcome], None]) -> Outcome | None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Stop work in flight after an interrupt."""
+
+
+class SyncExecutor(_LocalExecutor):
+    """Runs every node in the calling thread, in topological order; ``pdb`` works.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> fd.op(sum)([1, 2]).compute(executor=fd.SyncExecutor())
+    3
+    """
+
+    def start(self, node, args, kwargs, report):
+        return attempt(node._fn, args, kwargs)
+
+    def __repr__(self) -> str:
+        return "SyncExecutor()"
+
+
+def _outcome(future: cf.Future) -> Outcome:
+    try:
+        return future.result()
+    except BaseException as exc:  # KeyboardInterrupt/SystemExit inside an op
+        return (None, exc, 0.0)
+
+
+class _PoolRunner(_LocalExecutor):
+    """Starts nodes on a ``concurrent.futures`` pool."""
+
+    _pool: cf.Executor | None = None
+
+    def _get_pool(self) -> cf.Executor:
+        raise NotImplementedError
+
+    def start(self, node, args, kwargs, report):
+        future = self._get_pool().submit(attempt, node._fn, args, kwargs)
+        future.add_done_callback(lambda f: report(_outcome(f)))
+        return None
+
+
+class ThreadExecutor(_PoolRunner):
+    """Runs nodes on a pool of ``max_workers`` threads (default: as ``ThreadPoolExecutor``).
+
+    A running op cannot be stopped from outside its thread: on interrupt, the
+    nodes not yet started are cancelled and the running ones finish.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> with fd.ThreadExecutor(max_workers=2) as ex:
+    ...     fd.compute(fd.op(max)(1, 5), executor=ex)
+    (5,)
+    """
+
+    def __init__(self, max_workers: int | None = None):
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+        self.slots = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> cf.Executor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(self.slots, thread_name_prefix="flowdispatch")
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(max_workers={self.max_workers})"
+
+
+def _attempt_pickled(payload: bytes) -> bytes:
+    """In a worker process: run one node shipped as cloudpickle bytes."""
+    import cloudpickle
+
+    fn, args, kwargs = cloudpickle.loads(payload)
+    ok, result, seconds = attempt(fn, args, kwargs)
+    if not ok:
+        result.add_note("Traceback in the worker process:\n" + "".join(
+            traceback.format_exception(result)).rstrip())
+    try:
+        return cloudpickle.dumps((ok, result, seconds))
+    except Exception as exc:
+        what = "result" if ok else "exception"
+        error = SerializationError(
+            f"the {what} of type {type(result).__name__} could not be pickled to send it "
+            f"back from the worker process: {exc}. Return a picklable value, or use a "
+            "thread-based executor."
+        )
+        return cloudpickle.dumps((False, error, seconds))
+
+
+def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
+    """Pickle one call for another process; name what cannot be pickled."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps((node._fn, args, kwargs))
+    except Exception as exc:
+        parts = [("the op", node._fn), *((f"argument {i}", a) for i, a in enumerate(args)),
+                 *((f"argument {k!r}", v) for k, v in kwargs.items())]
+        for what, part in parts:
+            try:
+                cloudpickle.dumps(part)
+            except Exception as part_exc:
+                raise SerializationError(
+                    f"node {node._key!r}: {what} (a {type(part).__name__}) cannot be pickled "
+                    f"to send it to another process: {part_exc}. Pass something picklable, "
+                    "create it inside the op, or use a thread-based executor."
+                ) from part_exc
+        raise SerializationError(f"node {node._key!r} cannot be pickled: {exc}") from exc
+
+
+def _unship(future: cf.Future) -> Outcome:
+    """The outcome of a node run by :func:`_attempt_pickled` (never raises)."""
+    try:
+        data = future.result()
+    except cf.process.BrokenProcessPool as exc:  # the worker process died
+        return (False, exc, 0.0)
+    except BaseException as exc:
+        return (None, exc, 0.0)
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        return (False, exc, 0.0)
+
+
+class ProcessExecutor(_PoolRunner):
+    """Runs nodes in a pool of ``max_workers`` worker processes.
+
+    Ops and arguments travel with cloudpickle, so lambdas and local functions
+    work; an argument that cannot be pickled fails its node with a
+    :class:`~flowdispatch.SerializationError` naming it. On interrupt, the
+    worker processes are stopped.
+    """
+
+    def __init__(self, max_workers: int | None = None, mp_context: str | None = "forkserver"):
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+        self.slots = max_workers or os.cpu_count() or 1
+        self.mp_context = mp_context
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> cf.Executor:
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context(self.mp_context)
+                self._pool = cf.ProcessPoolExecutor(self.slots, mp_context=context)
+            return self._pool
+
+    def start(self, node, args, kwargs, report):
+        payload = ship(node, args, kwargs)
+        future = self._get_pool().submit(_attempt_pickled, payload)
+        future.add_done_callback(lambda f: report(_unship(f)))
+        return None
+
+    def cancel(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(max_workers={self.max_workers})"
+
+
+class PoolExecutor(_PoolRunner):
+    """Runs nodes on a ``concurrent.futures.Executor`` you own; never shuts it down.
+
+    Examples
+    --------
+    >>> import concurrent.futures, flowdispatch as fd
+    >>> with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    ...     fd.compute(fd.op(min)(4, 2), executor=pool)
+    (2,)
+    """
+
+    def __init__(self, pool: cf.Executor):
+        if not isinstance(pool, cf.Executor):
+            raise TypeError(f"expected a concurrent.futures.Executor, got {type(pool).__name__}")
+        self._pool = pool
+        self.slots = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
+
+    def _get_pool(self) -> cf.Executor:
+        return self._pool
+
+    def start(self, node, args, kwargs, report):
+        if isinstance(self._pool, cf.ProcessPoolExecutor):
+            future = self._pool.submit(_attempt_pickled, ship(node, args, kwargs))
+            future.add_done_callback(lambda f: report(_unship(f)))
+            return None
+        return super().start(node, args, kwargs, report)
+
+    def __repr__(self) -> str:
+        return f"PoolExecutor({self._pool!r})"

@@ -1,0 +1,228 @@
+"""The scheduling loop that every local executor shares.
+
+State: for each node, how many of its dependencies are not done yet
+(``waiting``) and how many dependents still need its value (``needed``).
+Nodes whose dependencies are all done wait in ``ready``, a heap ordered by
+op priority, then last-ready-first (depth-first, so values are freed early).
+The loop hands ready nodes to a :class:`Runner` while it has free slots and
+takes finished ones back from a queue; a failed attempt is retried after its
+delay (a timer heap) or, for good, marks every descendant ``upstream_failed``.
+A value is released once every dependent has used it, unless it is a target.
+
+A runner either runs a node at once and returns the outcome (in-line), or
+starts it and later calls ``report(key, outcome)`` from any thread.
+An outcome is ``(ok, value_or_exception, seconds)``; ``ok`` is ``None`` for
+an exception that must stop the run (``KeyboardInterrupt``, ``SystemExit``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..callbacks import HOOKS
+from ..errors import GraphError, UpstreamError
+from ..lowering import bind
+from ..results import Results
+from ..retry import retry_delay
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..node import Node
+
+__all__ = ["Outcome", "Runner", "attempt", "execute", "note_node"]
+
+Outcome = tuple  # (ok: bool | None, value or exception, seconds)
+
+
+class Runner(Protocol):
+    """How an executor runs one node; see the module docstring."""
+
+    slots: int
+
+    def start(self, node: Node, args: tuple, kwargs: dict,
+              report: Callable[[str, Outcome], None]) -> Outcome | None: ...
+
+    def cancel(self) -> None: ...
+
+
+def attempt(fn: Callable, args: tuple, kwargs: dict) -> Outcome:
+    """Call ``fn`` once, timing it; an ``Exception`` becomes a failed outcome."""
+    start = time.perf_counter()
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:
+        return (False, exc, time.perf_counter() - start)
+    return (True, result, time.perf_counter() - start)
+
+
+def note_node(error: BaseException, key: str) -> BaseException:
+    """Add a note naming the node to a user's exception (once)."""
+    note = f"flowdispatch: raised by node {key!r}"
+    if note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
+    return error
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = None,
+            fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
+    """Run ``graph`` with ``runner``; return its :class:`Results`."""
+    overrides = overrides or {}
+    nodes = graph._nodes
+    missing = [k for k in graph._inputs if k not in overrides]
+    if missing:
+        raise GraphError(
+            f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
+            "so their values must be supplied (overrides={node: value})"
+        )
+    hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)] for name in HOOKS}
+    targets = {t._key for t in graph._targets}
+    states: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    durations: dict[str, float] = {}
+    attempts: dict[str, int] = {}
+    waiting: dict[str, int] = {}
+    needed: dict[str, int] = {}
+    dependents: dict[str, list[str]] = {}
+    ready: list[tuple[int, int, str]] = []
+    timers: list[tuple[float, int, str]] = []
+    seq = itertools.count()
+
+    def push(key: str) -> None:
+        op = nodes[key]._op
+        priority = op._self_settings.priority if op is not None else 0
+        heapq.heappush(ready, (-priority, -next(seq), key))
+
+    for key, node in nodes.items():
+        if key in overrides:
+            states[key] = "skipped"
+            values[key] = overrides[key]
+            continue
+        count = 0
+        for dep in graph.deps_of(key):
+            dkey = dep._key
+            needed[dkey] = needed.get(dkey, 0) + 1
+            if dkey not in values:
+                dependents.setdefault(dkey, []).append(key)
+                count += 1
+        waiting[key] = count
+        if not count:
+            push(key)
+    for fire in hooks["on_start"]:
+        fire(graph=graph)
+
+    def release(node: Node) -> None:
+        for dep in node._deps:
+            dkey = dep._key
+            left = needed[dkey] - 1
+            needed[dkey] = left
+            if not left and dkey not in targets:
+                values.pop(dkey, None)
+
+    def fail(key: str, error: BaseException) -> None:
+        states[key] = "failed"
+        errors[key] = error
+        for fire in hooks["on_node_error"]:
+            fire(node=nodes[key], error=error)
+        stack = list(dependents.get(key, ()))
+        while stack:
+            down = stack.pop()
+            if down not in states:
+                states[down] = "upstream_failed"
+                errors[down] = UpstreamError(down, key, error)
+                stack.extend(dependents.get(down, ()))
+
+    def finish(key: str, outcome: Outcome) -> bool:
+        """Record an outcome; True if the run must stop taking new work."""
+        ok, result, seconds = outcome
+        durations[key] = seconds
+        node = nodes[key]
+        if ok:
+            states[key] = "done"
+            values[key] = result
+            for fire in hooks["on_node_finish"]:
+                fire(node=node, duration=seconds)
+            release(node)
+            for down in dependents.get(key, ()):
+                left = waiting[down] - 1
+                waiting[down] = left
+                if not left:
+                    push(down)
+            return False
+        if ok is None:
+            raise result
+        op = node._op
+        delay = retry_delay(op._self_settings if op is not None else None, result, attempts[key])
+        if delay is not None:
+            if delay:
+                heapq.heappush(timers, (time.monotonic() + delay, next(seq), key))
+            else:
+                push(key)
+            return False
+        fail(key, note_node(result, key))
+        return fail_fast
+
+    done_queue: queue.SimpleQueue = queue.SimpleQueue()
+    report = done_queue.put
+    start = runner.start
+    slots = max(1, runner.slots)
+    in_flight = 0
+    stopping = False
+    try:
+        while True:
+            while ready and in_flight < slots and not stopping:
+                key = heapq.heappop(ready)[2]
+                node = nodes[key]
+                attempts[key] = attempts.get(key, 0) + 1
+                for fire in hooks["on_node_start"]:
+                    fire(node=node, attempt=attempts[key])
+                args, kwargs = bind(node, values)
+                if node._op is None:  # a data node: nothing to run
+                    outcome: Outcome | None = (True, args[0], 0.0)
+                else:
+                    try:
+                        outcome = start(node, args, kwargs, lambda o, key=key: report((key, o)))
+                    except Exception as exc:  # could not even start (e.g. not picklable)
+                        fail(key, exc)
+                        stopping = stopping or fail_fast
+                        continue
+                if outcome is None:
+                    in_flight += 1
+                elif finish(key, outcome):
+                    stopping = True
+            if in_flight:
+                wait = max(0.0, timers[0][0] - time.monotonic()) if timers and not stopping else None
+                try:
+                    key, outcome = done_queue.get(timeout=wait)
+                except queue.Empty:
+                    pass
+                else:
+                    in_flight -= 1
+                    if finish(key, outcome):
+                        stopping = True
+            elif timers and not stopping:
+                time.sleep(max(0.0, timers[0][0] - time.monotonic()))
+            elif not ready or stopping:
+                break
+            now = time.monotonic()
+            while timers and timers[0][0] <= now and not stopping:
+                push(heapq.heappop(timers)[2])
+    except BaseException:
+        runner.cancel()
+        raise
+    for key in nodes:
+        if key not in states:
+            states[key] = "cancelled"
+    results = Results(graph, states, values, errors, durations, attempts, overrides)
+    for fire in hooks["on_finish"]:
+        fire(results=results)
+    return results

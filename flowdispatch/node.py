@@ -1,0 +1,382 @@
+"""Nodes: immutable lazy values, and walking from nodes to their ancestors.
+
+A :class:`Node` holds a callable, its arguments and the nodes those arguments
+contain (its dependencies); nothing runs until it is computed. Item access,
+attribute access, method calls and operators on a node build new nodes, as in
+``dask.delayed``; ``==`` and ``hash`` compare keys, so nodes serve as dict keys.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> x = fd.value({"a": [1, 2, 3]}, name="data")
+>>> total = x["a"][0] + 10
+>>> total.compute(executor="sync")
+11
+>>> bool(total)
+Traceback (most recent call last):
+...
+TypeError: the truth value of node ... is not known until it runs: compute it first (node.compute()), or branch inside an op
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import keys
+from .traverse import Ref, scan, template
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from .op import Op
+
+__all__ = ["Node", "ancestors", "collect", "make_node", "value"]
+
+T = TypeVar("T")
+
+_OWN_NAMES = frozenset(
+    {"key", "name", "op", "args", "kwargs", "dependencies", "compute", "persist",
+     "visualize", "dask"}
+)
+
+
+class Node(Ref, Generic[T]):
+    """A lazy value: the result of one op call, or a literal input.
+
+    Build nodes by calling ops (see :func:`~flowdispatch.op`), or with
+    :func:`value` and :func:`collect`.
+    """
+
+    __slots__ = ("_op", "_fn", "_args", "_kwargs", "_deps", "_deep", "_nout")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Node is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Node is immutable: cannot delete {name!r}")
+
+    # -- what it is ----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The op's name (the key's prefix)."""
+        return self._key.rsplit("-", 1)[0]
+
+    @property
+    def op(self) -> Op | None:
+        """The op that computes this node (``None`` for a data node)."""
+        return self._op
+
+    @property
+    def args(self) -> tuple:
+        """The positional arguments, nodes included."""
+        return self._args
+
+    @property
+    def kwargs(self) -> dict:
+        """The keyword arguments, nodes included (a copy)."""
+        return dict(self._kwargs) if self._kwargs else {}
+
+    @property
+    def dependencies(self) -> tuple[Node, ...]:
+        """The nodes this one needs directly, in the order they appear."""
+        return self._deps
+
+    def __repr__(self) -> str:
+        return f"Node({self._key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Node):
+            return self._key == other._key
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Node):
+            return self._key != other._key
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __copy__(self) -> Node[T]:
+        return self
+
+    def __reduce__(self):
+        # Flat: one record per ancestor, never a linked structure (which would
+        # recurse once per link when pickled).
+        records = [
+            (n._key, n._op, template(n._args), template(n._kwargs), n._nout)
+            for n in ancestors([self]).values()
+        ]
+        return (_unflatten, (records,))
+
+    # -- running and looking -------------------------------------------------------
+    def compute(self, executor: Any = None, **kwargs: Any) -> T:
+        """Run this node and its ancestors; return its value.
+
+        See :func:`flowdispatch.compute` for the keyword arguments.
+        """
+        from .api import compute
+
+        return compute(self, executor=executor, **kwargs)[0]
+
+    def persist(self, executor: Any = None, **kwargs: Any) -> Any:
+        """Lower to dask futures that stay on the cluster (see :func:`flowdispatch.persist`)."""
+        from .api import persist
+
+        return persist(self, executor=executor, **kwargs)[self]
+
+    def visualize(self, filename: str | None = None, format: str | None = None,
+                  **kwargs: Any) -> graphviz.Digraph:
+        """Render this node and its ancestors (see :func:`flowdispatch.visualize`)."""
+        from .render import visualize
+
+        return visualize(self, filename=filename, format=format, **kwargs)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .render import visualize
+
+        return visualize(self)._repr_mimebundle_(include, exclude)
+
+    # -- dask collection protocol --------------------------------------------------
+    def __dask_graph__(self) -> dict:
+        from .graph import Graph
+
+        return Graph(self).to_dask()
+
+    def __dask_keys__(self) -> list[str]:
+        return [self._key]
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self._key,)
+
+    def __dask_postcompute__(self):
+        return _first, ()
+
+    def __dask_postpersist__(self):
+        return _from_persisted, (self._key,)
+
+    def __dask_tokenize__(self) -> str:
+        return self._key
+
+    @staticmethod
+    def __dask_scheduler__(dsk, keys, **kwargs):
+        import dask.threaded
+
+        return dask.threaded.get(dsk, keys, **kwargs)
+
+    @property
+    def dask(self) -> dict:
+        """The dask graph of this node (``__dask_graph__``)."""
+        return self.__dask_graph__()
+
+    # -- laziness: honest about what is unknown ------------------------------------
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"the truth value of node {self._key!r} is not known until it runs: "
+            "compute it first (node.compute()), or branch inside an op"
+        )
+
+    def __len__(self) -> int:
+        if self._nout is None:
+            raise TypeError(
+                f"the length of node {self._key!r} is not known until it runs: give its "
+                "op nout=N (or a '-> tuple[A, B]' return annotation) to unpack it, or "
+                "index it lazily with node[i]"
+            )
+        return self._nout
+
+    def __iter__(self) -> Iterator[Node]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, index: Any) -> Node:
+        if self._nout is not None and isinstance(index, int) and not -self._nout <= index < self._nout:
+            raise IndexError(f"node {self._key!r} has nout={self._nout}; index {index} is out of range")
+        return _helper(operator.getitem, "getitem", pure=True)(self, index)
+
+    def __getattr__(self, name: str) -> Node:
+        if name.startswith("_") or name in _OWN_NAMES:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return _helper(getattr, "getattr", pure=True)(self, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+        if self._fn is getattr and self._op is not None and len(self._args) == 2:
+            obj, method = self._args  # node.attr(...): one node named after the method
+            return _helper(_call_method, keys.clean_name(method))(obj, method, *args, **kwargs)
+        return _helper(_call, "call")(self, *args, **kwargs)
+
+
+def _first(results: Any) -> Any:
+    return results[0]
+
+
+def _from_persisted(dsk: Any, key: str) -> Node:
+    return value(dsk[key], name=key.rsplit("-", 1)[0])
+
+
+def _call_method(obj: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    return getattr(obj, method)(*args, **kwargs)
+
+
+def _call(f: Callable, *args: Any, **kwargs: Any) -> Any:
+    return f(*args, **kwargs)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _collect(*items: Any) -> list:
+    return list(items)
+
+
+_helpers: dict[tuple, Op] = {}
+
+
+def _helper(fn: Callable, name: str, pure: bool = False) -> Op:
+    """The internal op behind a lazy operator (made once, then reused)."""
+    found = _helpers.get((fn, name, pure))
+    if found is None:
+        from .op import op
+
+        found = _helpers[(fn, name, pure)] = op(fn, name=name, pure=pure)
+    return found
+
+
+def _unary(fn: Callable, name: str) -> Callable[[Node], Node]:
+    def method(self: Node) -> Node:
+        return _helper(fn, name, pure=True)(self)
+
+    method.__name__ = f"__{name}__"
+    return method
+
+
+def _binary(fn: Callable, name: str, reflected: bool = False) -> Callable[[Node, Any], Node]:
+    def method(self: Node, other: Any) -> Node:
+        if reflected:
+            return _helper(fn, name, pure=True)(other, self)
+        return _helper(fn, name, pure=True)(self, other)
+
+    method.__name__ = f"__{'r' if reflected else ''}{name}__"
+    return method
+
+
+for _name in ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow",
+              "lshift", "rshift", "and", "xor", "or"):
+    _fn = getattr(operator, f"{_name}_" if _name in ("and", "or") else _name)
+    setattr(Node, f"__{_name}__", _binary(_fn, _name))
+    setattr(Node, f"__r{_name}__", _binary(_fn, _name, reflected=True))
+for _name in ("lt", "le", "gt", "ge"):
+    setattr(Node, f"__{_name}__", _binary(getattr(operator, _name), _name))
+for _name in ("neg", "pos", "abs", "invert"):
+    setattr(Node, f"__{_name}__", _unary(getattr(operator, _name), _name))
+del _name, _fn
+
+_new = object.__new__
+_set = {name: getattr(Node, name).__set__ for name in Node.__slots__}
+_set_key = Ref._key.__set__
+_set_op, _set_fn, _set_args = _set["_op"], _set["_fn"], _set["_args"]
+_set_kwargs, _set_deps, _set_deep, _set_nout = (
+    _set["_kwargs"], _set["_deps"], _set["_deep"], _set["_nout"])
+
+
+def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
+              kwargs: dict | None, nout: int | None) -> Node:
+    """Build a node, finding the nodes inside its arguments (its dependencies)."""
+    found: dict[str, Ref] = {}
+    deep = False
+    for arg in args:
+        if isinstance(arg, Node):
+            found.setdefault(arg._key, arg)
+        elif type(arg) not in _ATOMS and scan(arg, found):
+            deep = True
+    if kwargs:
+        for arg in kwargs.values():
+            if isinstance(arg, Node):
+                found.setdefault(arg._key, arg)
+            elif type(arg) not in _ATOMS and scan(arg, found):
+                deep = True
+    for ref in found.values():
+        if not isinstance(ref, Node):
+            raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
+    node = _new(Node)
+    _set_key(node, key)
+    _set_op(node, op)
+    _set_fn(node, fn)
+    _set_args(node, args)
+    _set_kwargs(node, kwargs or None)
+    _set_deps(node, tuple(found.values()))
+    _set_deep(node, deep)
+    _set_nout(node, nout)
+    return node
+
+
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+def value(obj: T, name: str | None = None) -> Node[T]:
+    """A data node: a literal input, shown in the graph as an ellipse.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> rows = fd.value([3, 1, 2], name="rows")
+    >>> rows.name
+    'rows'
+    >>> fd.op(sorted)(rows).compute(executor="sync")
+    [1, 2, 3]
+    """
+    label = keys.clean_name(name) if name else "value"
+    return make_node(keys.unique_key(label), None, None, (obj,), None, None)
+
+
+def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list]:
+    """One node whose value is the list of the given nodes' values.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> inc = fd.op(lambda x: x + 1)
+    >>> fd.collect([inc(1), inc(2)]).compute(executor="sync")
+    [2, 3]
+    """
+    items = tuple(nodes)
+    label = keys.clean_name(name) if name else "collect"
+    return make_node(keys.unique_key(label), _helper(_collect, "collect"), _collect,
+                     items, None, None)
+
+
+def ancestors(targets: Iterable[Node], inputs: frozenset[str] = frozenset()) -> dict[str, Node]:
+    """The targets and all their ancestors, in topological order (dependencies first).
+
+    The walk does not go past nodes whose keys are in ``inputs``. It is
+    iterative, so a chain of a million nodes needs no deep recursion.
+    """
+    order: dict[str, Node] = {}
+    for target in targets:
+        if target._key in order:
+            continue
+        stack = [(target, iter(() if target._key in inputs else target._deps))]
+        while stack:
+            node, deps = stack[-1]
+            for dep in deps:
+                if dep._key not in order:
+                    stack.append((dep, iter(() if dep._key in inputs else dep._deps)))
+                    break
+            else:
+                stack.pop()
+                order.setdefault(node._key, node)
+    return order
+
+
+def _unflatten(records: list) -> Node:
+    from .traverse import substitute
+
+    built: dict[str, Node] = {}
+    for key, op, args, kwargs, nout in records:
+        fn = None if op is None else op.__wrapped__
+        built[key] = make_node(key, op, fn, substitute(args, built),
+                               substitute(kwargs, built) if kwargs else None, nout)
+    return built[records[-1][0]]

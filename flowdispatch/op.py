@@ -1,0 +1,435 @@
+"""``@op``: turn a function into one whose calls build lazy nodes.
+
+An :class:`Op` is a ``wrapt`` function wrapper, so the signature, ``__doc__``,
+``__name__``, ``help()`` and ``inspect`` of the wrapped function are kept. Its
+options live in an immutable :class:`OpSettings`, validated when the decorator
+is applied. Calling an op binds the arguments against the signature at once, so
+a wrong call fails on the line that made it, and returns a :class:`~flowdispatch.Node`.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> @fd.op
+... def add(x, y=1):
+...     "Add two numbers."
+...     return x + y
+>>> node = add(2, y=3)
+>>> node.compute(executor="sync")
+5
+>>> add.fn(2, 3)
+5
+>>> add.__doc__
+'Add two numbers.'
+>>> add.options(retries=2).settings.retries
+2
+>>> add(1, 2, 3)
+Traceback (most recent call last):
+...
+TypeError: add(x, y=1) got arguments that do not fit its signature: too many positional arguments. Call it as you would call the plain function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import wrapt
+
+from . import keys
+from .node import Node, make_node
+
+__all__ = ["Op", "OpSettings", "op", "unmapped"]
+
+T = TypeVar("T")
+
+_RetryOn = typing.Union[type, tuple, Callable[[BaseException], bool]]
+
+
+def _is_exception_type(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseException)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSettings:
+    """The options of an op; see :func:`op` for what each one means."""
+
+    name: str | None = None
+    nout: int | None = None
+    pure: bool = False
+    retries: int = 0
+    retry_on: _RetryOn = Exception
+    retry_delay: float = 0.0
+    backoff: float = 1.0
+    max_delay: float | None = None
+    timeout: float | None = None
+    cache: bool = False
+    version: str | None = None
+    resources: dict | None = None
+    priority: int = 0
+    workers: Any = None
+    allow_other_workers: bool = False
+    tags: tuple = ()
+
+    def __post_init__(self) -> None:
+        def bad(option: str, expected: str, got: Any) -> TypeError:
+            return TypeError(f"op option {option}= expected {expected}, got {got!r}")
+
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise bad("name", "a non-empty string", self.name)
+        for option in ("nout", "retries"):
+            value = getattr(self, option)
+            if value is None and option == "nout":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(option, "a whole number >= 0", value)
+        for option in ("retry_delay", "max_delay", "timeout"):
+            value = getattr(self, option)
+            if value is None and option != "retry_delay":
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise bad(option, "a number of seconds >= 0", value)
+        if self.timeout == 0:
+            raise bad("timeout", "a number of seconds > 0 (or None for no limit)", 0)
+        if not isinstance(self.backoff, (int, float)) or self.backoff < 1:
+            raise bad("backoff", "a factor >= 1 (1 keeps the delay constant)", self.backoff)
+        retry_on = self.retry_on
+        if isinstance(retry_on, tuple):
+            if not all(_is_exception_type(t) for t in retry_on):
+                raise bad("retry_on", "exception types, a tuple of them, or a predicate", retry_on)
+        elif not (_is_exception_type(retry_on) or callable(retry_on)):
+            raise bad("retry_on", "exception types, a tuple of them, or a predicate", retry_on)
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise bad("priority", "an integer", self.priority)
+        if self.resources is not None and not isinstance(self.resources, dict):
+            raise bad("resources", "a dict such as {'GPU': 1}", self.resources)
+        for option in ("pure", "cache", "allow_other_workers"):
+            if not isinstance(getattr(self, option), bool):
+                raise bad(option, "True or False", getattr(self, option))
+        if isinstance(self.tags, str) or not isinstance(self.tags, (tuple, list, set, frozenset)):
+            raise bad("tags", "a tuple of strings", self.tags)
+        object.__setattr__(self, "tags", tuple(self.tags))
+
+
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(OpSettings))
+
+
+def _signature(fn: Callable) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins such as max, time.sleep
+        return None
+
+
+def _positional_range(sig: inspect.Signature | None) -> tuple[int, int] | None:
+    """(min, max) positional arguments when a plain positional call needs no bind()."""
+    if sig is None:
+        return None
+    low = high = 0
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            high += 1
+            if p.default is p.empty:
+                low = high
+        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            return None
+        elif p.kind is p.VAR_POSITIONAL:
+            high = sys.maxsize
+    return (low, high)
+
+
+def _nout_from_annotation(fn: Callable) -> int | None:
+    """``nout`` from a ``-> tuple[A, B]`` return annotation, when there is one."""
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:
+        return None
+    if typing.get_origin(ret) is tuple:
+        parts = typing.get_args(ret)
+        if parts and Ellipsis not in parts and parts != ((),):
+            return len(parts)
+    return None
+
+
+def _name_of(fn: Callable) -> str:
+    name = getattr(fn, "__name__", None)
+    if name is None:
+        inner = getattr(fn, "func", None)  # functools.partial
+        name = getattr(inner, "__name__", None) or type(fn).__name__
+    return keys.clean_name(name)
+
+
+class _Binder:
+    """The wrapt wrapper of an op: turns a call (bound or not) into a node."""
+
+    __slots__ = ("op",)
+
+    def __call__(self, wrapped, instance, args, kwargs):
+        if instance is not None and hasattr(wrapped, "__self__"):
+            args = (wrapped.__self__, *args)  # a method call: self becomes an argument
+        return self.op._node(args, kwargs)
+
+
+class Op(wrapt.FunctionWrapper, Generic[T]):
+    """A decorated function: calling it returns a :class:`~flowdispatch.Node`.
+
+    Create ops with :func:`op`; ``op.fn`` is the plain function.
+    """
+
+    def __init__(self, fn: Callable[..., T], settings: OpSettings):
+        binder = _Binder()
+        super().__init__(fn, binder)
+        binder.op = self
+        sig = _signature(fn)
+        if settings.nout is None:
+            nout = _nout_from_annotation(fn)
+            if nout is not None:
+                settings = dataclasses.replace(settings, nout=nout)
+        self._self_settings = settings
+        self._self_sig = sig
+        self._self_fast = _positional_range(sig)
+        self._self_name = keys.clean_name(settings.name) if settings.name else _name_of(fn)
+        self._self_token = None
+
+    # cloudpickle takes anything whose class is a function for a plain function and
+    # drops the wrapper; an op reports its own class so that __reduce_ex__ is used.
+    @property
+    def __class__(self):
+        return type(self)
+
+    def __reduce_ex__(self, protocol):
+        module = sys.modules.get(getattr(self, "__module__", None) or "")
+        qualname = getattr(self, "__qualname__", "")
+        found = module
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if found is self:
+            return qualname  # importable: pickled by reference
+        return (_rebuild_op, (self.__wrapped__, self._self_settings))
+
+    def __repr__(self) -> str:
+        return f"<op {self._self_name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Node[T]:
+        return self._node(args, kwargs)
+
+    def _node(self, args: tuple, kwargs: dict) -> Node[T]:
+        fast = self._self_fast
+        if kwargs or fast is None or not fast[0] <= len(args) <= fast[1]:
+            sig = self._self_sig
+            if sig is not None:
+                try:
+                    sig.bind(*args, **kwargs)
+                except TypeError as exc:
+                    raise TypeError(
+                        f"{self._self_name}{sig} got arguments that do not fit its "
+                        f"signature: {exc}. Call it as you would call the plain function."
+                    ) from None
+        settings = self._self_settings
+        if settings.pure:
+            key = keys.pure_key(self._self_name, self.__dask_tokenize__(), args, kwargs)
+        else:
+            key = keys.unique_key(self._self_name)
+        return make_node(key, self, self.__wrapped__, args, kwargs, settings.nout)
+
+    def __dask_tokenize__(self) -> str:
+        if self._self_token is None:
+            from dask.base import tokenize
+
+            self._self_token = tokenize(
+                getattr(self.__wrapped__, "__module__", None),
+                getattr(self.__wrapped__, "__qualname__", None),
+                self.__wrapped__,
+                self._self_settings.version,
+            )
+        return self._self_token
+
+    @property
+    def fn(self) -> Callable[..., T]:
+        """The plain function, callable eagerly (for unit tests)."""
+        return self.__wrapped__
+
+    @property
+    def settings(self) -> OpSettings:
+        """The op's options."""
+        return self._self_settings
+
+    @property
+    def op_name(self) -> str:
+        """The name its nodes' keys start with."""
+        return self._self_name
+
+    def options(self, **changes: Any) -> Op[T]:
+        """A new op like this one with some options changed.
+
+        Examples
+        --------
+        >>> import flowdispatch as fd
+        >>> fetch = fd.op(len).options(retries=3, name="fetch")
+        >>> fetch.settings.retries, fetch.op_name
+        (3, 'fetch')
+        """
+        unknown = sorted(set(changes) - set(_OPTION_NAMES))
+        if unknown:
+            raise TypeError(
+                f"unknown op option(s) {unknown}; expected some of {sorted(_OPTION_NAMES)}"
+            )
+        return Op(self.__wrapped__, dataclasses.replace(self._self_settings, **changes))
+
+    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[T]]:
+        """One node per element of the iterables, zipped; ``fd.unmapped(x)`` is passed whole.
+
+        Examples
+        --------
+        >>> import flowdispatch as fd
+        >>> nodes = fd.op(pow).map([1, 2, 3], fd.unmapped(2))
+        >>> fd.compute(nodes, executor="sync")
+        ([1, 4, 9],)
+        """
+        mapped: list[tuple[str | int, list]] = []
+        fixed_args: dict[int, Any] = {}
+        fixed_kwargs: dict[str, Any] = {}
+        for where, value in [*enumerate(iterables), *kwargs.items()]:
+            if isinstance(value, unmapped):
+                (fixed_args if isinstance(where, int) else fixed_kwargs)[where] = value.value
+                continue
+            if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+                raise TypeError(
+                    f"{self._self_name}.map() maps over every argument: expected an "
+                    f"iterable (list, tuple, range, ...) for argument {where!r}, got "
+                    f"{type(value).__name__}. Wrap it in fd.unmapped(...) to pass it whole."
+                )
+            mapped.append((where, list(value)))
+        lengths = {len(values) for _, values in mapped}
+        if len(lengths) > 1:
+            detail = ", ".join(f"{where!r}: {len(values)}" for where, values in mapped)
+            raise ValueError(
+                f"{self._self_name}.map() expected iterables of one length, got {detail}"
+            )
+        count = lengths.pop() if lengths else 0
+        nodes = []
+        for i in range(count):
+            args = dict(fixed_args)
+            call_kwargs = dict(fixed_kwargs)
+            for where, values in mapped:
+                (args if isinstance(where, int) else call_kwargs)[where] = values[i]
+            nodes.append(self._node(tuple(args[j] for j in sorted(args)), call_kwargs))
+        return nodes
+
+
+def _rebuild_op(fn: Callable, settings: OpSettings) -> Op:
+    return Op(fn, settings)
+
+
+class unmapped:  # noqa: N801 - reads as a marker, like prefect.unmapped
+    """Mark an argument of :meth:`Op.map` to be passed whole to every call."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def op(
+    fn: Callable[..., T] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    nout: int | None = None,
+    pure: bool = False,
+    retries: int = 0,
+    retry_on: _RetryOn = Exception,
+    retry_delay: float = 0.0,
+    backoff: float = 1.0,
+    max_delay: float | None = None,
+    timeout: float | None = None,
+    cache: bool = False,
+    version: str | None = None,
+    resources: dict | None = None,
+    priority: int = 0,
+    workers: Any = None,
+    allow_other_workers: bool = False,
+    tags: Iterable[str] = (),
+) -> Any:
+    """Make ``fn`` lazy: calling it returns a node instead of running it.
+
+    Use it bare (``@op``) or with options (``@op(retries=3)``), or on any
+    callable (``op(sum)``).
+
+    Parameters
+    ----------
+    fn
+        A function, lambda, builtin, method or callable object.
+    name
+        The name of its nodes (default: the function's name); keys start with it.
+    nout
+        How many values it returns, so that its nodes can be unpacked
+        (``a, b = split(x)``). Read from a ``-> tuple[A, B]`` annotation if not given.
+    pure
+        Same arguments give the same key (and one node): use for functions
+        without side effects.
+    retries, retry_on, retry_delay, backoff, max_delay
+        Run a failing call again up to ``retries`` more times, when the error
+        matches ``retry_on`` (exception types, or a predicate on the exception),
+        waiting ``retry_delay`` seconds, multiplied by ``backoff`` after each
+        attempt, at most ``max_delay``.
+    timeout
+        Seconds after which the node fails with :class:`~flowdispatch.OpTimeoutError`.
+    cache, version
+        Keep results in the on-disk cache; ``version`` replaces the code hash.
+    resources, priority, workers, allow_other_workers
+        Scheduling hints: dask resources, a priority (higher runs first) and
+        worker restrictions.
+    tags
+        Free labels, shown in the graph.
+
+    Returns
+    -------
+    Op
+        Or, without ``fn``, a decorator that makes one.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> @fd.op(nout=2)
+    ... def halves(rows):
+    ...     return rows[::2], rows[1::2]
+    >>> even, odd = halves([1, 2, 3, 4])
+    >>> fd.compute(even, odd, executor="sync")
+    ([1, 3], [2, 4])
+    """
+    settings = OpSettings(
+        name=name,
+        nout=nout,
+        pure=pure,
+        retries=retries,
+        retry_on=retry_on,
+        retry_delay=retry_delay,
+        backoff=backoff,
+        max_delay=max_delay,
+        timeout=timeout,
+        cache=cache,
+        version=version,
+        resources=resources,
+        priority=priority,
+        workers=workers,
+        allow_other_workers=allow_other_workers,
+        tags=tuple(tags),
+    )
+    if fn is None:
+        return lambda f: _make_op(f, settings)
+    return _make_op(fn, settings)
+
+
+def _make_op(fn: Any, settings: OpSettings) -> Op:
+    if isinstance(fn, Op):
+        fn = fn.__wrapped__
+    if isinstance(fn, Node) or not callable(fn):
+        raise TypeError(
+            "fd.op expected a callable (a function, lambda, builtin, method or "
+            f"callable object), got {type(fn).__name__} {fn!r}"
+        )
+    return Op(fn, settings)

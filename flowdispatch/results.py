@@ -1,0 +1,190 @@
+"""Results: what happened to every node of a run, and the values that came of it.
+
+States:
+
+``done``
+    it ran and returned a value.
+``failed``
+    it raised (after its retries); ``error(node)`` is the exception.
+``upstream_failed``
+    it did not run because an ancestor failed: its error is an
+    :class:`~flowdispatch.UpstreamError` naming that ancestor.
+``cached``
+    its value came from the on-disk cache.
+``cancelled``
+    it did not run because the run stopped first (fail-fast, interrupt).
+``skipped``
+    it did not run because its value was supplied (``overrides=``).
+
+Values of intermediate nodes are released as soon as every dependent has
+used them; the targets' values, and the values that a node which did not
+complete still needs, are kept. So ``rerun()`` can go on from there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .errors import CancelledError
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from .graph import Graph
+    from .node import Node
+
+__all__ = ["STATES", "Results"]
+
+STATES = ("done", "failed", "upstream_failed", "cached", "cancelled", "skipped")
+_COMPLETE = frozenset({"done", "cached", "skipped"})
+_REDO = frozenset({"failed", "upstream_failed", "cancelled"})
+
+
+class Results:
+    """The outcome of :func:`flowdispatch.run`; index it with nodes.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> @fd.op
+    ... def half(x):
+    ...     if x % 2:
+    ...         raise ValueError(f"{x} is odd")
+    ...     return x // 2
+    >>> good, bad = half(4), half(3)
+    >>> res = fd.run(good, bad, half(bad), executor="sync")
+    >>> res[good], res.state(bad), res.ok
+    (2, 'failed', False)
+    >>> res.counts
+    {'done': 1, 'failed': 1, 'upstream_failed': 1}
+    >>> res[bad]
+    Traceback (most recent call last):
+    ...
+    ValueError: 3 is odd
+    """
+
+    def __init__(self, graph: Graph, states: dict[str, str], values: dict[str, Any],
+                 errors: dict[str, BaseException], durations: dict[str, float],
+                 attempts: dict[str, int], overrides: dict[str, Any] | None = None):
+        self.graph = graph
+        self.states = states
+        self._values = values
+        self._errors = errors
+        self._durations = durations
+        self._attempts = attempts
+        self._overrides = overrides or {}
+
+    def _key(self, node: Node | str) -> str:
+        key = node if isinstance(node, str) else getattr(node, "_key", None)
+        if key not in self.states:
+            raise KeyError(
+                f"{node!r} was not part of this run; expected one of its "
+                f"{len(self.states)} nodes (the targets and their ancestors)"
+            )
+        return key
+
+    @property
+    def targets(self) -> tuple[Node, ...]:
+        """The nodes the run was for."""
+        return self.graph.targets
+
+    def __getitem__(self, node: Node | str) -> Any:
+        key = self._key(node)
+        state = self.states[key]
+        if state in _COMPLETE:
+            try:
+                return self._values[key]
+            except KeyError:
+                raise KeyError(
+                    f"the value of {key!r} was released once every node that needed it "
+                    "had run; make it a target (fd.run(..., node)) to keep it"
+                ) from None
+        if state == "cancelled":
+            raise CancelledError(f"node {key!r} was cancelled before it finished")
+        raise self._errors[key]
+
+    def __contains__(self, node: object) -> bool:
+        return getattr(node, "_key", node) in self.states
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def state(self, node: Node | str) -> str:
+        """One of ``STATES``: what happened to ``node``."""
+        return self.states[self._key(node)]
+
+    def error(self, node: Node | str) -> BaseException | None:
+        """The exception of a failed or upstream-failed node, else ``None``."""
+        return self._errors.get(self._key(node))
+
+    def duration(self, node: Node | str) -> float | None:
+        """Seconds its last attempt ran, or ``None`` if it never ran."""
+        return self._durations.get(self._key(node))
+
+    def attempts(self, node: Node | str) -> int:
+        """How many times it was started (retries included)."""
+        return self._attempts.get(self._key(node), 0)
+
+    @property
+    def ok(self) -> bool:
+        """True when every node completed (done, cached or skipped)."""
+        return all(state in _COMPLETE for state in self.states.values())
+
+    @property
+    def failed(self) -> tuple[Node, ...]:
+        """The nodes that raised (not those that only had a failed ancestor)."""
+        return tuple(self.graph[k] for k, s in self.states.items() if s == "failed")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many nodes ended in each state."""
+        return dict(Counter(self.states.values()))
+
+    def first_error(self) -> tuple[str, BaseException] | None:
+        """``(key, exception)`` of the first node that failed, if any."""
+        for key, state in self.states.items():
+            if state == "failed":
+                return key, self._errors[key]
+        return None
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} {s}" for s, n in self.counts.items())
+        return f"<Results: {counts}>"
+
+    def rerun(self, executor: Any = None, **kwargs: Any) -> Results:
+        """Run again only what did not complete, reusing the values that did.
+
+        ``kwargs`` are those of :func:`flowdispatch.run`. Returns the results
+        of the whole graph: earlier outcomes for nodes that completed before.
+        """
+        redo = {k for k, s in self.states.items() if s in _REDO}
+        if not redo:
+            return self
+        from .api import run_graph
+
+        supplied = {k: v for k, v in self._values.items() if k not in redo}
+        graph = self.graph.subgraph(inputs=[self.graph[k] for k in supplied])
+        fresh = run_graph(graph, executor=executor, overrides=supplied, **kwargs)
+        states = dict(self.states)
+        values = dict(self._values)
+        errors = {k: e for k, e in self._errors.items() if k not in redo}
+        durations, attempts = dict(self._durations), dict(self._attempts)
+        for key in redo:
+            states[key] = fresh.states.get(key, "cancelled")
+            for mine, theirs in ((values, fresh._values), (errors, fresh._errors),
+                                 (durations, fresh._durations)):
+                if key in theirs:
+                    mine[key] = theirs[key]
+            attempts[key] = attempts.get(key, 0) + fresh._attempts.get(key, 0)
+        return Results(self.graph, states, values, errors, durations, attempts, self._overrides)
+
+    def visualize(self, filename: str | None = None, format: str | None = None,
+                  **kwargs: Any) -> graphviz.Digraph:
+        """The graph coloured by state, with durations (see :func:`flowdispatch.visualize`)."""
+        from .render import visualize
+
+        return visualize(self, filename=filename, format=format, **kwargs)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.visualize()._repr_mimebundle_(include, exclude)
