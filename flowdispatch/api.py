@@ -88,9 +88,10 @@ def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
     >>> import flowdispatch as fd
     >>> inc = fd.op(lambda x: x + 1, name="inc")
     >>> a = inc(1)
-    >>> res = fd.run(inc(a), executor="sync", overrides={a: 10})
-    >>> res[inc(a).dependencies[0]], res.state(a)
-    (10, 'skipped')
+    >>> b = inc(a)
+    >>> res = fd.run(b, executor="sync", overrides={a: 10})
+    >>> res[b], res.state(a), res.state(b)
+    (11, 'skipped', 'done')
     """
     keyed = _override_keys(overrides)
     graph, keyed = _graph(targets, keyed)

@@ -58,10 +58,11 @@ class Results:
     (2, 'failed', False)
     >>> res.counts
     {'done': 1, 'failed': 1, 'upstream_failed': 1}
-    >>> res[bad]
+    >>> res[bad]  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ValueError: 3 is odd
+    flowdispatch: raised by node 'half-...'
     """
 
     def __init__(self, graph: Graph, states: dict[str, str], values: dict[str, Any],
@@ -139,7 +140,8 @@ class Results:
     @property
     def counts(self) -> dict[str, int]:
         """How many nodes ended in each state."""
-        return dict(Counter(self.states.values()))
+        counts = Counter(self.states.values())
+        return {state: counts[state] for state in STATES if counts[state]}
 
     def first_error(self) -> tuple[str, BaseException] | None:
         """``(key, exception)`` of the first node that failed, if any."""

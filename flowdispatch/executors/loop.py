@@ -7,7 +7,8 @@ op priority, then last-ready-first (depth-first, so values are freed early).
 The loop hands ready nodes to a :class:`Runner` while it has free slots and
 takes finished ones back from a queue; a failed attempt is retried after its
 delay (a timer heap) or, for good, marks every descendant ``upstream_failed``.
-A value is released once every dependent has used it, unless it is a target.
+A value is released once every dependent has used it, unless it is a target
+or was given in ``overrides``.
 
 A runner either runs a node at once and returns the outcome (in-line), or
 starts it and later calls ``report(key, outcome)`` from any thread.
@@ -84,7 +85,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
             "so their values must be supplied (overrides={node: value})"
         )
     hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)] for name in HOOKS}
-    targets = {t._key for t in graph._targets}
+    keep = {t._key for t in graph._targets} | overrides.keys()
     states: dict[str, str] = {}
     values: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
@@ -125,7 +126,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
             dkey = dep._key
             left = needed[dkey] - 1
             needed[dkey] = left
-            if not left and dkey not in targets:
+            if not left and dkey not in keep:
                 values.pop(dkey, None)
 
     def fail(key: str, error: BaseException) -> None:

@@ -1,0 +1,209 @@
+"""A graph as JSON: ops by import path, literal arguments as JSON data.
+
+Each node is stored with its key, the import path of its function
+(``"module:qualname"``), the op options that differ from the defaults and its
+arguments, where a node inside an argument becomes ``{"__node__": key}``.
+Tuples and sets are tagged so they come back as themselves. Loading imports
+the functions again and rebuilds the nodes with the same keys, so
+``Graph.from_json(g.to_json()) == g``.
+
+Examples
+--------
+>>> import operator, flowdispatch as fd
+>>> add = fd.op(operator.add, retries=2)
+>>> total = add(add(1, 2), (3, 4)[0])
+>>> g = fd.Graph(total)
+>>> text = g.to_json()
+>>> again = fd.Graph.from_json(text)
+>>> again == g, again.targets[0].op.settings.retries
+(True, 2)
+>>> fd.compute(again.targets[0], executor="sync")
+(6,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from .errors import GraphError, SerializationError
+from .node import Node, make_node
+from .op import Op, OpSettings
+from .traverse import Ref
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = ["FORMAT", "dumps", "loads"]
+
+FORMAT = "flowdispatch.graph/1"
+_DEFAULTS = OpSettings()
+
+
+def _path(obj: Any) -> str | None:
+    """``"module:qualname"`` if importing that gives back ``obj`` (or an op of it)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    try:
+        found = _import(f"{module}:{qualname}")
+    except (ImportError, AttributeError):
+        return None
+    if found is obj or (isinstance(found, Op) and found.__wrapped__ is obj):
+        return f"{module}:{qualname}"
+    return None
+
+
+def _import(path: str) -> Any:
+    module, _, qualname = path.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _encode(obj: Any, where: str) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Ref):
+        return {"__node__": obj._key}
+    if type(obj) is list:
+        return [_encode(item, where) for item in obj]
+    if type(obj) is tuple:
+        return {"__tuple__": [_encode(item, where) for item in obj]}
+    if type(obj) in (set, frozenset):
+        return {"__set__": [_encode(item, where) for item in obj]}
+    if type(obj) is dict and all(isinstance(k, str) for k in obj):
+        return {"__dict__": {k: _encode(v, where) for k, v in obj.items()}}
+    raise SerializationError(
+        f"{where} holds a {type(obj).__name__}, which JSON cannot store; to_json keeps "
+        "literal arguments as JSON (None, bool, numbers, strings, lists, tuples, sets, "
+        "dicts with string keys): pass such data, or load the object inside an op"
+    )
+
+
+def _decode(obj: Any, built: dict[str, Node]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(item, built) for item in obj]
+    if isinstance(obj, dict):
+        if "__node__" in obj:
+            return built[obj["__node__"]]
+        if "__tuple__" in obj:
+            return tuple(_decode(item, built) for item in obj["__tuple__"])
+        if "__set__" in obj:
+            return {_decode(item, built) for item in obj["__set__"]}
+        return {k: _decode(v, built) for k, v in obj["__dict__"].items()}
+    return obj
+
+
+def _encode_settings(settings: OpSettings, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value == getattr(_DEFAULTS, field.name):
+            continue
+        if field.name == "retry_on":
+            types = value if isinstance(value, tuple) else (value,)
+            paths = [_path(t) for t in types]
+            if None in paths:
+                raise SerializationError(
+                    f"{where}: retry_on={value!r} cannot be stored by import path; use "
+                    "exception classes or a predicate defined at module level"
+                )
+            out[field.name] = paths
+        else:
+            out[field.name] = _encode(value, f"{where} option {field.name}")
+    return out
+
+
+def _decode_settings(options: dict[str, Any]) -> OpSettings:
+    options = {k: _decode(v, {}) for k, v in options.items()}
+    if "retry_on" in options:
+        found = tuple(_import(p) for p in options["retry_on"])
+        options["retry_on"] = found[0] if len(found) == 1 else found
+    if "tags" in options:
+        options["tags"] = tuple(options["tags"])
+    return OpSettings(**options)
+
+
+def dumps(graph: Graph) -> str:
+    """The JSON text of ``graph``."""
+    records = []
+    for node in graph:
+        where = f"node {node._key!r}"
+        record: dict[str, Any] = {"key": node._key}
+        if node._op is not None:
+            fn = node._op.__wrapped__
+            path = _path(fn)
+            if path is None:
+                raise SerializationError(
+                    f"{where}: its function {fn!r} cannot be imported by path (a lambda or a "
+                    "function defined inside another); to_json stores ops by import path, "
+                    "so define it at module level"
+                )
+            record["fn"] = path
+            options = _encode_settings(node._op._self_settings, where)
+            if options:
+                record["options"] = options
+        if node._nout is not None and node._op is not None and node._nout != node._op._self_settings.nout:
+            record["nout"] = node._nout
+        record["args"] = _encode(list(node._args), f"{where} argument")
+        if node._kwargs:
+            record["kwargs"] = _encode(dict(node._kwargs), f"{where} argument")["__dict__"]
+        records.append(record)
+    return json.dumps({
+        "format": FORMAT,
+        "targets": [t._key for t in graph.targets],
+        "inputs": [n._key for n in graph.inputs],
+        "nodes": records,
+    }, indent=1)
+
+
+def _refs(obj: Any, out: list[str]) -> None:
+    if isinstance(obj, list):
+        for item in obj:
+            _refs(item, out)
+    elif isinstance(obj, dict):
+        if "__node__" in obj:
+            out.append(obj["__node__"])
+        else:
+            for item in obj.values():
+                _refs(item, out)
+
+
+def loads(text: str) -> Graph:
+    """Rebuild the graph of :func:`dumps` text, importing its functions."""
+    from .graph import Graph, check_acyclic
+
+    data = json.loads(text)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise GraphError(f"expected JSON written by Graph.to_json ({FORMAT!r}), got {got!r}")
+    records = {r["key"]: r for r in data["nodes"]}
+    g = nx.DiGraph()
+    for key, record in records.items():
+        g.add_node(key)
+        deps: list[str] = []
+        _refs([record.get("args", []), record.get("kwargs", {})], deps)
+        for dep in deps:
+            if dep not in records:
+                raise GraphError(f"node {key!r} refers to node {dep!r}, which the JSON lacks")
+            g.add_edge(dep, key)
+    check_acyclic(g)
+    built: dict[str, Node] = {}
+    for key in nx.topological_sort(g):
+        record = records[key]
+        args = tuple(_decode(record.get("args", []), built))
+        kwargs = _decode({"__dict__": record.get("kwargs", {})}, built)
+        if "fn" in record:
+            op = Op(_import(record["fn"]), _decode_settings(record.get("options", {})))
+            nout = record.get("nout", op._self_settings.nout)
+            built[key] = make_node(key, op, op.__wrapped__, args, kwargs or None, nout)
+        else:
+            built[key] = make_node(key, None, None, args, None, None)
+    targets = tuple(built[k] for k in data["targets"])
+    return Graph._cut(targets, frozenset(data.get("inputs", ())))
