@@ -15,7 +15,7 @@ from .executors import resolve
 from .graph import Graph, as_nodes
 from .node import Node
 from .results import Results
-from .traverse import substitute
+from .traverse import scan, substitute
 
 __all__ = ["compute", "persist", "run", "run_graph", "submit"]
 
@@ -36,7 +36,7 @@ def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
 
 
 def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
-    nodes = as_nodes(targets)
+    nodes = as_nodes(targets, strict=False)
     graph = Graph._cut(nodes, frozenset(overrides))
     return graph, {k: v for k, v in overrides.items() if k in graph}
 
@@ -112,9 +112,11 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = Non
     >>> import flowdispatch as fd
     >>> add = fd.op(lambda x, y: x + y, name="add")
     >>> a = add(1, 2)
-    >>> fd.compute(a, {"twice": add(a, a)}, executor="sync")
-    (3, {'twice': 6})
+    >>> fd.compute(a, {"twice": add(a, a)}, "as is", executor="sync")
+    (3, {'twice': 6}, 'as is')
     """
+    if not any(scan(target, {}) for target in targets):
+        return targets  # nothing lazy: as dask.compute, values pass through
     keyed = _override_keys(overrides)
     graph, keyed = _graph(targets, keyed)
     results = run_graph(graph, executor=executor, overrides=keyed, progress=progress,

@@ -39,11 +39,14 @@ if TYPE_CHECKING:
 __all__ = ["Graph", "as_nodes"]
 
 
-def as_nodes(targets: Iterable[Any], what: str = "targets") -> tuple[Node, ...]:
-    """The nodes inside ``targets`` (nodes, or containers of nodes), each once, in order."""
+def as_nodes(targets: Iterable[Any], what: str = "targets", strict: bool = True) -> tuple[Node, ...]:
+    """The nodes inside ``targets`` (nodes, or containers of nodes), each once, in order.
+
+    With ``strict``, a target that holds no node is a ``TypeError``.
+    """
     found: dict[str, Ref] = {}
     for target in targets:
-        if not scan(target, found):
+        if not scan(target, found) and strict:
             raise TypeError(
                 f"{what}: expected nodes (or lists, tuples, dicts of nodes), got "
                 f"{type(target).__name__} {target!r}"
