@@ -38,14 +38,25 @@ from .executors import (
 from .graph import Graph
 from .node import Node, collect, value
 from .op import Op, OpSettings, op, unmapped
+from .render import visualize
 from .results import Results
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The dask executor imports distributed, which `import flowdispatch` must not.
+    if name == "DaskExecutor":
+        from .executors.dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'flowdispatch' has no attribute {name!r}")
 
 __all__ = [
     "Callback",
     "CancelledError",
     "CycleError",
+    "DaskExecutor",
     "Executor",
     "ExecutorError",
     "FlowDispatchError",
@@ -74,4 +85,5 @@ __all__ = [
     "submit",
     "unmapped",
     "value",
+    "visualize",
 ]

@@ -190,3 +190,8 @@ class Results:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.visualize()._repr_mimebundle_(include, exclude)
+
+    def _repr_html_(self) -> str:
+        from .render import results_html
+
+        return results_html(self, drawing=True)

@@ -1,0 +1,564 @@
+"""Rendering: a graph, or what a run did to it, as a graphviz drawing.
+
+Every node becomes one DOT node whose id is its key: ops are boxes labelled
+with the op name, data nodes (:func:`~flowdispatch.value`) ellipses labelled
+with their name and a short repr. Edges follow data, from dependency to
+dependent. Literal arguments are not drawn; a node's tooltip shows the call.
+After a run (a :class:`~flowdispatch.Results`), nodes are coloured by state,
+with durations and attempts in the label, errors in the tooltip, and a legend.
+
+Large graphs collapse. One topological pass gives each node its depth (the
+longest path from a source) and its group: same title (op name, or ``[0]``,
+``.attr``, ...), same depth, same groups of dependencies. A group of many nodes
+is drawn as one node, ``inc ×100``, with its count per state after a run and
+the colour of its worst state; edges between groups are drawn once.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> from flowdispatch.render import visualize
+>>> inc = fd.op(lambda x: x + 1, name="inc")
+>>> one = fd.value(1, name="one")
+>>> two = inc(one)
+>>> three = inc(two)
+>>> dot = visualize(three)
+>>> dot.source.count("shape=box"), dot.source.count("shape=ellipse")
+(2, 1)
+>>> f'"{one.key}" -> "{two.key}"' in dot.source
+True
+>>> dot.source.count("penwidth=2.5")  # the target
+1
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import operator
+import os
+import reprlib
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import graphviz
+
+from .errors import FlowDispatchError, UpstreamError
+from .graph import Graph
+from .node import Node, _call_method, _collect
+from .results import STATES, Results
+
+__all__ = ["FORMATS", "STATE_COLORS", "DotNotFoundError", "results_html", "visualize"]
+
+FORMATS = ("dot", "gv", "pdf", "png", "svg")
+"""The formats :func:`visualize` writes (``dot`` and ``gv`` are DOT source)."""
+
+# Paul Tol's "light" scheme: readable under black text, and told apart with
+# every common colour-vision deficiency. Each state: (fill, border).
+STATE_COLORS: dict[str, tuple[str, str]] = {
+    "done": ("#A9DFC9", "#2E8B6A"),
+    "failed": ("#EE8866", "#BB3311"),
+    "upstream_failed": ("#EEDD88", "#AA8800"),
+    "cached": ("#77AADD", "#336699"),
+    "cancelled": ("#DDDDDD", "#777777"),
+    "skipped": ("#99DDFF", "#4488AA"),
+}
+"""``{state: (fill, border)}``: the colours of each state."""
+
+_WORSE_FIRST = ("failed", "upstream_failed", "cancelled", "skipped", "cached", "done")
+_STYLES = {"upstream_failed": "dashed", "cancelled": "dotted", "skipped": "dashed"}
+_RANKDIRS = ("TB", "LR", "BT", "RL")
+_COLLAPSE_AT = 100
+_FONT = "Helvetica"
+_DETAIL = '<BR/><FONT POINT-SIZE="9" COLOR="#555555">{}</FONT>'
+
+
+class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):
+    """Graphviz's ``dot`` program is not on ``PATH``; the message names the fix."""
+
+    def __init__(self) -> None:
+        Exception.__init__(
+            self,
+            "drawing a graph needs Graphviz's `dot` program, which is not on PATH. "
+            "Install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew "
+            "install graphviz; conda: conda install graphviz), or write DOT text "
+            "instead: visualize(..., filename='graph.dot')",
+        )
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+class _Digraph(graphviz.Digraph):
+    """A ``graphviz.Digraph`` whose rendering says how to install a missing ``dot``."""
+
+    def pipe(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().pipe(*args, **kwargs)
+        except graphviz.ExecutableNotFound as exc:
+            raise DotNotFoundError() from exc
+
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().render(*args, **kwargs)
+        except graphviz.ExecutableNotFound as exc:
+            raise DotNotFoundError() from exc
+
+
+def visualize(*items: Any, filename: str | os.PathLike | None = None,
+              format: str | None = None, rankdir: str = "TB", color: str | bool | None = None,
+              collapse: int | bool | None = None) -> graphviz.Digraph:
+    """Draw nodes, a graph, or the results of a run with graphviz.
+
+    Parameters
+    ----------
+    *items
+        Nodes (or containers of nodes), one :class:`~flowdispatch.Graph`, or one
+        :class:`~flowdispatch.Results`.
+    filename
+        Write the drawing there; the format comes from the extension (see ``FORMATS``).
+    format
+        One of ``FORMATS``; overrides the extension. Without a filename, it
+        becomes the drawing's ``format`` (for ``.render()`` and ``.pipe()``).
+    rankdir
+        ``"TB"`` (top to bottom), ``"LR"``, ``"BT"`` or ``"RL"``.
+    color
+        ``"state"``: colour by what happened in the run (the default for
+        Results); ``False``: no colours.
+    collapse
+        Collapse calls of one op when the graph has more than this many nodes
+        (default 100); ``True`` always, ``False`` never.
+
+    Returns
+    -------
+    graphviz.Digraph
+        Shown inline in Jupyter; ``.source`` is the DOT text.
+
+    Raises
+    ------
+    DotNotFoundError
+        Writing an image (or displaying one) needs Graphviz's ``dot`` program.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> from flowdispatch.render import visualize
+    >>> @fd.op
+    ... def half(x):
+    ...     if x % 2:
+    ...         raise ValueError(f"{x} is odd")
+    ...     return x // 2
+    >>> res = fd.run(half(half(6)), executor="sync")
+    >>> dot = visualize(res)
+    >>> "failed" in dot.source and "3 is odd" in dot.source
+    True
+    >>> many = visualize([half(i) for i in range(0, 400, 2)], collapse=True)
+    >>> "half ×200" in many.source
+    True
+    """
+    graph, results = _subject(items)
+    by_state = _by_state(color, results)
+    fmt = _format(filename, format)
+    if rankdir not in _RANKDIRS:
+        raise ValueError(f"rankdir: expected one of {', '.join(_RANKDIRS)}, got {rankdir!r}")
+    threshold = _threshold(collapse)
+    dot = _Digraph(
+        "flowdispatch",
+        graph_attr={"rankdir": rankdir, "fontname": _FONT, "nodesep": "0.3", "ranksep": "0.4"},
+        node_attr={"fontname": _FONT, "fontsize": "11", "style": "rounded,filled",
+                   "fillcolor": "#F4F4F4", "color": "#555555", "margin": "0.12,0.05",
+                   "height": "0.3"},
+        edge_attr={"color": "#777777", "arrowsize": "0.6"},
+    )
+    shown = results if by_state else None
+    targets = {t._key for t in graph.targets}
+    if threshold is not None and len(graph) > threshold:
+        _draw_groups(dot, graph, shown, targets)
+    else:
+        _draw_nodes(dot, graph, shown, targets)
+        for node in graph:
+            for dep in graph.deps_of(node._key):
+                dot.edge(dep._key, node._key)
+    if shown is not None:
+        _draw_legend(dot, shown)
+    if fmt is not None:
+        dot.format = fmt
+    if filename is not None:
+        _write(dot, filename, fmt)
+    return dot
+
+
+# -- what to draw, and how ---------------------------------------------------------
+def _subject(items: tuple) -> tuple[Graph, Results | None]:
+    if len(items) == 1 and isinstance(items[0], Results):
+        return items[0].graph, items[0]
+    if len(items) == 1 and isinstance(items[0], Graph):
+        return items[0], None
+    if any(isinstance(item, (Graph, Results)) for item in items):
+        raise TypeError("visualize: expected one Graph, one Results, or nodes; not a mix")
+    if not items:
+        raise TypeError("visualize: expected nodes (or containers of nodes), a Graph or a "
+                        "Results, got nothing")
+    return Graph(*items), None
+
+
+def _by_state(color: Any, results: Results | None) -> bool:
+    if color is None:
+        return results is not None
+    if color is False:
+        return False
+    if color == "state":
+        if results is None:
+            raise ValueError("color='state' colours nodes by what happened in a run: pass "
+                             "the Results of fd.run(...), not nodes or a Graph")
+        return True
+    raise ValueError(f"color: expected None, 'state' or False, got {color!r}")
+
+
+def _format(filename: Any, format: str | None) -> str | None:
+    if format is None and filename is not None:
+        format = os.path.splitext(os.fspath(filename))[1].lstrip(".").lower()
+        if not format:
+            raise ValueError(f"cannot tell the format of {os.fspath(filename)!r}: give it an "
+                             f"extension ({', '.join(FORMATS)}) or pass format=")
+    if format is not None and format.lower() not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; supported: {', '.join(FORMATS)}")
+    return None if format is None else format.lower()
+
+
+def _threshold(collapse: Any) -> int | None:
+    if collapse is None:
+        return _COLLAPSE_AT
+    if collapse is True:
+        return 0
+    if collapse is False:
+        return None
+    if isinstance(collapse, int) and collapse >= 0:
+        return collapse
+    raise TypeError(f"collapse: expected a node count >= 0, True or False, got {collapse!r}")
+
+
+def _write(dot: _Digraph, filename: Any, fmt: str | None) -> None:
+    path = os.path.abspath(os.fspath(filename))
+    if fmt in ("dot", "gv"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(dot.source)
+        return
+    # The DOT source that render() saves first goes to a scratch directory, so
+    # nothing is left next to the output (and no file of the user's is overwritten).
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", graphviz.FormatSuffixMismatchWarning)
+        warnings.simplefilter("ignore", graphviz.UnknownSuffixWarning)
+        dot.render(filename=os.path.join(scratch, "graph.gv"), outfile=path, format=fmt,
+                   cleanup=True)
+
+
+# -- one DOT node per node ---------------------------------------------------------
+def _draw_nodes(dot: _Digraph, nodes: Iterable[Node], results: Results | None,
+                targets: set) -> None:
+    for node in nodes:
+        key = node._key
+        state = results.states.get(key) if results is not None else None
+        details = _details(node, key, state, results)
+        tooltip = [_call_text(node)]
+        if state is not None:
+            tooltip.append(_state_line(key, state, results))
+            error = results._errors.get(key)
+            if error is not None and state in ("failed", "upstream_failed"):
+                tooltip.append(_error_text(error))
+        look = _look(node._op is None, state, key in targets)
+        dot.node(key, _label(_title(node, count=True), " · ".join(details)),
+                 tooltip=_tooltip(tooltip), **look)
+
+
+def _details(node: Node, key: str, state: str | None, results: Results | None) -> list[str]:
+    if node._op is None:
+        return [_short(node._args[0], 24)]
+    if state is None:
+        return [f"#{tag}" for tag in node._op.settings.tags]
+    out = [] if state == "done" else [state.replace("_", " ")]
+    seconds = results._durations.get(key)
+    if seconds is not None:
+        out.append(_duration(seconds))
+    tries = results._attempts.get(key, 0)
+    if tries > 1:
+        out.append(f"{tries} attempts")
+    return out
+
+
+def _look(data: bool, state: str | None, target: bool) -> dict[str, str]:
+    look = {"shape": "ellipse" if data else "box"}
+    if data and state is None:
+        look["fillcolor"] = "#FFFFFF"
+    if state is not None:
+        look["fillcolor"], look["color"] = STATE_COLORS[state]
+        if state in _STYLES:
+            look["style"] = f"{'filled' if data else 'rounded,filled'},{_STYLES[state]}"
+    if target:
+        look["penwidth"] = "2.5"
+    elif state == "failed":
+        look["penwidth"] = "1.5"
+    return look
+
+
+def _draw_legend(dot: _Digraph, results: Results) -> None:
+    counts = Counter(results.states.values())
+    shown = [state for state in STATES if counts[state]]
+    with dot.subgraph(name="cluster_legend") as legend:
+        legend.attr(label="states", fontsize="10", fontcolor="#555555", style="rounded",
+                    color="#BBBBBB", margin="6")
+        for state in shown:
+            legend.node(f"legend {state}", _label(f"{counts[state]} {state.replace('_', ' ')}"),
+                        tooltip=f"{counts[state]} node(s) {state.replace('_', ' ')}",
+                        **_look(False, state, False))
+        for above, below in zip(shown, shown[1:]):
+            legend.edge(f"legend {above}", f"legend {below}", style="invis")
+
+
+# -- collapsing: one DOT node per group ----------------------------------------------
+def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: set) -> None:
+    depth: dict[str, int] = {}
+    group_of: dict[str, int] = {}
+    index: dict[tuple, int] = {}
+    groups: list[list[Node]] = []
+    edges: dict[tuple[int, int], None] = {}  # an ordered set
+    for node in graph:  # topological: every dependency's group is already known
+        key = node._key
+        deps = graph.deps_of(key)
+        depth[key] = level = 1 + max((depth[d._key] for d in deps), default=-1)
+        tails = frozenset(group_of[d._key] for d in deps)
+        gid = group_of[key] = index.setdefault((node._op is None, _title(node), level, tails),
+                                               len(groups))
+        if gid == len(groups):
+            groups.append([])
+        groups[gid].append(node)
+        for tail in tails:
+            edges[tail, gid] = None
+    ids = []
+    for gid, members in enumerate(groups):
+        if len(members) == 1:
+            ids.append(members[0]._key)
+            _draw_nodes(dot, members, results, targets)
+        else:
+            ids.append(f"{members[0].name} ×{len(members)} (group {gid})")
+            _draw_group(dot, ids[-1], members, results, targets)
+    for tail, head in edges:
+        dot.edge(ids[tail], ids[head])
+
+
+def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results | None,
+                targets: set) -> None:
+    first = members[0]
+    title = f"{_title(first)} ×{len(members)}"
+    tooltip = [f"{len(members)} calls like {_call_text(first)}"]
+    detail = ""
+    state = None
+    if results is not None:
+        counts = Counter(results.states.get(n._key) for n in members)
+        parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATES if counts[s]]
+        detail = ", ".join(parts)
+        state = next((s for s in _WORSE_FIRST if counts[s]), None)
+        seconds = sum(results._durations.get(n._key, 0.0) for n in members)
+        tooltip.append(f"{detail}; {_duration(seconds)} in all")
+        errors = [(n._key, results._errors[n._key]) for n in members
+                  if results.states.get(n._key) == "failed" and n._key in results._errors]
+        tooltip += [f"{key}: {_error_text(err)}" for key, err in errors[:3]]
+        if len(errors) > 3:
+            tooltip.append(f"... and {len(errors) - 3} more failed")
+    look = _look(first._op is None, state, any(n._key in targets for n in members))
+    dot.node(gid, _label(title, detail), tooltip=_tooltip(tooltip),
+             peripheries="2", **look)
+
+
+# -- text --------------------------------------------------------------------------
+def _title(node: Node, count: bool = False) -> str:
+    """What a node is called in the drawing: ``inc``, ``[0]``, ``.upper()``, ``collect (3)``."""
+    fn, args = node._fn, node._args
+    if fn is operator.getitem and len(args) == 2:
+        return f"[{_short(args[1], 20)}]"
+    if fn is getattr and len(args) == 2 and isinstance(args[1], str):
+        return f".{args[1]}"
+    if fn is _call_method:
+        return f".{args[1]}()"
+    if fn is _collect and count:
+        return f"{node.name} ({len(args)})"
+    return node.name
+
+
+def _call_text(node: Node) -> str:
+    """The call that makes a node, as code: ``add(x=<inc-…>, y=3)``."""
+    fn, args, kwargs = node._fn, node._args, node._kwargs or {}
+    if node._op is None:
+        text = f"{node.name} = {_short(args[0], 200)}"
+    elif fn is operator.getitem and len(args) == 2:
+        text = f"{_short(args[0])}[{_short(args[1])}]"
+    elif fn is getattr and len(args) == 2:
+        text = f"{_short(args[0])}.{args[1]}"
+    elif fn is _call_method:
+        text = f"{_short(args[0])}.{args[1]}({_arguments(None, args[2:], kwargs)})"
+    else:
+        text = f"{node.name}({_arguments(getattr(node._op, '_self_sig', None), args, kwargs)})"
+    return _truncate(text, 200)
+
+
+def _arguments(sig: inspect.Signature | None, args: tuple, kwargs: dict) -> str:
+    bound = None
+    if sig is not None:
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError:
+            pass
+    if bound is None:
+        return ", ".join([*map(_short, args), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
+    parts = []
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            parts += map(_short, value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            parts += (f"{k}={_short(v)}" for k, v in value.items())
+        elif kind is inspect.Parameter.POSITIONAL_ONLY:
+            parts.append(_short(value))
+        else:
+            parts.append(f"{name}={_short(value)}")
+    return ", ".join(parts)
+
+
+class _Repr(reprlib.Repr):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.maxlevel = 2
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = size // 6
+        self.maxdict = size // 8
+        self.maxstring = self.maxother = size
+        self.fillvalue = "…"
+
+    def repr_Node(self, node: Node, level: int) -> str:  # noqa: N802 - reprlib's naming
+        return f"<{node.name}-…>"
+
+
+_repr_short, _repr_long = _Repr(24).repr, _Repr(120).repr
+
+
+def _short(obj: Any, limit: int = 40) -> str:
+    """A one-line repr of at most ``limit`` characters; nodes read ``<name-…>``."""
+    text = (_repr_long if limit > 60 else _repr_short)(obj)
+    return _truncate(" ".join(text.split()), limit)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _duration(seconds: float) -> str:
+    """``40 µs``, ``3.5 ms``, ``12 ms``, ``1.5 s``, ``2 min 5 s``, ``1 h 02 min``."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def _state_line(key: str, state: str, results: Results) -> str:
+    line = state.replace("_", " ")
+    seconds = results._durations.get(key)
+    tries = results._attempts.get(key, 0)
+    if tries > 1:
+        line += f" after {tries} attempts"
+    if seconds is not None:
+        line += f" ({_duration(seconds)})"
+    return line
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, UpstreamError):
+        cause = error.error
+        why = f" with {type(cause).__name__}: {cause}" if cause is not None else ""
+        return _truncate(f"did not run: upstream {error.upstream} failed{why}", 300)
+    return _truncate(f"{type(error).__name__}: {error}", 300)
+
+
+def _escape(text: str) -> str:
+    r"""Text for a DOT escString (tooltips, labels): backslashes and newlines as written.
+
+    Each backslash is written ``\\`` plus a zero-width space, so it never pairs
+    with the next character: Graphviz turns ``\N``, ``\G``, ... into names,
+    and some versions unescape tooltips twice.
+    """
+    return text.replace("\\", "\\\\\u200b").replace("\r", "").replace("\n", "\\n")
+
+
+def _tooltip(lines: list[str]) -> str:
+    """A tooltip of several lines (never mistaken for an HTML-like ``<...>`` label)."""
+    return graphviz.nohtml(_escape("\n".join(lines)))
+
+
+def _label(title: str, detail: str = "") -> str:
+    """An HTML-like label: the title, and a smaller grey detail line."""
+    text = _escape(html.escape(" ".join(title.split()), quote=False))
+    if detail:
+        text += _DETAIL.format(_escape(html.escape(" ".join(detail.split()), quote=False)))
+    return f"<{text}>"
+
+
+# -- a table for Jupyter ---------------------------------------------------------------
+def results_html(results: Results, drawing: bool = False) -> str:
+    """A short HTML summary of a run: nodes per state, op time, and the failures.
+
+    Parameters
+    ----------
+    results
+        What :func:`flowdispatch.run` returned.
+    drawing
+        Add the graph coloured by state, as inline SVG, under the table (what a
+        notebook shows; without Graphviz's ``dot``, a note saying how to get it).
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> from flowdispatch.render import results_html
+    >>> boom = fd.op(lambda: 1 / 0, name="boom")
+    >>> page = results_html(fd.run(boom(), executor="sync"))
+    >>> "ZeroDivisionError: division by zero" in page
+    True
+    """
+    counts = Counter(results.states.values())
+    rows = "".join(
+        f'<tr><td><span style="display:inline-block;width:0.9em;height:0.9em;'
+        f'vertical-align:middle;margin-right:0.4em;background:{fill};border:1px solid '
+        f'{border}"></span>{state.replace("_", " ")}</td>'
+        f'<td style="text-align:right">{counts[state]}</td></tr>'
+        for state, (fill, border) in STATE_COLORS.items() if counts[state]
+    )
+    seconds = sum(results._durations.values())
+    failed = [(k, results._errors.get(k)) for k, s in results.states.items() if s == "failed"]
+    out = [
+        '<div class="flowdispatch-results">',
+        f"<strong>{len(results)} nodes</strong>, {_duration(seconds)} of op time",
+        f"<table><tbody>{rows}</tbody></table>",
+    ]
+    if failed:
+        items = "".join(
+            f"<tr><td><code>{html.escape(key)}</code></td>"
+            f"<td><code>{html.escape(_error_text(error) if error else 'failed')}</code></td></tr>"
+            for key, error in failed[:10]
+        )
+        more = f"<p>... and {len(failed) - 10} more</p>" if len(failed) > 10 else ""
+        out.append(f"<table><thead><tr><th>failed</th><th>error</th></tr></thead>"
+                   f"<tbody>{items}</tbody></table>{more}")
+    if drawing:
+        try:
+            svg = visualize(results).pipe(format="svg", encoding="utf-8")
+            out.append(svg[svg.index("<svg"):])
+        except DotNotFoundError as exc:
+            out.append(f"<p><em>{html.escape(str(exc))}</em></p>")
+    out.append("</div>")
+    return "".join(out)
