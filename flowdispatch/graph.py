@@ -158,7 +158,7 @@ class Graph:
 
     # -- deriving ------------------------------------------------------------------
     def subgraph(self, targets: Any = None, inputs: Any = None) -> Graph:
-        """The ancestors of ``targets``, cut at ``inputs``.
+        """The ancestors of ``targets``, cut at ``inputs`` (nodes, or their keys).
 
         ``targets`` defaults to this graph's targets. Inputs stay, as sources;
         their own ancestors go unless a kept node still needs them. So
@@ -174,8 +174,11 @@ class Graph:
         >>> len(fd.Graph(c).subgraph(targets=[b]))
         2
         """
-        chosen = self._targets if targets is None else as_nodes(_listify(targets), "targets")
-        cut = as_nodes(_listify(inputs), "inputs") if inputs is not None else ()
+        def nodes(items: Any, what: str) -> tuple[Node, ...]:  # nodes or their keys
+            return as_nodes([self[i] if isinstance(i, str) else i for i in _listify(items)], what)
+
+        chosen = self._targets if targets is None else nodes(targets, "targets")
+        cut = nodes(inputs, "inputs") if inputs is not None else ()
         for node in (*chosen, *cut):
             self._key(node)
         return Graph._cut(chosen, self._inputs | {n._key for n in cut})

@@ -24,7 +24,7 @@ import itertools
 import os
 import re
 
-from dask.base import tokenize
+from dask.base import normalize_token, tokenize
 
 __all__ = ["clean_name", "pure_key", "unique_key"]
 
@@ -60,6 +60,13 @@ def clean_name(name: str) -> str:
 def unique_key(name: str) -> str:
     """A fresh key for one call of op ``name``."""
     return f"{name}-{_session}{next(_counter)}"
+
+
+@normalize_token.register(frozenset)
+def _normalize_frozenset(s: frozenset) -> tuple:
+    # dask sorts sets but pickles frozensets, whose order follows the hash seed:
+    # a pure key (and a cache key) must not change from one process to the next.
+    return ("frozenset", normalize_token(set(s)))
 
 
 def pure_key(name: str, *parts: object) -> str:

@@ -160,6 +160,8 @@ class Node(Ref, Generic[T]):
     def __dask_tokenize__(self) -> str:
         return self._key
 
+    __dask_optimize__ = None  # no graph optimization; dask warns when this is missing
+
     @staticmethod
     def __dask_scheduler__(dsk, keys, **kwargs):
         import dask.threaded
@@ -188,8 +190,7 @@ class Node(Ref, Generic[T]):
         return self._nout
 
     def __iter__(self) -> Iterator[Node]:
-        for i in range(len(self)):
-            yield self[i]
+        return iter([self[i] for i in range(len(self))])  # len() raises now, not on next()
 
     def __getitem__(self, index: Any) -> Node:
         if self._nout is not None and isinstance(index, int) and not -self._nout <= index < self._nout:

@@ -210,6 +210,14 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
             return qualname  # importable: pickled by reference
         return (_rebuild_op, (self.__wrapped__, self._self_settings))
 
+    # wrapt proxies refuse copying; an op is immutable, so a copy is the op itself
+    # (as the copy module treats functions). Nodes hold ops, so deepcopy needs this.
+    def __copy__(self) -> Op[T]:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Op[T]:
+        return self
+
     def __repr__(self) -> str:
         return f"<op {self._self_name}>"
 
@@ -417,7 +425,7 @@ def op(
         priority=priority,
         workers=workers,
         allow_other_workers=allow_other_workers,
-        tags=tuple(tags),
+        tags=tags,  # type: ignore[arg-type]  # OpSettings refuses a str, makes a tuple
     )
     if fn is None:
         return lambda f: _make_op(f, settings)

@@ -111,6 +111,14 @@ class ThreadExecutor(_PoolRunner):
                 self._pool = cf.ThreadPoolExecutor(self.slots, thread_name_prefix="flowdispatch")
             return self._pool
 
+    def cancel(self) -> None:
+        # After an interrupt: start nothing more and do not wait for the running
+        # ops (a thread cannot be stopped); their threads end as the ops return.
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
@@ -203,7 +211,15 @@ class ProcessExecutor(_PoolRunner):
 
     def start(self, node, args, kwargs, report):
         payload = ship(node, args, kwargs)
-        future = self._get_pool().submit(_attempt_pickled, payload)
+        pool = self._get_pool()
+        try:
+            future = pool.submit(_attempt_pickled, payload)
+        except cf.process.BrokenProcessPool:  # a worker died earlier: start a new pool
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            future = self._get_pool().submit(_attempt_pickled, payload)
         future.add_done_callback(lambda f: report(_unship(f)))
         return None
 

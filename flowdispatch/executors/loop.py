@@ -39,6 +39,10 @@ __all__ = ["Outcome", "Runner", "attempt", "execute", "note_node"]
 
 Outcome = tuple  # (ok: bool | None, value or exception, seconds)
 
+# Longest blocking wait: a thread blocked on a lock does not see
+# _thread.interrupt_main(), nor Ctrl-C on Windows, until it wakes up.
+_POLL = 0.1
+
 
 class Runner(Protocol):
     """How an executor runs one node; see the module docstring."""
@@ -201,7 +205,9 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
                 elif finish(key, outcome):
                     stopping = True
             if in_flight:
-                wait = max(0.0, timers[0][0] - time.monotonic()) if timers and not stopping else None
+                wait = _POLL
+                if timers and not stopping:
+                    wait = min(wait, max(0.0, timers[0][0] - time.monotonic()))
                 try:
                     key, outcome = done_queue.get(timeout=wait)
                 except queue.Empty:
@@ -211,7 +217,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
                     if finish(key, outcome):
                         stopping = True
             elif timers and not stopping:
-                time.sleep(max(0.0, timers[0][0] - time.monotonic()))
+                time.sleep(min(_POLL, max(0.0, timers[0][0] - time.monotonic())))
             elif not ready or stopping:
                 break
             now = time.monotonic()

@@ -1,0 +1,389 @@
+"""Node: an immutable lazy value; keys, dependencies, lazy operators, the dask protocol."""
+
+import collections
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import dask
+import pytest
+from dask.utils import key_split
+
+import flowdispatch as fd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@fd.op
+def inc(x):
+    return x + 1
+
+
+@fd.op
+def echo(*args, **kwargs):
+    return args, kwargs
+
+
+@fd.op(pure=True)
+def pure_add(x, y):
+    return x + y
+
+
+@fd.op(nout=2)
+def halves(rows):
+    return rows[::2], rows[1::2]
+
+
+@dataclasses.dataclass
+class Box:
+    item: object
+    label: str = "box"
+
+
+Pair = collections.namedtuple("Pair", "left right")
+
+
+class Matrix:
+    def __init__(self, n):
+        self.n = n
+
+    def __matmul__(self, other):
+        return ("matmul", self.n, other)
+
+    def __rmatmul__(self, other):
+        return ("rmatmul", other, self.n)
+
+
+# -- what a node is --------------------------------------------------------------------------
+
+def test_a_node_is_immutable():
+    node = inc(1)
+    with pytest.raises(AttributeError, match=r"a Node is immutable: cannot set 'key'"):
+        node.key = "other"
+    with pytest.raises(AttributeError, match=r"a Node is immutable: cannot set 'extra'"):
+        node.extra = 1
+    with pytest.raises(AttributeError, match=r"a Node is immutable: cannot delete '_args'"):
+        del node._args
+    assert not hasattr(node, "__dict__")
+
+
+def test_kwargs_is_a_copy():
+    node = echo(1, flag=True)
+    node.kwargs["flag"] = False
+    assert node.kwargs == {"flag": True}
+
+
+def test_node_is_generic():
+    alias = fd.Node[int]
+    assert typing.get_origin(alias) is fd.Node
+    assert typing.get_args(alias) == (int,)
+
+    def typed(n: fd.Node[int]) -> fd.Node[str]:
+        return n
+
+    assert typing.get_type_hints(typed)["n"] == fd.Node[int]
+
+
+def test_own_attributes():
+    node = inc(1)
+    assert (node.name, node.op, node.args, node.kwargs, node.dependencies) == (
+        "inc", inc, (1,), {}, ())
+    with pytest.raises(AttributeError, match=r"'Node' object has no attribute '_secret'"):
+        node._secret
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+def test_key_is_name_dash_token():
+    node = inc(1)
+    assert re.fullmatch(r"inc-[0-9a-f]{10}\d+", node.key)
+    assert key_split(node.key) == "inc" == node.name
+
+
+@pytest.mark.parametrize("name, prefix", [
+    ("load_data", "load_data"), ("my-op", "my-op"), ("a b", "a_b"), ("<lambda>", "lambda"),
+    ("deadbeef", "deadbeef"), ("x1", "x1"), ("f.g", "f.g"),
+])
+def test_key_split_gives_the_name_back(name, prefix):
+    for node in (fd.op(len, name=name)("x"), fd.op(len, name=name, pure=True)("x")):
+        assert node.name == prefix
+        assert key_split(node.key) == prefix
+
+
+def test_keys_are_unique_per_call():
+    keys = {inc(1).key for _ in range(1000)}
+    assert len(keys) == 1000
+
+
+def test_pure_keys_are_deterministic():
+    assert pure_add(1, 2).key == pure_add(1, 2).key
+    assert pure_add(1, 2) == pure_add(1, 2)
+    assert pure_add(1, 2).key != pure_add(2, 1).key
+    assert pure_add([1], {"a": {2, 3}}).key == pure_add([1], {"a": {3, 2}}).key
+    assert re.fullmatch(r"pure_add-[0-9a-f]{32}", pure_add(1, 2).key)
+
+
+def test_pure_keys_follow_their_arguments_keys():
+    a, b = inc(1), inc(1)
+    assert pure_add(a, 1).key == pure_add(a, 1).key
+    assert pure_add(a, 1).key != pure_add(b, 1).key
+
+
+def _pure_keys_in_subprocesses(argument):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from test_node import pure_add, Box, Pair\n"
+        f"print(pure_add({argument}, 0).key)\n"
+    )
+    keys = set()
+    for seed in ("0", "1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([sys.executable, "-c", script, str(ROOT / "tests")], env=env,
+                             capture_output=True, text=True, timeout=60, check=True)
+        keys.add(out.stdout.strip())
+    return keys
+
+
+def test_pure_keys_are_the_same_in_processes_with_other_hash_seeds():
+    keys = _pure_keys_in_subprocesses(
+        "([1, 'a', (2.5, None)], {'k': {3, 4, 'z'}, 'box': Box({'a', 'b'}), 'pair': Pair(1, 2)})")
+    assert len(keys) == 1
+    assert re.fullmatch(r"pure_add-[0-9a-f]{32}", keys.pop())
+
+
+def test_pure_keys_of_a_frozenset_are_the_same_in_processes_with_other_hash_seeds():
+    assert len(_pure_keys_in_subprocesses("frozenset(['a', 'b', 'c', 'd'])")) == 1
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+def test_dependencies_are_found_in_nested_containers_of_every_kind():
+    n = [inc(i) for i in range(10)]
+    node = echo(n[0], [n[1], (n[2],)], {"k": {"deeper": [n[3]]}}, {n[4]}, frozenset({n[5]}),
+                Box(n[6]), Pair(n[7], Box([n[8]])), kw={"x": n[9]})
+    assert node.dependencies == tuple(n)
+    assert node.compute(executor="sync") == (
+        (1, [2, (3,)], {"k": {"deeper": [4]}}, {5}, frozenset({6}), Box(7), Pair(8, Box([9]))),
+        {"kw": {"x": 10}},
+    )
+
+
+def test_dependencies_are_listed_once_in_order():
+    a, b = inc(1), inc(2)
+    assert echo(b, [a, b], a, k=b).dependencies == (b, a)
+
+
+def test_dict_keys_and_other_objects_are_not_scanned():
+    a = inc(1)
+    assert echo({a: 1}).dependencies == ()
+    assert echo(object()).dependencies == ()
+    assert echo("text", 1, 2.5, None, b"x").dependencies == ()
+
+
+def test_a_node_in_a_dataclass_keeps_the_other_fields():
+    box = Box(inc(1), label="mine")
+    assert echo(box).compute(executor="sync") == ((Box(2, "mine"),), {})
+    assert box.item.key  # the argument itself is not changed
+
+
+# -- lazy operations -------------------------------------------------------------------------
+
+def test_item_and_attribute_access_are_lazy():
+    data = fd.value({"a": [1, 2, 3]})
+    first = data["a"][0]
+    assert isinstance(first, fd.Node)
+    assert first.name == "getitem"
+    c = fd.value(3 + 4j)
+    assert c.imag.name == "getattr"
+    assert fd.compute(first, data["a"][-1], data["a"][1:], c.imag, executor="sync") == (
+        1, 3, [2, 3], 4.0)
+
+
+def test_method_calls_are_lazy_and_named_after_the_method():
+    text = fd.value("hello world")
+    upper = text.upper()
+    assert upper.name == "upper"
+    assert fd.compute(upper, text.split(" ")[1], text.replace("o", "0"), executor="sync") == (
+        "HELLO WORLD", "world", "hell0 w0rld")
+    assert text.split(sep=" ").compute(executor="sync") == ["hello", "world"]
+
+
+def test_calling_a_node_that_holds_a_function():
+    maker = fd.op(lambda: (lambda y: y * 3), name="maker")()
+    assert maker(5).name == "call"
+    assert maker(5).compute(executor="sync") == 15
+
+
+def test_operators_and_reflected_operators():
+    x = fd.value(10)
+    exprs = {
+        "x + 1": x + 1, "1 + x": 1 + x, "x - 3": x - 3, "3 - x": 3 - x, "x * 2": x * 2,
+        "2 * x": 2 * x, "x / 4": x / 4, "4 / x": 4 / x, "x // 3": x // 3, "30 // x": 30 // x,
+        "x % 3": x % 3, "23 % x": 23 % x, "x ** 2": x ** 2, "2 ** x": 2 ** x,
+        "x << 1": x << 1, "1 << x": 1 << x, "x >> 1": x >> 1, "4096 >> x": 4096 >> x,
+        "x & 6": x & 6, "6 & x": 6 & x, "x | 5": x | 5, "5 | x": 5 | x, "x ^ 3": x ^ 3,
+        "3 ^ x": 3 ^ x, "-x": -x, "+x": +x, "abs(-x)": abs(-x), "~x": ~x,
+        "x < 11": x < 11, "x <= 10": x <= 10, "x > 10": x > 10, "x >= 10": x >= 10,
+        "x + x": x + x,
+    }
+    assert all(isinstance(node, fd.Node) for node in exprs.values())
+    assert fd.compute(exprs, executor="sync") == ({
+        "x + 1": 11, "1 + x": 11, "x - 3": 7, "3 - x": -7, "x * 2": 20, "2 * x": 20,
+        "x / 4": 2.5, "4 / x": 0.4, "x // 3": 3, "30 // x": 3, "x % 3": 1, "23 % x": 3,
+        "x ** 2": 100, "2 ** x": 1024, "x << 1": 20, "1 << x": 1024, "x >> 1": 5,
+        "4096 >> x": 4, "x & 6": 2, "6 & x": 2, "x | 5": 15, "5 | x": 15, "x ^ 3": 9,
+        "3 ^ x": 9, "-x": -10, "+x": 10, "abs(-x)": 10, "~x": -11, "x < 11": True,
+        "x <= 10": True, "x > 10": False, "x >= 10": True, "x + x": 20,
+    },)
+
+
+def test_matmul_and_its_reflection():
+    m = fd.value(Matrix(2))
+    assert fd.compute(m @ 5, 5 @ m, executor="sync") == (("matmul", 2, 5), ("rmatmul", 5, 2))
+
+
+def test_operators_between_two_nodes_depend_on_both():
+    a, b = inc(1), inc(2)
+    total = a * b
+    assert total.dependencies == (a, b)
+    assert total.compute(executor="sync") == 6
+
+
+# -- equality, hashing, truth ----------------------------------------------------------------
+
+def test_nodes_compare_and_hash_by_key():
+    a = inc(1)
+    again = pure_add(1, 2)
+    assert a == a and not (a != a)
+    assert a != inc(1)
+    assert again == pure_add(1, 2)
+    assert hash(a) == hash(a.key)
+    assert (a == "not a node") is False
+    assert {a: "first", again: "second"}[pure_add(1, 2)] == "second"
+    assert len({a, a, again, pure_add(1, 2)}) == 2
+
+
+def test_bool_is_refused():
+    node = inc(1)
+    with pytest.raises(TypeError) as info:
+        bool(node)
+    assert str(info.value) == (
+        f"the truth value of node {node.key!r} is not known until it runs: compute it first "
+        "(node.compute()), or branch inside an op")
+    with pytest.raises(TypeError, match="the truth value of node"):
+        if node:
+            pass
+
+
+def test_len_and_iteration_of_an_unknown_length_are_refused():
+    node = inc(1)
+    message = (f"the length of node {node.key!r} is not known until it runs: give its op "
+               "nout=N (or a '-> tuple[A, B]' return annotation) to unpack it, or index it "
+               "lazily with node[i]")
+    with pytest.raises(TypeError) as info:
+        len(node)
+    assert str(info.value) == message
+    with pytest.raises(TypeError, match=re.escape(message)):
+        iter(node)
+    with pytest.raises(TypeError, match="the length of node"):
+        first, second = node
+    with pytest.raises(TypeError, match="the length of node"):
+        list(node)
+
+
+def test_nout_unpacking():
+    node = halves([1, 2, 3, 4, 5])
+    assert len(node) == 2
+    even, odd = node
+    assert [even.name, odd.name] == ["getitem", "getitem"]
+    assert fd.compute(even, odd, node[-1], executor="sync") == ([1, 3, 5], [2, 4], [2, 4])
+
+
+def test_nout_bounds_indexes():
+    node = halves([1, 2])
+    with pytest.raises(IndexError) as info:
+        node[2]
+    assert str(info.value) == f"node {node.key!r} has nout=2; index 2 is out of range"
+    with pytest.raises(IndexError, match="index -3 is out of range"):
+        node[-3]
+
+
+def test_nout_from_options():
+    node = fd.op(divmod, nout=2)(17, 5)
+    q, r = node
+    assert fd.compute(q, r, executor="sync") == (3, 2)
+
+
+# -- data nodes and collect ------------------------------------------------------------------
+
+def test_value_is_a_data_node():
+    rows = fd.value([3, 1, 2], name="my rows")
+    assert rows.name == "my_rows"
+    assert (rows.op, rows.args, rows.dependencies) == (None, ([3, 1, 2],), ())
+    assert fd.value(1).name == "value"
+    assert fd.value(1) != fd.value(1)
+    assert fd.op(sorted)(rows).compute(executor="sync") == [1, 2, 3]
+
+
+def test_value_of_a_container_of_nodes_depends_on_them():
+    a = inc(1)
+    wrapped = fd.value([a, {"k": a}])
+    assert wrapped.dependencies == (a,)
+    assert wrapped.compute(executor="sync") == [2, {"k": 2}]
+
+
+def test_collect_gathers_values_into_a_list():
+    items = [inc(i) for i in range(3)]
+    gathered = fd.collect(items, name="all")
+    assert gathered.name == "all"
+    assert gathered.dependencies == tuple(items)
+    assert gathered.compute(executor="sync") == [1, 2, 3]
+    assert fd.collect(x for x in [inc(5), 7]).compute(executor="sync") == [6, 7]
+    assert fd.collect([]).compute(executor="sync") == []
+    assert fd.collect([]).name == "collect"
+
+
+# -- long chains -----------------------------------------------------------------------------
+
+def test_repr_str_hash_and_eq_of_the_last_node_of_a_100000_chain():
+    node = fd.value(0)
+    for _ in range(100_000):
+        node = inc(node)
+    assert repr(node) == f"Node({node.key!r})"
+    assert len(repr(node)) < 60
+    assert str(node) == repr(node)
+    assert hash(node) == hash(node.key)
+    assert node == node and node != node.dependencies[0]
+
+
+# -- the dask collection protocol ------------------------------------------------------------
+
+def test_dask_compute_of_a_node():
+    total = fd.op(sum)([inc(1), inc(2)])
+    assert dask.compute(total) == (5,)
+    assert dask.compute(total, scheduler="sync") == (5,)
+    assert dask.compute({"t": total, "n": [inc(0)]}, scheduler="sync") == (
+        {"t": 5, "n": [1]},)
+
+
+def test_dask_get_on_the_lowered_graph():
+    a = inc(1)
+    b = echo(a, k=[a, fd.value(7)])
+    dsk = fd.Graph(b).to_dask()
+    assert set(dsk) == {node.key for node in fd.Graph(b)}
+    assert dask.get(dsk, b.key) == ((2,), {"k": [2, 7]})
+    assert dask.get(dsk, [a.key, b.key]) == (2, ((2,), {"k": [2, 7]}))
+
+
+def test_dask_protocol_methods():
+    a = inc(1)
+    assert a.__dask_keys__() == [a.key]
+    assert a.__dask_tokenize__() == a.key
+    assert dask.base.tokenize(a) == dask.base.tokenize(a)
+    assert set(a.__dask_graph__()) == {a.key}
+    assert set(a.dask) == {a.key}
+    assert dask.is_dask_collection(a)
