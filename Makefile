@@ -77,13 +77,8 @@ $(DOCS_STAMP): setup.cfg $(STAMP)
 	$(BIN)/python -m pip install -e '.[test,docs]'
 	@touch $@
 
-docs: venv
-	@if [ ! -f docs/conf.py ]; then \
-	    echo "no docs/conf.py yet: nothing to build"; \
-	else \
-	    $(MAKE) --no-print-directory $(DOCS_STAMP) && \
-	    $(BIN)/sphinx-build -W -b html docs docs/_build/html; \
-	fi
+docs: venv $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .hypothesis docs/_build dask-worker-space

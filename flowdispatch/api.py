@@ -42,12 +42,21 @@ def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, 
 
 
 def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None = None,
-              progress: bool = False, callbacks: Iterable[Any] = (),
+              progress: bool | str = False, callbacks: Iterable[Any] = (),
               fail_fast: bool = False) -> Results:
     """Run a prepared graph (see :func:`run`)."""
     callbacks = list(callbacks)
-    if progress:
+    if progress is True:
         callbacks.append(ProgressBar())
+    elif progress == "graph":
+        from .live import LiveGraph
+
+        callbacks.append(LiveGraph())
+    elif progress is not False and progress is not None:
+        raise ValueError(
+            f"progress: expected False, True (a progress bar) or 'graph' (the graph redrawn "
+            f"as the run goes, in a notebook; a progress bar elsewhere), got {progress!r}"
+        )
     chosen, owned = resolve(executor)
     try:
         return chosen.run(graph, overrides=_override_keys(overrides), fail_fast=fail_fast,
@@ -58,7 +67,7 @@ def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None =
 
 
 def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
-        progress: bool = False, callbacks: Iterable[Any] = ()) -> Results:
+        progress: bool | str = False, callbacks: Iterable[Any] = ()) -> Results:
     """Run the targets and their ancestors; never raises for an op's failure.
 
     Parameters
@@ -73,7 +82,9 @@ def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
         ``{node: value}``: use the value instead of running the node; its
         ancestors do not run (unless something else needs them).
     progress
-        Show a progress bar.
+        ``True``: a progress bar (tqdm). ``"graph"``: the graph, redrawn in
+        place in a notebook as the run goes (a progress bar elsewhere; see
+        :mod:`flowdispatch.live`). ``False`` (the default): nothing.
     callbacks
         Objects with ``on_start``, ``on_node_start``, ``on_node_finish``,
         ``on_node_error`` and ``on_finish`` methods (see :class:`~flowdispatch.Callback`).
@@ -100,7 +111,7 @@ def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
 
 
 def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
-            progress: bool = False, callbacks: Iterable[Any] = ()) -> tuple:
+            progress: bool | str = False, callbacks: Iterable[Any] = ()) -> tuple:
     """Compute the targets; return their values, as ``dask.compute`` does.
 
     Containers of nodes come back as containers of values. The first op that

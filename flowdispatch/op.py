@@ -385,9 +385,13 @@ def op(
         waiting ``retry_delay`` seconds, multiplied by ``backoff`` after each
         attempt, at most ``max_delay``.
     timeout
-        Seconds after which the node fails with :class:`~flowdispatch.OpTimeoutError`.
+        Seconds after which the node fails with :class:`~flowdispatch.OpTimeoutError`
+        and the run goes on. A process worker stops the op; a thread cannot be
+        stopped, so the op is abandoned and runs on; in-line (sync) the node
+        fails when it returns late.
     cache, version
-        Keep results in the on-disk cache; ``version`` replaces the code hash.
+        Reserved for the on-disk cache (not implemented yet: accepted and
+        validated, but results are not cached).
     resources, priority, workers, allow_other_workers
         Scheduling hints: dask resources, a priority (higher runs first) and
         worker restrictions.

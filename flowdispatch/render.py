@@ -6,6 +6,8 @@ with their name and a short repr. Edges follow data, from dependency to
 dependent. Literal arguments are not drawn; a node's tooltip shows the call.
 After a run (a :class:`~flowdispatch.Results`), nodes are coloured by state,
 with durations and attempts in the label, errors in the tooltip, and a legend.
+While a run goes on (:mod:`flowdispatch.live`), two more states are drawn:
+``running`` and ``pending`` (not started yet).
 
 Large graphs collapse. One topological pass gives each node its depth (the
 longest path from a source) and its group: same title (op name, or ``[0]``,
@@ -50,7 +52,8 @@ from .graph import Graph
 from .node import Node, _call_method, _collect
 from .results import STATES, Results
 
-__all__ = ["FORMATS", "STATE_COLORS", "DotNotFoundError", "results_html", "visualize"]
+__all__ = ["FORMATS", "LIVE_STATES", "STATE_COLORS", "DotNotFoundError", "results_html",
+           "visualize"]
 
 FORMATS = ("dot", "gv", "pdf", "png", "svg")
 """The formats :func:`visualize` writes (``dot`` and ``gv`` are DOT source)."""
@@ -64,10 +67,17 @@ STATE_COLORS: dict[str, tuple[str, str]] = {
     "cached": ("#77AADD", "#336699"),
     "cancelled": ("#DDDDDD", "#777777"),
     "skipped": ("#99DDFF", "#4488AA"),
+    "running": ("#BBCC33", "#6B7A00"),
+    "pending": ("#FFFFFF", "#999999"),
 }
-"""``{state: (fill, border)}``: the colours of each state."""
+"""``{state: (fill, border)}``: the colours of each state, and of ``LIVE_STATES``."""
 
-_WORSE_FIRST = ("failed", "upstream_failed", "cancelled", "skipped", "cached", "done")
+LIVE_STATES = ("running", "pending")
+"""The states of a node while a run goes on, besides those of ``Results.STATES``."""
+
+_ALL_STATES = (*STATES, *LIVE_STATES)
+_WORSE_FIRST = ("failed", "upstream_failed", "running", "pending", "cancelled", "skipped",
+                "cached", "done")
 _STYLES = {"upstream_failed": "dashed", "cancelled": "dotted", "skipped": "dashed"}
 _RANKDIRS = ("TB", "LR", "BT", "RL")
 _COLLAPSE_AT = 100
@@ -276,7 +286,7 @@ def _draw_nodes(dot: _Digraph, nodes: Iterable[Node], results: Results | None,
 def _details(node: Node, key: str, state: str | None, results: Results | None) -> list[str]:
     if node._op is None:
         return [_short(node._args[0], 24)]
-    if state is None:
+    if state is None or state == "pending":
         return [f"#{tag}" for tag in node._op.settings.tags]
     out = [] if state == "done" else [state.replace("_", " ")]
     seconds = results._durations.get(key)
@@ -284,7 +294,7 @@ def _details(node: Node, key: str, state: str | None, results: Results | None) -
         out.append(_duration(seconds))
     tries = results._attempts.get(key, 0)
     if tries > 1:
-        out.append(f"{tries} attempts")
+        out.append(f"attempt {tries}" if state == "running" else f"{tries} attempts")
     return out
 
 
@@ -298,14 +308,14 @@ def _look(data: bool, state: str | None, target: bool) -> dict[str, str]:
             look["style"] = f"{'filled' if data else 'rounded,filled'},{_STYLES[state]}"
     if target:
         look["penwidth"] = "2.5"
-    elif state == "failed":
+    elif state in ("failed", "running"):
         look["penwidth"] = "1.5"
     return look
 
 
 def _draw_legend(dot: _Digraph, results: Results) -> None:
     counts = Counter(results.states.values())
-    shown = [state for state in STATES if counts[state]]
+    shown = [state for state in _ALL_STATES if counts[state]]
     with dot.subgraph(name="cluster_legend") as legend:
         legend.attr(label="states", fontsize="10", fontcolor="#555555", style="rounded",
                     color="#BBBBBB", margin="6")
@@ -357,7 +367,7 @@ def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results |
     state = None
     if results is not None:
         counts = Counter(results.states.get(n._key) for n in members)
-        parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATES if counts[s]]
+        parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in _ALL_STATES if counts[s]]
         detail = ", ".join(parts)
         state = next((s for s in _WORSE_FIRST if counts[s]), None)
         seconds = sum(results._durations.get(n._key, 0.0) for n in members)

@@ -373,3 +373,49 @@ def test_an_error_from_a_worker_process_keeps_its_type_and_the_worker_traceback(
     assert "Traceback in the worker process:" in notes
     assert "in explode" in notes
     assert f"flowdispatch: raised by node {node.key!r}" in notes
+
+
+@fd.op(timeout=0.2)
+def stuck(event_path):
+    # Waits (bounded) for a file that never comes: only the timeout ends it early.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not os.path.exists(event_path):
+        time.sleep(0.01)
+    return "finished"
+
+
+@pytest.mark.parametrize("make", [lambda: fd.ThreadExecutor(2), lambda: fd.ProcessExecutor(2)],
+                         ids=["threads", "processes"])
+def test_an_op_past_its_timeout_fails_and_the_run_goes_on(make, tmp_path):
+    never = str(tmp_path / "never")
+    slow, fine = stuck(never), inc(1)
+    started = time.monotonic()
+    with make() as executor:
+        res = fd.run(slow, inc(slow), fine, executor=executor)
+    assert time.monotonic() - started < 15  # did not wait the op's 20 s out
+    assert (res.state(slow), res.state(fine), res[fine]) == ("failed", "done", 2)
+    assert isinstance(res.error(slow), fd.OpTimeoutError)
+    assert isinstance(res.error(slow), TimeoutError)
+    with pytest.raises(fd.OpTimeoutError, match=r"longer than its timeout of 0\.2 s"):
+        res[slow]
+    assert res.error(inc(slow).dependencies[0]) is res.error(slow)
+    open(never, "w").close()  # let an abandoned thread end now
+
+
+
+
+def test_a_timeout_on_the_sync_executor_fails_the_node_when_it_returns():
+    slow = fd.op(lambda: time.sleep(0.3) or "late", timeout=0.1, name="late")()
+    res = fd.run(slow, executor="sync")
+    assert res.state(slow) == "failed"
+    with pytest.raises(fd.OpTimeoutError, match=r"ran 0\.\d+ s, longer than its timeout of 0\.1 s"):
+        res[slow]
+
+
+def test_a_timed_out_attempt_is_retried(tmp_path):
+    marker = str(tmp_path / "go")
+    with fd.ThreadExecutor(2) as executor:
+        node = stuck.options(retries=1)(marker)
+        res = fd.run(node, executor=executor)
+        assert (res.state(node), res.attempts(node)) == ("failed", 2)
+        open(marker, "w").close()  # let the abandoned threads end now

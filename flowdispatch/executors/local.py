@@ -11,14 +11,15 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SerializationError
+from ..errors import OpTimeoutError, SerializationError
 from .base import Executor
-from .loop import Outcome, attempt, execute
+from .loop import Outcome, _timeout, attempt, execute
 
 if TYPE_CHECKING:
     from ..graph import Graph
@@ -32,6 +33,7 @@ class _LocalExecutor(Executor):
     """Runs the scheduling loop; subclasses say how to start one node."""
 
     slots = 1
+    stops_timeouts = False
 
     def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
@@ -44,6 +46,12 @@ class _LocalExecutor(Executor):
 
     def cancel(self) -> None:
         """Stop work in flight after an interrupt."""
+
+    def abandon(self, key: str) -> None:
+        """Node ``key`` ran past its timeout; the run goes on without it."""
+        self._abandoned = True
+
+    _abandoned = False
 
 
 class SyncExecutor(_LocalExecutor):
@@ -120,21 +128,36 @@ class ThreadExecutor(_PoolRunner):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Shut the pool down; wait for running ops unless some were abandoned."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not self._abandoned, cancel_futures=True)
 
     def __repr__(self) -> str:
         return f"ThreadExecutor(max_workers={self.max_workers})"
 
 
-def _attempt_pickled(payload: bytes) -> bytes:
-    """In a worker process: run one node shipped as cloudpickle bytes."""
+def _alarm(signum: int, frame: Any) -> None:
+    raise OpTimeoutError("the op ran longer than its timeout; it was stopped")
+
+
+def _attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
+    """In a worker process: run one node shipped as cloudpickle bytes.
+
+    With a ``timeout``, a SIGALRM stops the op (in Python code) at its deadline.
+    """
     import cloudpickle
 
     fn, args, kwargs = cloudpickle.loads(payload)
-    ok, result, seconds = attempt(fn, args, kwargs)
+    if timeout is not None:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        ok, result, seconds = attempt(fn, args, kwargs)
+    finally:
+        if timeout is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     if not ok:
         result.add_note("Traceback in the worker process:\n" + "".join(
             traceback.format_exception(result)).rstrip())
@@ -191,8 +214,11 @@ class ProcessExecutor(_PoolRunner):
     Ops and arguments travel with cloudpickle, so lambdas and local functions
     work; an argument that cannot be pickled fails its node with a
     :class:`~flowdispatch.SerializationError` naming it. On interrupt, the
-    worker processes are stopped.
+    worker processes are stopped. An op past its ``timeout`` is stopped in its
+    worker (by a SIGALRM, which takes effect when the op runs Python code).
     """
+
+    stops_timeouts = True
 
     def __init__(self, max_workers: int | None = None, mp_context: str | None = "forkserver"):
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
@@ -213,13 +239,13 @@ class ProcessExecutor(_PoolRunner):
         payload = ship(node, args, kwargs)
         pool = self._get_pool()
         try:
-            future = pool.submit(_attempt_pickled, payload)
+            future = pool.submit(_attempt_pickled, payload, _timeout(node))
         except cf.process.BrokenProcessPool:  # a worker died earlier: start a new pool
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
-            future = self._get_pool().submit(_attempt_pickled, payload)
+            future = self._get_pool().submit(_attempt_pickled, payload, _timeout(node))
         future.add_done_callback(lambda f: report(_unship(f)))
         return None
 
@@ -257,13 +283,14 @@ class PoolExecutor(_PoolRunner):
             raise TypeError(f"expected a concurrent.futures.Executor, got {type(pool).__name__}")
         self._pool = pool
         self.slots = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
+        self.stops_timeouts = isinstance(pool, cf.ProcessPoolExecutor)
 
     def _get_pool(self) -> cf.Executor:
         return self._pool
 
     def start(self, node, args, kwargs, report):
         if isinstance(self._pool, cf.ProcessPoolExecutor):
-            future = self._pool.submit(_attempt_pickled, ship(node, args, kwargs))
+            future = self._pool.submit(_attempt_pickled, ship(node, args, kwargs), _timeout(node))
             future.add_done_callback(lambda f: report(_unship(f)))
             return None
         return super().start(node, args, kwargs, report)

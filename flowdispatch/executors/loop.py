@@ -14,6 +14,11 @@ A runner either runs a node at once and returns the outcome (in-line), or
 starts it and later calls ``report(key, outcome)`` from any thread.
 An outcome is ``(ok, value_or_exception, seconds)``; ``ok`` is ``None`` for
 an exception that must stop the run (``KeyboardInterrupt``, ``SystemExit``).
+
+An op's ``timeout``: a node still running at its deadline fails with
+:class:`~flowdispatch.OpTimeoutError` and the run goes on; whatever it returns
+later is ignored. In-line runners cannot be interrupted: their node fails
+when it returns past its deadline.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..callbacks import HOOKS
-from ..errors import GraphError, UpstreamError
+from ..errors import GraphError, OpTimeoutError, UpstreamError
 from ..lowering import bind
 from ..results import Results
 from ..retry import retry_delay
@@ -48,11 +53,14 @@ class Runner(Protocol):
     """How an executor runs one node; see the module docstring."""
 
     slots: int
+    stops_timeouts: bool  # whether an op past its timeout is stopped, or abandoned
 
     def start(self, node: Node, args: tuple, kwargs: dict,
               report: Callable[[str, Outcome], None]) -> Outcome | None: ...
 
     def cancel(self) -> None: ...
+
+    def abandon(self, key: str) -> None: ...
 
 
 def attempt(fn: Callable, args: tuple, kwargs: dict) -> Outcome:
@@ -73,8 +81,15 @@ def note_node(error: BaseException, key: str) -> BaseException:
     return error
 
 
-def _identity(x: Any) -> Any:
-    return x
+_AFTER_TIMEOUT = {
+    True: "it was stopped",
+    False: "it was abandoned: a thread cannot be stopped, so it runs on until the op returns",
+}
+
+
+def _timeout(node: Node) -> float | None:
+    op = node._op
+    return None if op is None else op._self_settings.timeout
 
 
 def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = None,
@@ -151,6 +166,10 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
         ok, result, seconds = outcome
         durations[key] = seconds
         node = nodes[key]
+        limit = _timeout(node)
+        if ok and limit is not None and seconds > limit:  # ran in-line, past its limit
+            ok, result = False, OpTimeoutError(
+                f"node {key!r} ran {seconds:.3g} s, longer than its timeout of {limit:g} s")
         if ok:
             states[key] = "done"
             values[key] = result
@@ -180,11 +199,12 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
     report = done_queue.put
     start = runner.start
     slots = max(1, runner.slots)
-    in_flight = 0
+    running: dict[str, int] = {}  # key -> the attempt in flight
+    deadlines: list[tuple[float, int, str, int]] = []  # (when, seq, key, attempt)
     stopping = False
     try:
         while True:
-            while ready and in_flight < slots and not stopping:
+            while ready and len(running) < slots and not stopping:
                 key = heapq.heappop(ready)[2]
                 node = nodes[key]
                 attempts[key] = attempts.get(key, 0) + 1
@@ -194,28 +214,47 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
                 if node._op is None:  # a data node: nothing to run
                     outcome: Outcome | None = (True, args[0], 0.0)
                 else:
+                    number = attempts[key]
                     try:
-                        outcome = start(node, args, kwargs, lambda o, key=key: report((key, o)))
+                        outcome = start(node, args, kwargs,
+                                        lambda o, key=key, n=number: report((key, n, o)))
                     except Exception as exc:  # could not even start (e.g. not picklable)
                         fail(key, exc)
                         stopping = stopping or fail_fast
                         continue
                 if outcome is None:
-                    in_flight += 1
+                    running[key] = number
+                    limit = _timeout(node)
+                    if limit is not None:
+                        heapq.heappush(deadlines, (time.monotonic() + limit, next(seq), key, number))
                 elif finish(key, outcome):
                     stopping = True
-            if in_flight:
+            if running:
                 wait = _POLL
-                if timers and not stopping:
-                    wait = min(wait, max(0.0, timers[0][0] - time.monotonic()))
+                for heap in ((timers,) if stopping else (timers, deadlines)):
+                    if heap:
+                        wait = min(wait, max(0.0, heap[0][0] - time.monotonic()))
                 try:
-                    key, outcome = done_queue.get(timeout=wait)
+                    key, number, outcome = done_queue.get(timeout=wait)
                 except queue.Empty:
                     pass
                 else:
-                    in_flight -= 1
-                    if finish(key, outcome):
-                        stopping = True
+                    if running.get(key) == number:  # else: abandoned at its deadline
+                        del running[key]
+                        if finish(key, outcome):
+                            stopping = True
+                now = time.monotonic()
+                while deadlines and deadlines[0][0] <= now:
+                    _, _, key, number = heapq.heappop(deadlines)
+                    if running.get(key) == number:
+                        del running[key]
+                        runner.abandon(key)
+                        limit = _timeout(nodes[key])
+                        error = OpTimeoutError(
+                            f"node {key!r} ran longer than its timeout of {limit:g} s; "
+                            + _AFTER_TIMEOUT[runner.stops_timeouts])
+                        if finish(key, (False, error, limit)):
+                            stopping = True
             elif timers and not stopping:
                 time.sleep(min(_POLL, max(0.0, timers[0][0] - time.monotonic())))
             elif not ready or stopping:

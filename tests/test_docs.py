@@ -1,0 +1,78 @@
+"""The Sphinx docs build with warnings as errors, cover the public API, and their examples run.
+
+The build runs ``python -m sphinx -W -b html`` in a subprocess, into a
+temporary folder, with a time limit. The ``>>>`` examples of each page run
+with ``python -m doctest`` in a subprocess of their own, so that what they
+register (an executor name, say) does not leak into the other tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+import flowdispatch as fd
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(p.name for p in DOCS.glob("*.rst"))
+BUILD_TIMEOUT = 300  # seconds; the build takes a few
+
+
+def require(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(f"building the docs needs {missing}: pip install -e '.[test]'")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> pathlib.Path:
+    require("sphinx", "numpydoc")
+    out = tmp_path_factory.mktemp("html")
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         str(DOCS), str(out)],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=ROOT,
+    )
+    assert done.returncode == 0, f"sphinx-build -W failed:\n{done.stdout}\n{done.stderr}"
+    return out
+
+
+def test_the_docs_build_with_warnings_as_errors(built):
+    for page in PAGES:
+        assert (built / page.replace(".rst", ".html")).is_file(), page
+    assert (built / "_images" / "graph.svg").is_file()
+
+
+def test_the_api_page_documents_every_public_name(built):
+    api = (built / "api.html").read_text(encoding="utf-8")
+    assert 'id="flowdispatch.compute"' in api and "compute" in api
+    documented = set(re.findall(r'id="(?:module-)?(flowdispatch\.[\w.]+)"', api))
+    missing = [name for name in fd.__all__ if f"flowdispatch.{name}" not in documented]
+    assert not missing, f"not on the API page: {missing}"
+    for name in ("flowdispatch.live.LiveGraph", "flowdispatch.testing.check_executor"):
+        assert name in documented
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if ">>>" in (DOCS / p).read_text()])
+def test_the_examples_on_each_page_run(page):
+    done = subprocess.run(
+        [sys.executable, "-m", "doctest", "-o", "ELLIPSIS", "-o", "NORMALIZE_WHITESPACE",
+         str(DOCS / page)],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd=ROOT,
+    )
+    assert done.returncode == 0, f"docs/{page}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_no_machine_paths_in_the_docs_or_notebooks():
+    here = [str(ROOT), str(pathlib.Path.home())]
+    files = [p for p in [*DOCS.rglob("*"), *(ROOT / "notebooks").glob("*.ipynb")]
+             if p.is_file() and "_build" not in p.parts]
+    leaks = [(str(p.relative_to(ROOT)), path) for p in files
+             for path in here if path != "/" and path in p.read_text(errors="replace")]
+    assert not leaks, f"machine paths in committed files: {leaks}"
