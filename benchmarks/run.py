@@ -51,33 +51,27 @@ def total(xs):
 fd_inc, fd_add, fd_total = fd.op(inc), fd.op(add), fd.op(total)
 
 
-def build_fd(shape: str, n: int):
+def build(shape: str, n: int, inc_, add_, total_):
+    """The shape built with three lazy callables (flowdispatch ops or dask.delayed)."""
     if shape == "chain":
-        x = fd_inc(0)
+        x = inc_(0)
         for _ in range(n - 1):
-            x = fd_inc(x)
+            x = inc_(x)
         return x
-    leaves = [fd_inc(i) for i in range(n)]
+    leaves = [inc_(i) for i in range(n)]
     if shape == "fan":
-        return fd_total(leaves)
+        return total_(leaves)
     while len(leaves) > 1:
-        leaves = [fd_add(a, b) for a, b in zip(leaves[::2], leaves[1::2])] + leaves[len(leaves) // 2 * 2:]
+        leaves = [add_(a, b) for a, b in zip(leaves[::2], leaves[1::2])] + leaves[len(leaves) // 2 * 2:]
     return leaves[0]
+
+
+def build_fd(shape: str, n: int):
+    return build(shape, n, fd_inc, fd_add, fd_total)
 
 
 def build_delayed(shape: str, n: int):
-    d_inc, d_add, d_total = delayed(inc, pure=False), delayed(add, pure=False), delayed(total, pure=False)
-    if shape == "chain":
-        x = d_inc(0)
-        for _ in range(n - 1):
-            x = d_inc(x)
-        return x
-    leaves = [d_inc(i) for i in range(n)]
-    if shape == "fan":
-        return d_total(leaves)
-    while len(leaves) > 1:
-        leaves = [d_add(a, b) for a, b in zip(leaves[::2], leaves[1::2])] + leaves[len(leaves) // 2 * 2:]
-    return leaves[0]
+    return build(shape, n, *(delayed(f, pure=False) for f in (inc, add, total)))
 
 
 def build_raw(shape: str, n: int) -> tuple[dict, str]:

@@ -91,6 +91,16 @@ class _PoolRunner(_LocalExecutor):
         future.add_done_callback(lambda f: report(_outcome(f)))
         return None
 
+    def _shutdown(self, *, wait: bool, kill: bool = False) -> None:
+        """Forget the pool this executor made and shut it down (``kill``: its processes too)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            if kill:
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
+                    process.terminate()
+            pool.shutdown(wait=wait, cancel_futures=True)
+
 
 class ThreadExecutor(_PoolRunner):
     """Runs nodes on a pool of ``max_workers`` threads (default: as ``ThreadPoolExecutor``).
@@ -122,17 +132,11 @@ class ThreadExecutor(_PoolRunner):
     def cancel(self) -> None:
         # After an interrupt: start nothing more and do not wait for the running
         # ops (a thread cannot be stopped); their threads end as the ops return.
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._shutdown(wait=False)
 
     def close(self) -> None:
         """Shut the pool down; wait for running ops unless some were abandoned."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=not self._abandoned, cancel_futures=True)
+        self._shutdown(wait=not self._abandoned)
 
     def __repr__(self) -> str:
         return f"ThreadExecutor(max_workers={self.max_workers})"
@@ -250,18 +254,10 @@ class ProcessExecutor(_PoolRunner):
         return None
 
     def cancel(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._shutdown(wait=True, kill=True)
 
     def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._shutdown(wait=True)
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(max_workers={self.max_workers})"
