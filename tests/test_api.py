@@ -294,3 +294,20 @@ def test_import_does_not_import_distributed():
                   "fd.compute(fd.op(sum)([1, 2]), executor='sync')\n"
                   "print('distributed' in sys.modules)")
     assert out.splitlines() == ["False", "False"]
+
+
+def test_a_third_party_executor_from_the_entry_point_group(tmp_path):
+    dist = tmp_path / "thirdparty_executor-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-executor\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[flowdispatch.executors]\nin-line = flowdispatch:SyncExecutor\n")
+    out = _python(
+        "import sys, flowdispatch as fd\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "print(fd.op(sum)([1, 2]).compute(executor='in-line'))\n"
+        "try:\n    fd.compute(fd.op(sum)([1]), executor='nope')\n"
+        "except fd.UnknownExecutorError as e:\n    print(e)\n")
+    value, message = out.splitlines()
+    assert value == "3"
+    assert "expected one of ['dask', 'in-line', 'processes', 'sync', 'threads']" in message
