@@ -152,12 +152,19 @@ def _dask_executor(executor: Any):
     return chosen
 
 
-def persist(*targets: Any, executor: Any = None) -> dict[Node, Any]:
+def persist(*targets: Any, executor: Any) -> dict[Node, Any]:
     """Start computing the targets on a dask cluster; ``{node: distributed.Future}``.
 
-    The futures keep their values on the workers. The executor must outlive them,
-    so pass a running one (an ``fd.DaskExecutor``, a ``Client`` or an address).
+    The futures keep their values on the workers, so the cluster must outlive
+    them: pass one that you keep running (an ``fd.DaskExecutor``, a
+    ``distributed.Client``, or a scheduler address).
     """
+    if executor is None or executor == "dask":
+        raise TypeError(
+            "persist: expected a cluster that outlives the futures (an fd.DaskExecutor, "
+            f"a distributed.Client or a scheduler address), got {executor!r}: an embedded "
+            "cluster made for one call would stop when the call returns"
+        )
     return _dask_executor(executor).submit(*targets)
 
 

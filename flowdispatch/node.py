@@ -121,7 +121,7 @@ class Node(Ref, Generic[T]):
 
         return compute(self, executor=executor, **kwargs)[0]
 
-    def persist(self, executor: Any = None, **kwargs: Any) -> Any:
+    def persist(self, executor: Any, **kwargs: Any) -> Any:
         """Lower to dask futures that stay on the cluster (see :func:`flowdispatch.persist`)."""
         from .api import persist
 

@@ -1,0 +1,516 @@
+"""The dask executor: a whole graph lowered to one submission on a dask cluster.
+
+:class:`DaskExecutor` connects to a running scheduler, uses a given
+``Client``, or starts an embedded ``LocalCluster`` on 127.0.0.1. A run lowers
+the graph (:mod:`.dasktasks`: one task per node), submits it with one
+``Client.get``, and follows it through two streams in the calling thread: the
+events that the tasks report (start, done, failed: so the state, attempts and
+duration of every node, and which node failed first) and the targets'
+futures. Only the targets' values travel back.
+
+A run's dask keys are its node keys with the run's own suffix,
+``"<node key>-<run>"``, so ``dask.utils.key_split`` still gives the op name
+(the dashboard groups tasks by op) while no two runs share a task: the
+scheduler would hand back a key it still knows (erred, say) instead of
+running it again, and its late reports on a key would reach the next run's
+futures. :meth:`DaskExecutor.submit` (and so ``fd.submit``/``fd.persist``)
+uses the node keys themselves, as dask collections do.
+
+The run holds a future for every node it computes and lets go of each one
+as soon as every dependent has finished, so the scheduler frees values as the
+local loop does. A value that a failed or cancelled node still needs is kept,
+and brought back with the results, so that :meth:`Results.rerun
+<flowdispatch.Results.rerun>` goes on from there. With ``fail_fast`` (as
+:func:`flowdispatch.compute` runs) only the targets are held, and the first
+failure cancels the rest on the cluster; so does an interrupt.
+
+Worker loss is the scheduler's business: a task that was running on a lost
+worker runs again elsewhere (dask's ``allowed-failures``); its start events
+add up in ``attempts``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import queue
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..callbacks import HOOKS
+from ..errors import ExecutorError, GraphError, SerializationError, UpstreamError
+from ..graph import Graph, as_nodes
+from ..results import Results
+from .base import Executor
+from .dasktasks import TOPIC, Lowered
+from .loop import note_node
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from ..node import Node
+
+__all__ = ["DaskExecutor"]
+
+# Longest blocking wait in a run, so that an interrupt is seen promptly.
+_POLL = 0.1
+
+
+def _is_client(obj: Any) -> bool:
+    return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
+
+
+def _tuned() -> dict[str, Any]:
+    """Settings for an embedded cluster that the user has not chosen otherwise.
+
+    Without root-task queuing (``worker-saturation: inf``) a fan-out of tiny
+    tasks runs 2-4x faster; queuing only pays off for large root tasks.
+    """
+    import dask.config
+
+    if dask.config.get("distributed.scheduler.worker-saturation") == 1.1:  # dask's default
+        return {"distributed.scheduler.worker-saturation": math.inf}
+    return {}
+
+
+class DaskExecutor(Executor):
+    """Runs graphs on a dask cluster, each graph lowered to one submission.
+
+    Parameters
+    ----------
+    address
+        A running ``dask scheduler``, such as ``"tcp://127.0.0.1:8786"``.
+    client
+        A ``distributed.Client`` to use; it is never closed here.
+    connect_timeout
+        Seconds to wait for the scheduler at ``address``.
+    **cluster_kwargs
+        Without ``address`` or ``client``: options of the embedded
+        ``distributed.LocalCluster``. It is bound to 127.0.0.1 (its dashboard
+        too, on a free port), started on first use and closed with the
+        executor; unless dask's config says otherwise, its scheduler does not
+        queue root tasks (``worker-saturation: inf``), which suits many small
+        tasks.
+
+    Notes
+    -----
+    Ops and their arguments are pickled on the client; the workers need
+    ``flowdispatch`` and the modules the ops use, the scheduler ``flowdispatch``.
+    A task whose worker dies runs again on another worker, so ops may run more
+    than once: keep their side effects idempotent.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> from flowdispatch.executors.dask import DaskExecutor
+    >>> inc = fd.op(lambda x: x + 1, name="inc")
+    >>> with DaskExecutor(n_workers=1, processes=False) as ex:
+    ...     fd.compute(inc(inc(1)), executor=ex)
+    (3,)
+    """
+
+    def __init__(self, address: str | None = None, client: Client | None = None, *,
+                 connect_timeout: float = 10.0, **cluster_kwargs: Any):
+        if address is not None and client is not None:
+            raise TypeError("DaskExecutor: expected address= or client=, got both")
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"address: expected a scheduler address such as "
+                            f"'tcp://127.0.0.1:8786', got {type(address).__name__}")
+        if client is not None and not _is_client(client):
+            raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
+        if cluster_kwargs and (address is not None or client is not None):
+            raise TypeError(f"DaskExecutor: cluster options {sorted(cluster_kwargs)} apply only "
+                            "to the embedded cluster, not with address= or client=")
+        if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
+            raise ValueError(f"connect_timeout: expected seconds > 0, got {connect_timeout!r}")
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self.cluster_kwargs = cluster_kwargs
+        self._given = client
+        self._client: Client | None = client
+        self._cluster: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        if self._given is not None:
+            return f"DaskExecutor(client={self._given!r})"
+        if self.address is not None:
+            return f"DaskExecutor(address={self.address!r})"
+        options = ", ".join(f"{k}={v!r}" for k, v in self.cluster_kwargs.items())
+        return f"DaskExecutor({options})"
+
+    # -- connecting ------------------------------------------------------------------
+    @property
+    def client(self) -> Client | None:
+        """The client in use; ``None`` until the first run or :meth:`connect`."""
+        return self._client
+
+    @property
+    def cluster(self) -> Any:
+        """The embedded ``LocalCluster`` once started, else ``None``."""
+        return self._cluster
+
+    def connect(self) -> Client:
+        """The client; connects, or starts the embedded cluster, on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._start()
+            return self._client
+
+    def _start(self) -> Client:
+        import dask.config
+        from distributed import Client, LocalCluster
+
+        if self.address is not None:
+            try:
+                return Client(self.address, timeout=self.connect_timeout, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise ExecutorError(
+                    f"could not connect to a dask scheduler at {self.address!r} within "
+                    f"{self.connect_timeout:g} s ({exc}). Check that `dask scheduler` runs "
+                    "there and that the address and port are right, or use executor='dask' "
+                    "for a local cluster."
+                ) from exc
+        options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
+        if self.cluster_kwargs.get("processes") is False and "protocol" not in self.cluster_kwargs:
+            options["worker_dashboard_address"] = "127.0.0.1:0"  # in-process comms: no host
+        else:
+            options["host"] = "127.0.0.1"
+        options.update(self.cluster_kwargs)
+        with dask.config.set(_tuned()):
+            cluster = LocalCluster(**options)
+        try:
+            client = Client(cluster, set_as_default=False)
+        except BaseException:
+            cluster.close()
+            raise
+        self._cluster = cluster
+        return client
+
+    def close(self) -> None:
+        """Close the client and cluster this executor made; never a given client."""
+        with self._lock:
+            client, cluster = self._client, self._cluster
+            self._client, self._cluster = self._given, None
+        if client is not None and client is not self._given:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    # -- futures ---------------------------------------------------------------------
+    def submit(self, *targets: Any) -> dict[Node, Future]:
+        """Start computing the targets on the cluster: ``{node: distributed.Future}``.
+
+        Each future's key is its node's key; the ancestors run on the cluster
+        and their values stay there. A failed op's own exception is its
+        future's (and its dependents'), as in dask.
+
+        Raises
+        ------
+        SerializationError
+            Before anything is submitted, if a node's op or argument cannot be pickled.
+        """
+        nodes = as_nodes(targets)
+        lowered = Lowered(Graph(*nodes), {}, run=None, tag=None, stop_at_first=True)
+        if lowered.broken:
+            raise next(iter(lowered.broken.values()))
+        keys = [n._key for n in nodes]
+        futures = self.connect().get(lowered.graph(), keys, sync=False)
+        return dict(zip(nodes, futures))
+
+    # -- running ---------------------------------------------------------------------
+    def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
+            fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
+        overrides = {k: v for k, v in (overrides or {}).items() if k in graph}
+        missing = [n._key for n in graph.inputs if n._key not in overrides]
+        if missing:
+            raise GraphError(
+                f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
+                "so their values must be supplied (overrides={node: value})")
+        run_id = os.urandom(6).hex()
+        lowered = Lowered(graph, overrides, run=run_id, tag=run_id, stop_at_first=fail_fast)
+        callbacks = list(callbacks)
+        hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
+                 for name in HOOKS}
+        return _Run(self.connect(), graph, overrides, lowered, run_id, hooks, fail_fast).go()
+
+
+# -- following a run ---------------------------------------------------------------------
+class _Router:
+    """Hands the events on a client's topic to the inbox of the run they belong to.
+
+    It runs on the client's event loop, in the order the scheduler sent the
+    messages. Errors are unpickled here, so that their tracebacks (rebuilt by
+    tblib) hang off the loop's long-lived frames rather than a run's.
+    """
+
+    def __init__(self) -> None:
+        self.runs: dict[str, queue.SimpleQueue] = {}
+
+    def __call__(self, event: tuple) -> None:
+        run, key, kind, attempt, seconds, error = event[1]
+        inbox = self.runs.get(run)
+        if inbox is not None:
+            inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
+
+
+_routers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_routers_lock = threading.Lock()
+
+
+def _router(client: Client) -> _Router:
+    """The router of ``client``; subscribes it to the topic the first time."""
+    with _routers_lock:
+        router = _routers.get(client)
+        if router is None:
+            router = _routers[client] = _Router()
+            client.subscribe_topic(TOPIC, router)
+        return router
+
+
+def _load_error(data: bytes) -> BaseException:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        return RuntimeError(f"an op failed on a dask worker, and its exception could not be "
+                            f"unpickled here: {exc}")
+
+
+class _Run:
+    """One run on the cluster: submit, follow events and futures, make the Results."""
+
+    def __init__(self, client: Client, graph: Graph, overrides: dict[str, Any],
+                 lowered: Lowered, run_id: str, hooks: dict, fail_fast: bool):
+        self.client = client
+        self.graph = graph
+        self.nodes = graph._nodes
+        self.overrides = overrides
+        self.lowered = lowered
+        self.run_id = run_id
+        self.hooks = hooks
+        self.fail_fast = fail_fast
+        self.targets = {t._key for t in graph._targets}
+        self.states: dict[str, str] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.durations: dict[str, float] = {}
+        self.attempts: dict[str, int] = {}
+        self.failed_order: dict[str, int] = {}
+        self.held: dict[str, Future] = {}  # futures of this run, not yet let go
+        self.scattered: dict[str, Future] = {}
+        self.needed: dict[str, int] = {}  # per held non-target: dependents not done yet
+        self.pending: set[str] = set()
+        self.stopped = False
+        self.lost = False
+
+    def go(self) -> Results:
+        lowered = self.lowered
+        for key in self.nodes:
+            if key in self.overrides:
+                self.states[key] = "skipped"
+            elif key in lowered.broken:
+                self._fail(key, lowered.broken[key])
+        for fire in self.hooks["on_start"]:
+            fire(graph=self.graph)
+        if lowered.broken and self.fail_fast:
+            return self._finish({})
+        lowered.keep([k for k in self.targets if k not in self.overrides])
+        computed = [k for k in lowered.tasks if k not in self.overrides]
+        wanted = [k for k in computed if k in self.targets]
+        if not wanted:
+            return self._finish({})
+        hold = wanted if self.fail_fast else computed
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        router = _router(self.client)
+        router.runs[self.run_id] = inbox
+        try:
+            self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
+            names = [lowered.dask_key(k) for k in hold]
+            self.held = dict(zip(hold, self.client.get(lowered.graph(), names, sync=False)))
+            if not self.fail_fast:
+                for key in computed:
+                    if key not in self.targets:
+                        self.needed[key] = len(self.graph.dependents(key))
+            self.pending = set(hold)  # what has yet to finish (or to be known doomed)
+            while self.pending and not self.stopped:
+                try:
+                    self._event(*inbox.get(timeout=_POLL))
+                except queue.Empty:  # quiet: did something end without an event?
+                    if self._silent():
+                        while not inbox.empty():  # what came in meanwhile comes first
+                            self._event(*inbox.get())
+                        self._unexplained()
+                        if not self.fail_fast or self.lost:
+                            break
+            return self._finish(self._gather())
+        except BaseException:
+            self._cancel()
+            raise
+        finally:
+            router.runs.pop(self.run_id, None)
+            self._release()
+
+    def _scatter(self) -> dict[str, Future]:
+        if not self.lowered.scatter:
+            return {}
+        try:
+            return self.client.scatter(self.lowered.scatter, hash=False)
+        except Exception as exc:
+            raise SerializationError(
+                f"overrides for {sorted(self.lowered.scatter)} could not be sent to the dask "
+                f"workers: {exc}") from exc
+
+    # -- what happened -----------------------------------------------------------------
+    def _fail(self, key: str, error: BaseException) -> None:
+        self.states[key] = "failed"
+        self.errors[key] = error
+        self.failed_order[key] = len(self.failed_order)
+        self.pending.discard(key)
+        self.pending.difference_update(self._descendants(key))  # they will not run
+        if self.fail_fast and self.held and not self.stopped:
+            self._stop()  # before the callbacks: nothing may start after they have seen it
+        for fire in self.hooks["on_node_error"]:
+            fire(node=self.nodes[key], error=error)
+
+    def _event(self, key: str, kind: str, attempt: int, seconds: float,
+               error: BaseException | None) -> None:
+        """Record one event of a node."""
+        node = self.nodes.get(key)
+        if node is None or self.states.get(key) in ("done", "failed"):
+            return
+        if kind == "start":
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            for fire in self.hooks["on_node_start"]:
+                fire(node=node, attempt=self.attempts[key])
+            return
+        self.durations[key] = seconds
+        if kind == "done":
+            self.states[key] = "done"
+            self.pending.discard(key)
+            for fire in self.hooks["on_node_finish"]:
+                fire(node=node, duration=seconds)
+            self._free(key)
+            return
+        self._fail(key, error)
+
+    def _free(self, key: str) -> None:
+        """``key`` is done: let go of the values that no unfinished node needs any more."""
+        for dep in self.graph.deps_of(key):
+            dkey = dep._key
+            left = self.needed.get(dkey)
+            if left is None:
+                continue
+            self.needed[dkey] = left - 1
+            if left == 1:
+                future = self.held.pop(dkey, None)
+                if future is not None:
+                    future.release()
+
+    def _silent(self) -> bool:
+        """Whether what is left of the run ended without events: every pending node's
+        future has finished (its task, or an ancestor's, failed outside the op, its
+        worker kept dying, or the scheduler dropped it). With fail-fast, one is enough."""
+        futures = [self.held[k] for k in self.pending if k in self.held]
+        if not self.fail_fast:
+            return all(f.done() for f in futures)
+        ended = [f.status for f in futures if f.status in ("error", "cancelled")]
+        self.lost = "cancelled" in ended  # by the scheduler (we had not stopped)
+        return bool(ended)
+
+    def _unexplained(self) -> None:
+        """Fail the nodes whose tasks erred without an event, the first ones first."""
+        for key in self.nodes:  # in topological order
+            future = self.held.get(key)
+            if key in self.states or future is None or future.status != "error":
+                continue
+            if any(self.states.get(k) == "failed" for k in self._ancestors(key)):
+                continue  # an upstream failure
+            try:
+                error = future.exception()
+            except Exception as exc:  # lost contact with the scheduler
+                error = exc
+            culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
+            if culprit not in self.nodes or culprit in self.states:
+                culprit = key
+            if type(error).__name__ == "KilledWorker":  # it took down allowed_failures + 1
+                tries = getattr(error, "allowed_failures", 0) + 1
+                self.attempts[culprit] = max(self.attempts.get(culprit, 0), tries)
+            self._fail(culprit, note_node(error.with_traceback(future.traceback()), culprit))
+            if self.stopped:
+                return
+
+    def _ancestors(self, key: str) -> set[str]:
+        return self._walk(key, lambda k: self.graph.deps_of(k))
+
+    def _descendants(self, key: str) -> set[str]:
+        return self._walk(key, self.graph.dependents)
+
+    @staticmethod
+    def _walk(key: str, step) -> set[str]:
+        seen: set[str] = set()
+        stack = [key]
+        while stack:
+            for node in step(stack.pop()):
+                if node._key not in seen:
+                    seen.add(node._key)
+                    stack.append(node._key)
+        return seen
+
+    def _gather(self) -> dict[str, Any]:
+        """The values that travel back: done targets, and values unfinished nodes need."""
+        keep = [k for k in self.held if self.states.get(k) == "done"]
+        values = dict(zip(keep, self.client.gather([self.held[k] for k in keep]))) if keep else {}
+        values.update(self.overrides)
+        return values
+
+    def _finish(self, values: dict[str, Any]) -> Results:
+        """Mark what did not run: ``upstream_failed`` below a failure, else ``cancelled``."""
+        states, errors, order = self.states, self.errors, self.failed_order
+        for key in self.nodes:  # in topological order
+            if key in states:
+                continue
+            first = None
+            for dep in self.graph.deps_of(key):
+                state = states.get(dep._key)
+                if state == "failed":
+                    upstream = dep._key
+                elif state == "upstream_failed":
+                    upstream = errors[dep._key].upstream
+                else:
+                    continue
+                if first is None or order[upstream] < order[first]:
+                    first = upstream
+            if first is None:
+                states[key] = "cancelled"
+            else:
+                states[key] = "upstream_failed"
+                errors[key] = UpstreamError(key, first, errors[first])
+        results = Results(self.graph, {key: states[key] for key in self.nodes}, values, errors,
+                          self.durations, self.attempts, self.overrides)
+        for fire in self.hooks["on_finish"]:
+            fire(results=results)
+        return results
+
+    # -- letting go --------------------------------------------------------------------
+    def _stop(self) -> None:
+        """Stop the run: cancel the targets not done yet (and so what they need)."""
+        self.stopped = True
+        undone = [f for k, f in self.held.items()
+                  if k in self.targets and self.states.get(k) != "done"]
+        if undone:
+            self.client.cancel(undone)
+
+    def _cancel(self) -> None:
+        """Cancel what is left of the run on the cluster (the targets, and so their ancestors)."""
+        targets = [f for k, f in self.held.items() if k in self.targets]
+        if targets:
+            self.client.cancel(targets)
+
+    def _release(self) -> None:
+        """Let go of every future of the run: the scheduler forgets its tasks."""
+        futures = [*self.held.values(), *self.scattered.values()]
+        self.held, self.scattered = {}, {}
+        for future in futures:
+            future.release()

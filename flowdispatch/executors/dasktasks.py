@@ -1,0 +1,398 @@
+"""Nodes as dask tasks: lowered on the client, run (and reported on) by the workers.
+
+Lowering turns every node of a graph into one ``dask.task_spec.Task`` whose key
+is the node key (plus a run's suffix, see :class:`Lowered`), so
+``dask.utils.key_split(key)`` is the op name. The task's function is a
+:class:`Step`: the node's argument templates and its op's :class:`Code`, both
+pickled with cloudpickle on the client. The scheduler only sees those bytes,
+never the user's code (it needs ``flowdispatch`` alone); a worker unpickles
+them, fills in the dependencies' values, and calls the op, applying the op's
+retry policy (:mod:`flowdispatch.retry`) between attempts: a retry waits
+without holding a worker thread (``secede``/``rejoin``).
+
+A step reports what happens to the client as small events, sent with
+``Worker.log_event`` on the topic :data:`TOPIC`: ``[run, key, kind, attempt,
+seconds, error]`` where ``kind`` is ``"start"`` (each attempt), ``"done"`` or
+``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
+events before its result, and the scheduler forwards both in order, so the
+client learns of a node before it learns of anything that depends on it.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> inc = fd.op(lambda x: x + 1, name="inc")
+>>> a = inc(1)
+>>> b = inc(a)
+>>> lowered = Lowered(fd.Graph(b), {}, run=None)
+>>> lowered.tasks[b.key]
+<Task 'inc-...' inc(TaskRef('inc-...'))>
+>>> import dask
+>>> dask.get(lowered.graph(), b.key)  # any dask scheduler runs it
+3
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import threading
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OpTimeoutError, SerializationError
+from ..node import _identity
+from ..retry import retry_delay
+from ..traverse import Ref, substitute, template
+from .loop import note_node
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..node import Node
+
+__all__ = ["TOPIC", "Code", "Lowered", "Step"]
+
+#: The event topic that steps report on.
+TOPIC = "flowdispatch"
+#: Overrides bigger than this (``dask.sizeof``) are scattered, not put in the graph.
+SCATTER_BYTES = 1 << 20
+_EMPTY: dict = {}
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
+
+
+# -- on the worker ----------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _load_code(code: bytes) -> tuple:
+    return pickle.loads(code)
+
+
+def _reporter(run: str | None):
+    """A function that sends an event of ``run`` to the client, or ``None``."""
+    if run is None:
+        return None
+    try:
+        from distributed.worker import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a dask worker (e.g. dask.get)
+        return None
+    return lambda *msg: worker.log_event(TOPIC, [run, *msg])
+
+
+def _pause(seconds: float) -> None:
+    """Wait before a retry without holding one of the worker's threads."""
+    try:
+        from distributed import rejoin, secede
+
+        secede()
+    except Exception:  # not in a worker's task thread
+        time.sleep(seconds)
+        return
+    try:
+        time.sleep(seconds)
+    finally:
+        rejoin()
+
+
+def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any:
+    """``fn(*args, **kwargs)``; past ``timeout`` seconds, raise ``OpTimeoutError`` instead.
+
+    The op then runs in a thread of its own, which cannot be stopped: at the
+    deadline it is abandoned (and the worker's thread goes on to other work).
+    """
+    if timeout is None:
+        return fn(*args, **kwargs)
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, fn(*args, **kwargs)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the task's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name=f"flowdispatch-{key}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise OpTimeoutError(
+            f"node {key!r} ran longer than its timeout of {timeout:g} s; it was abandoned: "
+            "a thread cannot be stopped, so it runs on until the op returns")
+    ok, result = outcome[0]
+    if not ok:
+        raise result
+    return result
+
+
+def dump_error(error: BaseException) -> bytes:
+    """The exception, pickled (with its traceback, by tblib), or a stand-in that says why not."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(error)
+    except Exception as exc:
+        return cloudpickle.dumps(RuntimeError(
+            f"{type(error).__name__}: {error} (the exception itself could not be pickled: {exc})"))
+
+
+class Code:
+    """An op as it travels: its name, the pickled ``(fn, settings)``, and the run to report to.
+
+    One per op and run, shared by the op's steps, so a graph pickles it once.
+    """
+
+    __slots__ = ("name", "code", "run")
+
+    def __init__(self, name: str, code: bytes, run: str | None):
+        self.name = name
+        self.code = code
+        self.run = run  # None: report nothing (futures from submit())
+
+    def __reduce__(self):
+        return (Code, (self.name, self.code, self.run))
+
+
+class Step:
+    """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker."""
+
+    __slots__ = ("op", "key", "call", "deps")
+
+    def __init__(self, op: Code, key: str, call: bytes | None, deps: tuple[str, ...]):
+        self.op = op
+        self.key = key
+        self.call = call  # cloudpickle of the (args, kwargs) templates, or None
+        self.deps = deps  # the keys whose values the task passes, in order
+
+    def __reduce__(self):
+        return (Step, (self.op, self.key, self.call, self.deps))
+
+    @property
+    def __name__(self) -> str:  # what dask shows for the task
+        return self.op.name
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch step {self.key!r}>"
+
+    def __call__(self, *values: Any) -> Any:
+        key = self.key
+        report = _reporter(self.op.run)
+        try:
+            fn, settings = _load_code(self.op.code)
+            args, kwargs = pickle.loads(self.call) if self.call is not None else ((), _EMPTY)
+        except Exception as exc:
+            exc.add_note(f"flowdispatch: node {key!r} could not be unpickled on the dask "
+                         "worker; the modules of its op and arguments must be importable there")
+            if report:
+                report(key, "failed", 1, 0.0, dump_error(exc))
+            raise
+        if self.deps:
+            known = dict(zip(self.deps, values))
+            args, kwargs = substitute(args, known), substitute(kwargs, known)
+        for attempt in itertools.count(1):
+            if report:
+                report(key, "start", attempt, 0.0, None)
+            start = time.perf_counter()
+            try:
+                result = _call(fn, args, kwargs, key, settings and settings.timeout)
+            except Exception as exc:
+                seconds = time.perf_counter() - start
+                delay = retry_delay(settings, exc, attempt)
+                if delay is None:
+                    note_node(exc, key)
+                    if report:
+                        report(key, "failed", attempt, seconds, dump_error(exc))
+                    raise
+                if delay:
+                    _pause(delay)
+                continue
+            if report:
+                report(key, "done", attempt, time.perf_counter() - start, None)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- on the client ----------------------------------------------------------------------
+def _unpicklable(node: Node, parts: list[tuple[str, Any]], exc: Exception) -> SerializationError:
+    """The error naming the first part of ``node`` that cannot be pickled."""
+    import cloudpickle
+
+    for what, part in parts:
+        try:
+            cloudpickle.dumps(part)
+        except Exception as part_exc:
+            error = SerializationError(
+                f"node {node._key!r}: {what} (a {type(part).__name__}) cannot be pickled to "
+                f"send it to the dask workers: {part_exc}. Pass something picklable, create "
+                "it inside the op, or use a thread-based executor.")
+            error.__cause__ = part_exc
+            return error
+    error = SerializationError(f"node {node._key!r} cannot be pickled: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _pickled_call(node: Node) -> bytes | None:
+    """cloudpickle of the node's argument templates (nodes replaced by references)."""
+    import cloudpickle
+
+    args, kwargs = template(node._args), template(node._kwargs or _EMPTY)
+    if not args and not kwargs:
+        return None
+    if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values()):
+        return pickle.dumps((args, kwargs), protocol=5)  # the same bytes, 4x faster
+    try:
+        return cloudpickle.dumps((args, kwargs))
+    except Exception as exc:
+        if node._op is None:
+            parts = [("its value", node._args[0])]
+        else:
+            parts = [*((f"argument {i}", a) for i, a in enumerate(args)),
+                     *((f"argument {k!r}", v) for k, v in kwargs.items())]
+        error = _unpicklable(node, parts, exc)
+        raise error from error.__cause__
+
+
+def _annotations(node: Node) -> tuple:
+    """The node's dask annotations (priority, resources, workers), as hashable pairs."""
+    op = node._op
+    if op is None:
+        return ()
+    s = op._self_settings
+    out: list[tuple] = []
+    if s.priority:
+        out.append(("priority", s.priority))
+    if s.resources:
+        out.append(("resources", tuple(sorted(s.resources.items()))))
+    if s.workers:
+        workers = [s.workers] if isinstance(s.workers, str) else list(s.workers)
+        out.append(("workers", tuple(workers)))
+        if s.allow_other_workers:
+            out.append(("allow_other_workers", True))
+    return tuple(out)
+
+
+class Lowered:
+    """A graph as dask tasks, and what could not become one.
+
+    ``tasks`` maps node keys to tasks, whose dask keys are ``dask_key(node key)``:
+    the node key itself, or with ``tag`` (a run's own suffix, which
+    ``key_split`` ignores) appended, so that no two runs share a task.
+    ``broken`` maps the keys of nodes that cannot be pickled to their
+    :class:`~flowdispatch.SerializationError`, and ``blocked`` holds their
+    descendants, left out too (with ``stop_at_first``, everything after the
+    first broken node). Overrides become data: small ones tasks that unpickle
+    them, large ones ``scatter`` (to send apart), futures ``given`` (used as
+    they are).
+    """
+
+    def __init__(self, graph: Graph, overrides: dict[str, Any], run: str | None,
+                 tag: str | None = None, stop_at_first: bool = False):
+        from dask.task_spec import Task, TaskRef
+
+        self.tag = tag
+        self.tasks: dict[str, Any] = {}
+        self.annotations: dict[str, tuple] = {}
+        self.scatter: dict[str, Any] = {}
+        self.given: dict[str, Any] = {}
+        self.broken: dict[str, SerializationError] = {}
+        self.blocked: set[str] = set()
+        self.node_keys: dict[str, str] = {}  # dask key -> node key
+        codes: dict[int, Code] = {}
+        for node in graph:
+            key = node._key
+            if key in overrides:
+                self._data(key, overrides[key])
+                continue
+            deps = tuple(d._key for d in graph.deps_of(key))
+            if (stop_at_first and self.broken) or any(
+                    d in self.broken or d in self.blocked for d in deps):
+                self.blocked.add(key)
+                continue
+            op = node._op
+            try:
+                code = codes.get(id(op))
+                if code is None:
+                    code = codes[id(op)] = self._code(node, run)
+                call = _pickled_call(node)
+            except SerializationError as exc:
+                self.broken[key] = exc
+                continue
+            name = self.dask_key(key)
+            self.node_keys[name] = key
+            self.tasks[key] = Task(name, Step(code, key, call, deps),
+                                   *(TaskRef(self.dask_key(d)) for d in deps))
+            notes = _annotations(node)
+            if notes:
+                self.annotations[key] = notes
+
+    def dask_key(self, key: str) -> str:
+        """The dask key of the node with ``key``."""
+        given = self.given.get(key)
+        if given is not None:
+            return given.key
+        return key if self.tag is None else f"{key}-{self.tag}"
+
+    def keep(self, targets: list[str]) -> None:
+        """Drop the tasks that no target needs (those only broken nodes needed)."""
+        kept: set[str] = set()
+        stack = [k for k in targets if k in self.tasks]
+        while stack:
+            key = stack.pop()
+            if key in kept:
+                continue
+            kept.add(key)
+            stack.extend(self.node_keys.get(d, d) for d in self.tasks[key].dependencies
+                         if self.node_keys.get(d, d) in self.tasks)
+        self.tasks = {k: t for k, t in self.tasks.items() if k in kept}
+
+    def _data(self, key: str, value: Any) -> None:
+        """An override, as data on the cluster."""
+        import cloudpickle
+        from dask.sizeof import sizeof
+        from dask.task_spec import Task
+
+        if type(value).__name__ == "Future" and type(value).__module__.startswith("distributed"):
+            self.given[key] = value  # already on the cluster
+        elif sizeof(value) > SCATTER_BYTES:
+            self.scatter[self.dask_key(key)] = value
+        else:
+            try:
+                data = cloudpickle.dumps(value)
+            except Exception as exc:
+                raise SerializationError(
+                    f"overrides: the value for node {key!r} (a {type(value).__name__}) cannot "
+                    f"be pickled to send it to the dask workers: {exc}") from exc
+            name = self.dask_key(key)
+            self.node_keys[name] = key
+            self.tasks[key] = Task(name, pickle.loads, data)
+
+    @staticmethod
+    def _code(node: Node, run: str | None) -> Code:
+        """The node's op as it travels (cloudpickle by value where it must)."""
+        import cloudpickle
+
+        op = node._op
+        if op is None:
+            return Code("value", cloudpickle.dumps((_identity, None)), run)
+        try:
+            return Code(op.op_name, cloudpickle.dumps((op.__wrapped__, op._self_settings)), run)
+        except Exception as exc:
+            error = _unpicklable(node, [("the op", op.__wrapped__),
+                                        ("the op's options", op._self_settings)], exc)
+            raise error from error.__cause__
+
+    def graph(self) -> Any:
+        """What to hand to ``Client.get``: the tasks by dask key, in a plain dict, or
+        in a ``HighLevelGraph`` whose layers carry the annotations, if any need them."""
+        if not self.annotations:
+            return {task.key: task for task in self.tasks.values()}
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+        groups: dict[tuple, dict] = {(): {}}
+        for key, task in self.tasks.items():
+            groups.setdefault(self.annotations.get(key, ()), {})[task.key] = task
+        layers = {}
+        for i, (notes, tasks) in enumerate(groups.items()):
+            annotations = {name: dict(v) if name == "resources" else
+                           list(v) if name == "workers" else v for name, v in notes}
+            layers[f"flowdispatch-{i}"] = MaterializedLayer(tasks, annotations=annotations or None)
+        return HighLevelGraph(layers, {name: set() for name in layers})

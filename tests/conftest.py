@@ -1,0 +1,165 @@
+"""Shared fixtures: a real dask cluster (one scheduler, two workers) for the dask tests.
+
+The cluster runs as separate processes, started with the ``dask scheduler`` and
+``dask worker`` commands of this interpreter, bound to 127.0.0.1 on free ports.
+It is started once per session, only if a test asks for it, and stopped at the
+end: terminated, then killed after a bounded wait, so nothing is left running.
+Every wait is bounded; nothing waits by sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+N_WORKERS = 2
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.02) -> object:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """Linux: have the child terminated if the test process dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _dask_command(name: str) -> list[str]:
+    script = Path(sys.executable).with_name("dask")
+    if script.exists():
+        return [str(script), name]
+    return [sys.executable, "-m", f"distributed.cli.dask_{name}"]
+
+
+def _environment() -> dict[str, str]:
+    """Workers and scheduler import flowdispatch and the test modules (ops pickle by reference)."""
+    env = dict(os.environ)
+    paths = [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env.pop("DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION", None)
+    return env
+
+
+class DaskProcesses:
+    """A running scheduler and its workers; ``stop()`` ends them all."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.scheduler_file = directory / "scheduler.json"
+        self.processes: list[subprocess.Popen] = []
+        self.address = ""
+
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
+        out = open(self.directory / log, "wb")  # noqa: SIM115 - closed by stop()
+        kwargs = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory,
+                                   env=_environment(), **kwargs)
+        process.log = out  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+    def start(self) -> None:
+        scheduler = self._spawn(
+            [*_dask_command("scheduler"), "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(self.scheduler_file)],
+            "scheduler.log")
+
+        def address() -> str:
+            if scheduler.poll() is not None:
+                pytest.fail(f"dask scheduler exited with {scheduler.returncode}:\n{self.logs()}")
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                return json.loads(self.scheduler_file.read_text())["address"]
+            return ""
+
+        self.address = wait_until(address, STARTUP_TIMEOUT, "the dask scheduler file")
+        for i in range(N_WORKERS):
+            self._spawn(
+                [*_dask_command("worker"), "--scheduler-file", str(self.scheduler_file),
+                 "--host", "127.0.0.1", "--nthreads", "2", "--no-dashboard",
+                 "--name", f"worker-{i}", "--death-timeout", "60",
+                 "--local-directory", str(self.directory / f"worker-{i}")],
+                f"worker-{i}.log")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted(self.directory.glob("*.log")))
+
+    def stop(self) -> None:
+        """Terminate the workers, then the scheduler; kill what is left after a bounded wait."""
+        import psutil
+
+        workers, scheduler = self.processes[1:], self.processes[:1]
+        for group in (workers, scheduler):  # workers first: they say goodbye to the scheduler
+            tree = []
+            for process in group:
+                with contextlib.suppress(psutil.Error):
+                    parent = psutil.Process(process.pid)
+                    tree.extend([parent, *parent.children(recursive=True)])
+                if process.poll() is None:
+                    process.terminate()
+            _, alive = psutil.wait_procs(tree, timeout=STOP_TIMEOUT)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=STOP_TIMEOUT)
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=STOP_TIMEOUT)
+            process.log.close()
+
+
+@pytest.fixture(scope="session")
+def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
+    """A real ``dask scheduler`` and two ``dask worker`` processes (nannies, 2 threads each)."""
+    pytest.importorskip("distributed")
+    cluster = DaskProcesses(tmp_path_factory.mktemp("dask-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_client(dask_processes: DaskProcesses):
+    """A client of the session's cluster, once both workers are up."""
+    from distributed import Client
+
+    client = Client(dask_processes.address, timeout=STARTUP_TIMEOUT, set_as_default=False)
+    try:
+        client.wait_for_workers(N_WORKERS, timeout=STARTUP_TIMEOUT)
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def dask_executor(dask_client):
+    """An ``fd.DaskExecutor`` on the session's cluster (the client is not its to close)."""
+    from flowdispatch.executors.dask import DaskExecutor
+
+    with DaskExecutor(client=dask_client) as executor:
+        yield executor

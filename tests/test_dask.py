@@ -1,0 +1,597 @@
+"""The dask executor against a real scheduler and real worker processes (see conftest.py).
+
+Ops count their attempts in files (workers are other processes) and wait on
+files that the test creates, never on fixed sleeps. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import flowdispatch as fd
+from flowdispatch.executors.dask import DaskExecutor
+
+distributed = pytest.importorskip("distributed")
+
+from conftest import wait_until  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- ops (module level: the workers import this module) ----------------------------------
+def log_line(path: str, line: str) -> None:
+    fd_ = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd_, f"{line}\n".encode())
+    finally:
+        os.close(fd_)
+
+
+def lines(path) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.005)
+
+
+@fd.op
+def slowinc(x, delay=0.05):
+    time.sleep(delay)
+    return x + 1
+
+
+@fd.op
+def slowadd(x, y, delay=0.05):
+    time.sleep(delay)
+    return x + y
+
+
+@fd.op
+def slowsum(*xs, delay=0.05):
+    time.sleep(delay)
+    return sum(xs)
+
+
+@fd.op
+def inc(x):
+    return x + 1
+
+
+@fd.op
+def double(x):
+    return 2 * x
+
+
+@fd.op
+def total(xs):
+    return sum(xs)
+
+
+@fd.op
+def record(log, label, *deps):
+    log_line(log, label)
+    return label
+
+
+@fd.op
+def gated(i, gate, log):
+    """Log ``i pid``, then return ``i`` once the gate file exists."""
+    log_line(log, f"{i} {os.getpid()}")
+    wait_for_file(gate)
+    return i
+
+
+@fd.op
+def flaky(log, failures, error="OSError"):
+    """Fail the first ``failures`` attempts (counted in ``log``), then return the attempt count."""
+    log_line(log, "attempt")
+    attempt = len(lines(log))
+    if attempt <= failures:
+        raise {"OSError": OSError, "ValueError": ValueError}[error](f"attempt {attempt} failed")
+    return attempt
+
+
+@fd.op
+def broken(x):
+    raise ValueError(f"broken on {x}")
+
+
+@fd.op
+def big(n):
+    return b"x" * n
+
+
+@fd.op
+def size(data):
+    return len(data)
+
+
+@fd.op
+def where():
+    return distributed.get_worker().address
+
+
+@fd.op
+def takes(x, thing):
+    return x
+
+
+@fd.op
+def poison(x):
+    os._exit(1)  # takes its worker down
+
+
+# Dask Cluster workload (Dispatcher.jl's "Dask Cluster" example)
+@fd.op
+def load(i):
+    return i
+
+
+@fd.op
+def load_reference():
+    return 1
+
+
+@fd.op
+def process(data, reference):
+    return data + reference
+
+
+@fd.op
+def roll(a, b, c):
+    return a + b + c
+
+
+@fd.op
+def compare(a, b):
+    return a - b
+
+
+@fd.op
+def reduction(seq):
+    return max(seq)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def scheduler_keys(client, keys):
+    """The scheduler's tasks for the nodes with ``keys`` (a run's are ``<node key>-<run>``)."""
+    wanted = set(keys)
+    return client.run_on_scheduler(lambda dask_scheduler: sorted(
+        k for k in dask_scheduler.tasks if k in wanted or k.rsplit("-", 1)[0] in wanted))
+
+
+def wait_for_workers_back(client, n=2, gone=(), timeout=60.0):
+    def back():
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        return len(workers) == n and not set(gone) & set(workers)
+    wait_until(back, timeout, f"{n} workers")
+
+
+# -- conformance ---------------------------------------------------------------------------
+def test_conformance_suite(dask_client):
+    from flowdispatch.testing import check_executor
+
+    check_executor(lambda: DaskExecutor(client=dask_client))
+
+
+# -- Dispatcher.jl workloads -----------------------------------------------------------------
+def test_dask_do_gives_357_with_node_keys_on_the_cluster(dask_executor, dask_client):
+    a = [slowinc(i) for i in (1, 2, 3)]
+    b = [slowadd(x, 10) for x in a]
+    c = [slowadd(x, 100) for x in a]
+    result = slowsum(*a) + slowsum(*b) + slowsum(*c)
+    assert fd.compute(result, executor=dask_executor) == (357,)
+    res = fd.run(result, executor=dask_executor)
+    assert res[result] == 357
+    assert res.counts == {"done": len(res)}
+    assert all(res.attempts(n) == 1 for n in res.graph)
+    assert res.duration(a[0]) >= 0.05
+    with pytest.raises(KeyError, match="released"):  # intermediates stay on the workers
+        res[a[0]]
+    prefixes = dask_client.run_on_scheduler(
+        lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert {"slowinc", "slowadd", "slowsum", "add"} <= set(prefixes)
+
+
+def test_dask_cluster_workload(dask_executor):
+    rng = random.Random(0)
+    data = [load(i) for i in range(100)]
+    reference = load_reference()
+    processed = [process(d, reference) for d in data]
+    rolled = [roll(*processed[i:i + 3]) for i in range(len(processed) - 2)]
+    pairs = [(rng.randrange(len(rolled)), rng.randrange(len(rolled))) for _ in range(200)]
+    compared = [compare(rolled[i], rolled[j]) for i, j in pairs]
+    best = reduction(fd.collect(compared))
+
+    values = [i + 1 for i in range(100)]
+    rolls = [sum(values[i:i + 3]) for i in range(98)]
+    expected = max(rolls[i] - rolls[j] for i, j in pairs)
+    res = fd.run(best, executor=dask_executor)
+    used = {i for pair in pairs for i in pair}
+    assert res.counts == {"done": 100 + 1 + 100 + len(used) + 200 + 2}
+    assert res[best] == expected
+
+
+# -- futures and the dask collection protocol -----------------------------------------------
+def test_submit_persist_and_collections(dask_executor, dask_client):
+    import dask
+
+    a = inc(1)
+    b = double(a)
+    futures = fd.submit(a, b, client=dask_client)
+    assert set(futures) == {a, b}
+    assert futures[a].key == a.key and futures[b].key == b.key
+    assert futures[b].result(timeout=30) == 4
+
+    (persisted,) = fd.persist(b, executor=dask_executor).values()
+    assert persisted.key == b.key and persisted.result(timeout=30) == 4
+
+    c = inc(b)
+    assert dask_client.compute(c).result(timeout=30) == 5
+    assert dask.compute(c, scheduler=dask_client) == (5,)
+
+    bad = broken(a)
+    (future,) = dask_executor.submit(bad).values()
+    with pytest.raises(ValueError, match="broken on 2") as info:
+        future.result(timeout=30)
+    assert any(bad.key in note for note in info.value.__notes__)
+
+
+# -- retries ----------------------------------------------------------------------------------
+def test_retries_count_attempts_across_processes(dask_executor, tmp_path):
+    log = str(tmp_path / "flaky")
+    node = flaky.options(retries=2)(log, 2)
+    res = fd.run(node, executor=dask_executor)
+    assert res[node] == 3
+    assert lines(log) == ["attempt"] * 3
+    assert res.attempts(node) == 3
+
+    log = str(tmp_path / "other")
+    node = flaky.options(retries=3, retry_on=(OSError,))(log, 1, error="ValueError")
+    res = fd.run(node, executor=dask_executor)
+    assert res.state(node) == "failed"
+    assert isinstance(res.error(node), ValueError)
+    assert lines(log) == ["attempt"]
+    assert res.attempts(node) == 1
+
+
+def test_timeout_fails_the_node_and_the_run_goes_on(dask_executor, tmp_path):
+    gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
+    stuck = gated.options(timeout=0.3)(0, gate, log)
+    other = inc(1)
+    try:
+        res = fd.run(stuck, other, executor=dask_executor)
+    finally:
+        open(gate, "w").close()  # the abandoned thread ends
+    assert res.state(stuck) == "failed" and res[other] == 2
+    assert isinstance(res.error(stuck), fd.OpTimeoutError)
+    assert res.error(stuck).args[0].startswith(f"node {stuck.key!r} ran longer than its "
+                                               "timeout of 0.3 s; it was abandoned")
+    assert 0.3 <= res.duration(stuck) < 5
+    quick = inc.options(timeout=5)(41)
+    assert fd.compute(quick, executor=dask_executor) == (42,)
+
+
+# -- memory -----------------------------------------------------------------------------------
+def test_large_intermediate_stays_on_the_workers(dask_executor, dask_client):
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            done.wait(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        data = big(300_000_000)
+        length = size(data)
+        res = fd.run(length, executor=dask_executor)
+    finally:
+        done.set()
+        sampler.join(10)
+    assert res[length] == 300_000_000
+    assert peak[0] - baseline < 100_000_000, f"the client grew by {(peak[0] - baseline) / 1e6:.0f} MB"
+    wait_until(lambda: not scheduler_keys(dask_client, [data.key, length.key]), 10,
+               "the scheduler to release the run's values")
+
+
+# -- worker loss ------------------------------------------------------------------------------
+def test_killing_a_worker_mid_run_gives_exact_results(dask_executor, dask_client, tmp_path):
+    gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
+    stage = [gated(i, gate, log) for i in range(100)]
+    doubled = [double(s) for s in stage]
+    result = total(fd.collect(doubled))
+    pids = dask_client.run(os.getpid)  # worker address -> pid
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["res"] = fd.run(result, executor=dask_executor)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    victim = None
+    try:
+        def running_everywhere():
+            seen = {int(line.split()[1]) for line in lines(log)}
+            return seen >= set(pids.values())
+        wait_until(running_everywhere, 60, "ops running on both workers")
+        victim = next(iter(pids))
+        os.kill(pids[victim], signal.SIGKILL)
+    finally:
+        open(gate, "w").close()
+        runner.join(90)
+    assert not runner.is_alive(), "the run did not finish"
+    assert "error" not in outcome, outcome.get("error")
+    res = outcome["res"]
+    assert res.ok
+    assert res[result] == 2 * sum(range(100))
+    killed = [line.split()[0] for line in lines(log) if int(line.split()[1]) == pids[victim]]
+    runs = Counter(line.split()[0] for line in lines(log))
+    assert killed and all(runs[i] >= 2 for i in killed), "the lost tasks were not run again"
+    wait_for_workers_back(dask_client, gone=[victim])
+
+
+# -- failures ---------------------------------------------------------------------------------
+def test_failure_states_errors_and_partial_results(dask_executor, tmp_path):
+    log = str(tmp_path / "log")
+    root = record(log, "root")
+    bad = broken(root)
+    child = inc(bad)
+    grandchild = double(child)
+    other = record(log, "other", root)
+    res = fd.run(grandchild, other, executor=dask_executor)
+    assert res.counts == {"done": 2, "failed": 1, "upstream_failed": 2}
+    assert res.failed == (bad,)
+    error = res.error(bad)
+    assert type(error) is ValueError and str(error) == "broken on root"
+    assert f"flowdispatch: raised by node {bad.key!r}" in error.__notes__
+    for node in (child, grandchild):
+        up = res.error(node)
+        assert isinstance(up, fd.UpstreamError) and up.upstream == bad.key
+    with pytest.raises(ValueError, match="broken on root"):
+        res[grandchild.dependencies[0].dependencies[0]]
+    assert res[other] == "other"
+    assert res[root] == "root"  # kept: the failed node needs it
+    assert sorted(lines(log)) == ["other", "root"]
+
+    with pytest.raises(ValueError, match="broken on root") as info:
+        fd.compute(grandchild, executor=dask_executor)
+    assert f"flowdispatch: raised by node {bad.key!r}" in info.value.__notes__
+    assert info.value.__traceback__ is not None
+
+
+def test_rerun_after_failure_reuses_completed_values(dask_executor, tmp_path):
+    log, attempts = str(tmp_path / "log"), str(tmp_path / "attempts")
+    a = record(log, "a")
+    b = flaky(attempts, 1)
+    c = record(log, "c", a, b)
+    res = fd.run(c, executor=dask_executor)
+    assert (res.state(a), res.state(b), res.state(c)) == ("done", "failed", "upstream_failed")
+    again = res.rerun(executor=dask_executor)
+    assert again.ok and again[c] == "c"
+    assert lines(attempts) == ["attempt"] * 2 and again.attempts(b) == 2
+    assert lines(log) == ["a", "c"]  # a ran once: its value was kept and reused
+
+
+# -- interrupts -------------------------------------------------------------------------------
+class Interrupt(fd.Callback):
+    def __init__(self, key):
+        self.key = key
+
+    def on_node_finish(self, *, node, duration):
+        if node.key == self.key:
+            raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_cancels_the_run_on_the_cluster(dask_executor, dask_client, tmp_path):
+    gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
+    first = inc.options(priority=10)(0)
+    waiting = [gated(i, gate, log) for i in range(50)]
+    keys = [first.key, *(n.key for n in waiting)]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fd.run(first, waiting, executor=dask_executor, callbacks=[Interrupt(first.key)])
+        wait_until(lambda: not scheduler_keys(dask_client, keys), 5,
+                   "no task of the interrupted run left on the scheduler")
+        started = len(lines(log))
+    finally:
+        open(gate, "w").close()
+    assert started <= 4, f"{started} ops started; at most the 4 worker threads' were running"
+
+
+# -- connecting ---------------------------------------------------------------------------------
+def test_embedded_cluster_runs_on_loopback_and_closes(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process()
+    def children():  # multiprocessing's resource tracker outlives any cluster (by design)
+        found = set()
+        for p in me.children(recursive=True):
+            try:
+                if "resource_tracker" not in " ".join(p.cmdline()):
+                    found.add(p.pid)
+            except psutil.Error:  # it exited meanwhile
+                pass
+        return found
+
+    def listening(procs):
+        return {(c.laddr.ip, c.laddr.port) for p in procs for c in p.net_connections("inet")
+                if c.status == psutil.CONN_LISTEN}
+
+    before, sockets = children(), listening([me])
+    executor = DaskExecutor(n_workers=1, threads_per_worker=2)
+    assert executor.client is None  # started lazily
+    with executor:
+        assert fd.compute(double(inc(1)), executor=executor) == (4,)
+        assert executor.cluster is not None
+        procs = [me, *(p for p in me.children(recursive=True) if p.pid not in before)]
+        assert len(procs) > 1  # the worker runs in its own process
+        opened = listening(procs) - sockets  # scheduler, dashboard, nanny, worker
+        assert len(opened) >= 4 and {ip for ip, _ in opened} == {"127.0.0.1"}
+        saturation = executor.client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+        assert saturation == float("inf")
+    assert executor.client is None and executor.cluster is None
+    executor.close()  # twice is fine
+    wait_until(lambda: not (children() - before), 20,
+               "the embedded cluster's processes to exit")
+
+
+def test_an_op_that_kills_its_worker_fails_with_killed_worker():
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        executor = DaskExecutor(n_workers=1, threads_per_worker=1)
+        executor.connect()  # the embedded scheduler reads the setting now
+    with executor:
+        a = inc(1)
+        bad = poison(a)
+        after = inc(bad)
+        res = fd.run(after, executor=executor)
+        assert (res.state(a), res.state(bad), res.state(after)) == (
+            "done", "failed", "upstream_failed")
+        error = res.error(bad)
+        assert type(error).__name__ == "KilledWorker"
+        assert f"flowdispatch: raised by node {bad.key!r}" in error.__notes__
+        assert res.attempts(bad) == 1
+        assert fd.compute(inc(5), executor=executor) == (6,)  # the worker came back
+
+
+def test_dead_address_fails_within_the_connect_timeout():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    start = time.monotonic()
+    with DaskExecutor(address, connect_timeout=2) as executor:
+        with pytest.raises(fd.ExecutorError, match=f"could not connect to a dask scheduler at "
+                                                    f"'{address}' within 2 s.*dask scheduler"):
+            fd.compute(inc(1), executor=executor)
+    assert time.monotonic() - start < 10
+
+
+def test_executor_given_as_client_or_address(dask_processes, dask_client):
+    assert fd.compute(inc(1), executor=dask_client) == (2,)
+    assert dask_client.status == "running"  # a given client is not closed
+    assert fd.compute(inc(2), executor=dask_processes.address) == (3,)
+    with pytest.raises(TypeError, match="expected address= or client=, got both"):
+        DaskExecutor("tcp://127.0.0.1:1", client=dask_client)
+    with pytest.raises(TypeError, match="only to the embedded cluster"):
+        DaskExecutor(client=dask_client, n_workers=2)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_unpicklable_argument_fails_before_submission(dask_executor, dask_client, tmp_path):
+    log = str(tmp_path / "log")
+    upstream = record(log, "upstream")
+    node = takes(upstream, threading.Lock())
+    pattern = f"node '{node.key}': argument 1 \\(a lock\\) cannot be pickled"
+    with pytest.raises(fd.SerializationError, match=pattern) as info:
+        fd.compute(node, executor=dask_executor)
+    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(fd.SerializationError, match=pattern):
+        dask_executor.submit(node)
+    other = record(log, "other")
+    res = fd.run(node, other, executor=dask_executor)
+    assert res.state(node) == "failed" and isinstance(res.error(node), fd.SerializationError)
+    assert res[other] == "other"
+    assert lines(log) == ["other"]  # nothing that only the broken node needed ran
+    assert not scheduler_keys(dask_client, [node.key, upstream.key])
+
+
+# -- scheduling hints and data ------------------------------------------------------------------
+def test_annotations_reach_the_scheduler(dask_executor, dask_client):
+    first = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])[0]
+    pinned = where.options(workers=first)()
+    assert fd.compute(pinned, executor=dask_executor) == (first,)
+
+    hinted = inc.options(resources={"FOO": 1}, priority=7, workers=[first],
+                         allow_other_workers=True)(1)
+    (future,) = dask_executor.submit(hinted).values()  # no worker has FOO: it waits
+    try:
+        def restrictions(dask_scheduler, key=hinted.key):
+            ts = dask_scheduler.tasks.get(key)
+            return ts and (ts.resource_restrictions, sorted(ts.worker_restrictions or ()),
+                           ts.loose_restrictions, ts.priority[0])
+        found = wait_until(lambda: dask_client.run_on_scheduler(restrictions), 10,
+                           "the task on the scheduler")
+        assert found == ({"FOO": 1}, [first], True, -7)
+    finally:
+        dask_client.cancel([future])
+
+
+def test_overrides_become_data_on_the_cluster(dask_executor, tmp_path):
+    log = str(tmp_path / "log")
+    small, large = record(log, "small"), record(log, "large")
+    node = size(small) + size(large)
+    res = fd.run(node, executor=dask_executor,
+                 overrides={small: "abc", large: b"y" * 3_000_000})
+    assert res[node] == 3_000_003
+    assert res.state(small) == res.state(large) == "skipped"
+    assert lines(log) == []
+
+
+class LoadsOnlyHere:
+    """Unpickles only in the process that pickled it (so fails on a worker)."""
+
+    def __reduce__(self):
+        return (loads_only_in, (os.getpid(),))
+
+
+def loads_only_in(pid):
+    if os.getpid() != pid:
+        raise RuntimeError("only loads where it was made")
+    return LoadsOnlyHere()
+
+
+def test_a_task_failing_outside_its_op_is_found(dask_executor):
+    data = fd.value(0)
+    first = inc(data)
+    second = double(first)
+    res = fd.run(second, executor=dask_executor, overrides={data: LoadsOnlyHere()})
+    assert res.state(data) == "skipped"
+    assert res.state(first) == "failed" and res.state(second) == "upstream_failed"
+    error = res.error(first)
+    assert isinstance(error, RuntimeError) and "only loads where it was made" in str(error)
+    assert f"flowdispatch: raised by node {first.key!r}" in error.__notes__
+    with pytest.raises(RuntimeError, match="only loads where it was made"):
+        fd.compute(second, executor=dask_executor, overrides={data: LoadsOnlyHere()})
+
+
+def test_import_flowdispatch_does_not_import_distributed():
+    code = "import sys, flowdispatch; assert 'distributed' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_persist_needs_a_cluster_that_outlives_the_futures():
+    node = fd.op(sum)([1, 2])
+    for executor in (None, "dask"):
+        with pytest.raises(TypeError, match=r"persist: expected a cluster that outlives the "
+                                            r"futures .* got (None|'dask')"):
+            fd.persist(node, executor=executor)
