@@ -61,7 +61,7 @@ dot:
 
 # -- the two commands ----------------------------------------------------------------
 demo: venv dot
-	$(BIN)/flowdispatch demo -o demo.svg
+	$(BIN)/flowdispatch demo --executor dask -o demo.svg
 
 test: venv dot
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
