@@ -68,10 +68,7 @@ test: venv dot
 
 # -- the rest ---------------------------------------------------------------------------
 bench: venv
-	@if [ ! -f benchmarks/run.py ]; then \
-	    echo "error: benchmarks/run.py does not exist yet" >&2; exit 1; \
-	fi
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --dask --out benchmarks/RESULTS.md
 
 $(DOCS_STAMP): setup.cfg $(STAMP)
 	$(BIN)/python -m pip install -e '.[test,docs]'

@@ -14,6 +14,11 @@ Columns, per shape and N:
   the equivalent prebuilt raw dask graph (build not counted for dask);
 * threads: build + run on ThreadExecutor against ``dask.threaded.get``.
 
+With ``--dask``, a second table: the same shapes on one ``LocalCluster`` of
+two worker processes, flowdispatch's DaskExecutor end to end (build, lower,
+run, gather) against ``client.get`` of the prebuilt raw graph and against
+``dask.delayed`` + ``client.compute``.
+
 Ratios below 1 mean flowdispatch is faster. Run ``python benchmarks/run.py
 --help`` for options; ``make bench`` runs the default set.
 """
@@ -137,6 +142,54 @@ def measure(shape: str, n: int, repeat: int, delayed_limit: int) -> dict[str, fl
     return row
 
 
+def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) -> dict:
+    tasks = {"chain": n, "fan": n + 1, "tree": 2 * n - 1}[shape]
+    want = expected(shape, n)
+    dsk, key = build_raw(shape, n)
+    row: dict[str, float | None] = {"tasks": tasks}
+    with fd.DaskExecutor(client=client) as executor:
+        def fd_run() -> None:
+            assert fd.compute(build_fd(shape, n), executor=executor)[0] == want
+
+        row["fd"] = best(fd_run, repeat) / tasks * 1e6
+    row["raw"] = best(lambda: client.get(dsk, key), repeat) / tasks * 1e6
+    limit = delayed_limit // 4 if shape in ("chain", "fan") else delayed_limit
+    row["delayed"] = (
+        best(lambda: client.compute(build_delayed(shape, n)).result(), repeat) / tasks * 1e6
+        if n <= limit else None
+    )
+    return row
+
+
+def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: int) -> list[str]:
+    import dask.config
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0")
+    lines = [
+        "",
+        "Distributed: one LocalCluster, 2 worker processes x 1 thread, worker-saturation inf; "
+        "µs per task, end to end",
+        "",
+        "| shape | N | tasks | fd DaskExecutor | client.get (raw) | fd ÷ raw | delayed + "
+        "client.compute | fd ÷ delayed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    with cluster, Client(cluster) as client:
+        for shape in shapes:
+            for n in sizes:
+                r = measure_dask(client, shape, n, repeat if n <= 1000 else 1, delayed_limit)
+                line = (f"| {shape} | {n:,} | {r['tasks']:,} | {fmt(r['fd'])} | {fmt(r['raw'])} | "
+                        f"{ratio(r['fd'], r['raw'])} | {fmt(r['delayed'])} | "
+                        f"{ratio(r['fd'], r['delayed'])} |")
+                lines.append(line)
+                print(line, flush=True)
+    return lines
+
+
 def fmt(x: float | None) -> str:
     return "skip" if x is None else (f"{x:.2f}" if x < 10 else f"{x:.1f}")
 
@@ -152,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--delayed-limit", type=int, default=40000,
                         help="largest N for dask.delayed builds (chain and fan: a quarter)")
+    parser.add_argument("--dask", action="store_true", help="add the distributed table")
+    parser.add_argument("--no-local", action="store_true", help="leave out the local table")
+    parser.add_argument("--dask-sizes", default="1000,10000")
+    parser.add_argument("--dask-shapes", default="fan,tree")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -168,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    for shape in shapes:
+    for shape in [] if args.no_local else shapes:
         for n in sizes:
             repeat = args.repeat if n <= 10000 else 1
             r = measure(shape, n, repeat, args.delayed_limit)
@@ -181,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             lines.append(line)
             print(line, flush=True)
+    if args.dask:
+        lines += dask_table([int(s) for s in args.dask_sizes.split(",")],
+                            args.dask_shapes.split(","), args.repeat, args.delayed_limit)
     if args.out:
         with open(args.out, "w") as f:
             f.write("# Benchmark results\n\n" + "\n".join(lines) + "\n")

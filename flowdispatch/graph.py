@@ -183,8 +183,11 @@ class Graph:
             self._key(node)
         return Graph._cut(chosen, self._inputs | {n._key for n in cut})
 
-    def to_dask(self) -> dict:
+    def to_dask(self, values: dict[str, Any] | None = None) -> dict:
         """A plain dask graph, ``{key: task}``, that any dask scheduler runs.
+
+        Each task applies its op's retry policy and timeout, as the executors do.
+        ``values`` (``{key: value}``) supplies the inputs of a cut graph.
 
         Examples
         --------
@@ -194,9 +197,23 @@ class Graph:
         >>> dask.get(fd.Graph(n).to_dask(), n.key)
         3
         """
-        from .lowering import to_dask
+        from dask.task_spec import DataNode
 
-        return to_dask(self)
+        from .executors.dasktasks import Lowered
+
+        values = values or {}
+        missing = [n._key for n in self.inputs if n._key not in values]
+        if missing:
+            raise GraphError(
+                f"nodes {missing} are inputs of this subgraph: their ancestors were cut "
+                "away, so their values must be supplied (overrides={node: value})"
+            )
+        lowered = Lowered(self, values, run=None)
+        for error in lowered.broken.values():
+            raise error
+        dsk = {task.key: task for task in lowered.tasks.values()}
+        dsk.update((key, DataNode(key, value)) for key, value in lowered.scatter.items())
+        return dsk
 
     def to_json(self) -> str:
         """The graph as JSON text; ops are stored by import path (see :meth:`from_json`)."""

@@ -1,35 +1,33 @@
-"""Lowering: from nodes to calls that run, here or in another process.
+"""From nodes to calls: binding values into a node's arguments, and shipping it.
 
 ``bind`` fills a node's arguments with the values of its dependencies, for
-the local scheduling loop. :class:`Call` is the flat, picklable form of one
-node (the op and argument templates holding keys, never linked nodes), and
-``to_dask`` turns a whole graph into a dask graph of ``Call`` tasks.
+the local scheduling loop. ``unpicklable`` explains, when a node must travel
+to another process and cannot, which of its parts is to blame. (The dask
+form of a whole graph is in :mod:`flowdispatch.executors.dasktasks`.)
 
 Examples
 --------
+>>> import threading
 >>> import flowdispatch as fd
 >>> inc = fd.op(lambda x: x + 1, name="inc")
 >>> a = fd.value(1)
 >>> b = inc(a)
 >>> bind(b, {a.key: 41})
 ((41,), {})
->>> Call.of(b)(41)
-42
+>>> print(unpicklable(b, [("argument 0", threading.Lock())], "another process"))
+node 'inc-...': argument 0 (a lock) cannot be pickled to send it to another process: cannot pickle '_thread.lock' object. Pass something picklable, create it inside the op, or use a thread-based executor.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from .errors import GraphError
-from .node import Node, _identity
-from .traverse import substitute, template
+from .errors import SerializationError
+from .node import Node
+from .traverse import substitute
 
-if TYPE_CHECKING:
-    from .graph import Graph
-    from .op import Op
-
-__all__ = ["Call", "bind", "to_dask"]
+__all__ = ["bind", "unpicklable"]
 
 _EMPTY: dict = {}
 
@@ -47,59 +45,33 @@ def bind(node: Node, values: dict[str, Any]) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-class Call:
-    """One node, flat and picklable: call it with its dependencies' values, in order."""
+def unpicklable(node: Node, parts: Iterable[tuple[str, Any]], where: str,
+                error: Exception | None = None) -> SerializationError:
+    """The :class:`~flowdispatch.SerializationError` naming the first of ``parts``
+    (``(what, object)`` pairs) that cloudpickle cannot pickle, to send it ``where``.
 
-    __slots__ = ("op", "args", "kwargs", "deps")
-
-    def __init__(self, op: Op | None, args: tuple, kwargs: dict, deps: tuple[str, ...]):
-        self.op = op
-        self.args = args
-        self.kwargs = kwargs
-        self.deps = deps
-
-    @classmethod
-    def of(cls, node: Node) -> Call:
-        """The call that computes ``node``."""
-        return cls(node._op, template(node._args), template(node._kwargs or _EMPTY),
-                   tuple(d._key for d in node._deps))
-
-    def __call__(self, *dep_values: Any) -> Any:
-        fn = _identity if self.op is None else self.op.__wrapped__
-        args, kwargs = self.args, self.kwargs
-        if self.deps:
-            values = dict(zip(self.deps, dep_values))
-            args, kwargs = substitute(args, values), substitute(kwargs, values)
-        return fn(*args, **kwargs)
-
-    def __reduce__(self):
-        return (Call, (self.op, self.args, self.kwargs, self.deps))
-
-    def __repr__(self) -> str:
-        name = "value" if self.op is None else self.op.op_name
-        return f"Call({name}, deps={list(self.deps)})"
-
-
-def to_dask(graph: Graph, values: dict[str, Any] | None = None) -> dict:
-    """``{key: dask.task_spec.Task}`` for every node of ``graph``.
-
-    ``values`` supplies the nodes that are not computed (cut inputs, overrides).
+    Its ``__cause__`` is the pickling error.
     """
-    from dask.task_spec import DataNode, Task, TaskRef
+    import cloudpickle
 
-    values = values or {}
-    missing = [n._key for n in graph.inputs if n._key not in values]
-    if missing:
-        raise GraphError(
-            f"nodes {missing} are inputs of this subgraph: their ancestors were cut "
-            "away, so their values must be supplied (overrides={node: value})"
-        )
-    dsk: dict[str, Any] = {}
-    for node in graph:
-        key = node._key
-        if key in values:
-            dsk[key] = DataNode(key, values[key])
-        else:
-            call = Call.of(node)
-            dsk[key] = Task(key, call, *[TaskRef(d) for d in call.deps])
-    return dsk
+    for what, part in parts:
+        try:
+            cloudpickle.dumps(part)
+        except Exception as exc:
+            found = SerializationError(
+                f"node {node._key!r}: {what} (a {type(part).__name__}) cannot be pickled to "
+                f"send it to {where}: {exc}. Pass something picklable, create it inside the "
+                "op, or use a thread-based executor.")
+            found.__cause__ = exc
+            return found
+    found = SerializationError(f"node {node._key!r} cannot be pickled to send it to {where}: {error}")
+    found.__cause__ = error
+    return found
+
+
+def call_parts(node: Node, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
+    """The parts of one call of ``node``, named as an error message would name them."""
+    if node._op is None:
+        return [("its value", node._args[0])]
+    return [*((f"argument {i}", a) for i, a in enumerate(args)),
+            *((f"argument {k!r}", v) for k, v in kwargs.items())]

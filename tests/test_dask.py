@@ -77,6 +77,13 @@ def inc(x):
 
 
 @fd.op
+def fails_if_odd(x):
+    if x % 2:
+        raise ValueError(f"{x} is odd")
+    return x
+
+
+@fd.op
 def double(x):
     return 2 * x
 
@@ -595,3 +602,21 @@ def test_persist_needs_a_cluster_that_outlives_the_futures():
         with pytest.raises(TypeError, match=r"persist: expected a cluster that outlives the "
                                             r"futures .* got (None|'dask')"):
             fd.persist(node, executor=executor)
+
+
+def test_the_live_graph_follows_a_run_on_the_cluster(dask_executor):
+    from flowdispatch.live import LiveGraph
+    from test_live import STEPS, Screen, histories
+
+    screen = Screen()
+    nodes = [inc(i) for i in range(6)]
+    targets = [fails_if_odd(n) for n in nodes] + [total(nodes)]
+    res = fd.run(targets, executor=dask_executor, callbacks=[LiveGraph(screen, interval=0.0)])
+    assert res.counts == {"done": 10, "failed": 3}
+    assert set(screen.frames[0].states.values()) == {"pending"}
+    assert screen.frames[-1].final and screen.frames[-1].states == res.states
+    seen = histories(screen.frames)
+    for key, states in seen.items():
+        assert set(zip(states, states[1:])) <= STEPS, f"{key}: {states}"
+        assert states[-1] == res.states[key]
+    assert any("running" in states for states in seen.values())

@@ -250,8 +250,6 @@ def test_to_dask_of_a_cut_graph_needs_its_inputs():
 
 
 def test_to_dask_with_the_inputs_supplied():
-    from flowdispatch.lowering import to_dask
-
     a, b, c, d = diamond()
-    dsk = to_dask(fd.Graph(d).subgraph(inputs=[b]), {b.key: 40})
+    dsk = fd.Graph(d).subgraph(inputs=[b]).to_dask({b.key: 40})
     assert dask.get(dsk, d.key) == 42

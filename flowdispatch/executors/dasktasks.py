@@ -41,6 +41,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OpTimeoutError, SerializationError
+from ..lowering import call_parts, unpicklable
 from ..node import _identity
 from ..retry import retry_delay
 from ..traverse import Ref, substitute, template
@@ -57,6 +58,7 @@ TOPIC = "flowdispatch"
 #: Overrides bigger than this (``dask.sizeof``) are scattered, not put in the graph.
 SCATTER_BYTES = 1 << 20
 _EMPTY: dict = {}
+_WORKERS = "the dask workers"
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
 
 
@@ -211,25 +213,6 @@ class Step:
 
 
 # -- on the client ----------------------------------------------------------------------
-def _unpicklable(node: Node, parts: list[tuple[str, Any]], exc: Exception) -> SerializationError:
-    """The error naming the first part of ``node`` that cannot be pickled."""
-    import cloudpickle
-
-    for what, part in parts:
-        try:
-            cloudpickle.dumps(part)
-        except Exception as part_exc:
-            error = SerializationError(
-                f"node {node._key!r}: {what} (a {type(part).__name__}) cannot be pickled to "
-                f"send it to the dask workers: {part_exc}. Pass something picklable, create "
-                "it inside the op, or use a thread-based executor.")
-            error.__cause__ = part_exc
-            return error
-    error = SerializationError(f"node {node._key!r} cannot be pickled: {exc}")
-    error.__cause__ = exc
-    return error
-
-
 def _pickled_call(node: Node) -> bytes | None:
     """cloudpickle of the node's argument templates (nodes replaced by references)."""
     import cloudpickle
@@ -242,12 +225,7 @@ def _pickled_call(node: Node) -> bytes | None:
     try:
         return cloudpickle.dumps((args, kwargs))
     except Exception as exc:
-        if node._op is None:
-            parts = [("its value", node._args[0])]
-        else:
-            parts = [*((f"argument {i}", a) for i, a in enumerate(args)),
-                     *((f"argument {k!r}", v) for k, v in kwargs.items())]
-        error = _unpicklable(node, parts, exc)
+        error = unpicklable(node, call_parts(node, args, kwargs), _WORKERS, exc)
         raise error from error.__cause__
 
 
@@ -376,8 +354,8 @@ class Lowered:
         try:
             return Code(op.op_name, cloudpickle.dumps((op.__wrapped__, op._self_settings)), run)
         except Exception as exc:
-            error = _unpicklable(node, [("the op", op.__wrapped__),
-                                        ("the op's options", op._self_settings)], exc)
+            error = unpicklable(node, [("the op", op.__wrapped__),
+                                       ("the op's options", op._self_settings)], _WORKERS, exc)
             raise error from error.__cause__
 
     def graph(self) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OpTimeoutError, SerializationError
+from ..lowering import call_parts, unpicklable
 from .base import Executor
 from .loop import Outcome, _timeout, attempt, execute
 
@@ -184,18 +185,9 @@ def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
     try:
         return cloudpickle.dumps((node._fn, args, kwargs))
     except Exception as exc:
-        parts = [("the op", node._fn), *((f"argument {i}", a) for i, a in enumerate(args)),
-                 *((f"argument {k!r}", v) for k, v in kwargs.items())]
-        for what, part in parts:
-            try:
-                cloudpickle.dumps(part)
-            except Exception as part_exc:
-                raise SerializationError(
-                    f"node {node._key!r}: {what} (a {type(part).__name__}) cannot be pickled "
-                    f"to send it to another process: {part_exc}. Pass something picklable, "
-                    "create it inside the op, or use a thread-based executor."
-                ) from part_exc
-        raise SerializationError(f"node {node._key!r} cannot be pickled: {exc}") from exc
+        error = unpicklable(node, [("the op", node._fn), *call_parts(node, args, kwargs)],
+                            "another process", exc)
+        raise error from error.__cause__
 
 
 def _unship(future: cf.Future) -> Outcome:
