@@ -200,6 +200,13 @@ def test_conformance_suite(dask_client):
     check_executor(lambda: DaskExecutor(client=dask_client))
 
 
+def test_conformance_suite_by_address_and_embedded(dask_processes):
+    from flowdispatch.testing import check_executor
+
+    check_executor(lambda: DaskExecutor(dask_processes.address))
+    check_executor(lambda: DaskExecutor(n_workers=1, threads_per_worker=2))
+
+
 # -- Dispatcher.jl workloads -----------------------------------------------------------------
 def test_dask_do_gives_357_with_node_keys_on_the_cluster(dask_executor, dask_client):
     a = [slowinc(i) for i in (1, 2, 3)]

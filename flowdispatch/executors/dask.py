@@ -231,10 +231,11 @@ class DaskExecutor(Executor):
                 f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
                 "so their values must be supplied (overrides={node: value})")
         run_id = os.urandom(6).hex()
-        lowered = Lowered(graph, overrides, run=run_id, tag=run_id, stop_at_first=fail_fast)
         callbacks = list(callbacks)
         hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
                  for name in HOOKS}
+        lowered = Lowered(graph, overrides, run=run_id, tag=run_id, stop_at_first=fail_fast,
+                          starts=bool(hooks["on_node_start"]))
         return _Run(self.connect(), graph, overrides, lowered, run_id, hooks, fail_fast).go()
 
 
@@ -386,6 +387,7 @@ class _Run:
                 fire(node=node, attempt=self.attempts[key])
             return
         self.durations[key] = seconds
+        self.attempts[key] = max(self.attempts.get(key, 0), attempt)  # if starts went unreported
         if kind == "done":
             self.states[key] = "done"
             self.pending.discard(key)

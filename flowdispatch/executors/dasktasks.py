@@ -12,7 +12,8 @@ without holding a worker thread (``secede``/``rejoin``).
 
 A step reports what happens to the client as small events, sent with
 ``Worker.log_event`` on the topic :data:`TOPIC`: ``[run, key, kind, attempt,
-seconds, error]`` where ``kind`` is ``"start"`` (each attempt), ``"done"`` or
+seconds, error]`` where ``kind`` is ``"start"`` (each attempt, when someone
+watches for starts: each event is a message through the scheduler), ``"done"`` or
 ``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
@@ -142,15 +143,16 @@ class Code:
     One per op and run, shared by the op's steps, so a graph pickles it once.
     """
 
-    __slots__ = ("name", "code", "run")
+    __slots__ = ("name", "code", "run", "starts")
 
-    def __init__(self, name: str, code: bytes, run: str | None):
+    def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True):
         self.name = name
         self.code = code
         self.run = run  # None: report nothing (futures from submit())
+        self.starts = starts  # report each attempt's start too (someone watches for it)
 
     def __reduce__(self):
-        return (Code, (self.name, self.code, self.run))
+        return (Code, (self.name, self.code, self.run, self.starts))
 
 
 class Step:
@@ -190,7 +192,7 @@ class Step:
             known = dict(zip(self.deps, values))
             args, kwargs = substitute(args, known), substitute(kwargs, known)
         for attempt in itertools.count(1):
-            if report:
+            if report and self.op.starts:
                 report(key, "start", attempt, 0.0, None)
             start = time.perf_counter()
             try:
@@ -263,7 +265,7 @@ class Lowered:
     """
 
     def __init__(self, graph: Graph, overrides: dict[str, Any], run: str | None,
-                 tag: str | None = None, stop_at_first: bool = False):
+                 tag: str | None = None, stop_at_first: bool = False, starts: bool = True):
         from dask.task_spec import Task, TaskRef
 
         self.tag = tag
@@ -289,7 +291,7 @@ class Lowered:
             try:
                 code = codes.get(id(op))
                 if code is None:
-                    code = codes[id(op)] = self._code(node, run)
+                    code = codes[id(op)] = self._code(node, run, starts)
                 call = _pickled_call(node)
             except SerializationError as exc:
                 self.broken[key] = exc
@@ -344,15 +346,16 @@ class Lowered:
             self.tasks[key] = Task(name, pickle.loads, data)
 
     @staticmethod
-    def _code(node: Node, run: str | None) -> Code:
+    def _code(node: Node, run: str | None, starts: bool) -> Code:
         """The node's op as it travels (cloudpickle by value where it must)."""
         import cloudpickle
 
         op = node._op
         if op is None:
-            return Code("value", cloudpickle.dumps((_identity, None)), run)
+            return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
         try:
-            return Code(op.op_name, cloudpickle.dumps((op.__wrapped__, op._self_settings)), run)
+            return Code(op.op_name, cloudpickle.dumps((op.__wrapped__, op._self_settings)), run,
+                        starts)
         except Exception as exc:
             error = unpicklable(node, [("the op", op.__wrapped__),
                                        ("the op's options", op._self_settings)], _WORKERS, exc)
