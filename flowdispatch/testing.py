@@ -35,7 +35,7 @@ from .graph import Graph
 from .node import collect, value
 from .op import op
 
-__all__ = ["CHECKS", "PlantedError", "check_executor"]
+__all__ = ["CHECKS", "PlantedError", "append_line", "check_executor", "read_lines"]
 
 
 class PlantedError(ValueError):
@@ -55,7 +55,9 @@ Point = collections.namedtuple("Point", ["x", "y"])
 
 # -- side effects that work across processes ------------------------------------------
 
-def _append(log: str, line: str) -> None:
+def append_line(log: str, line: str) -> None:
+    """Append ``line`` to the file ``log`` in one write: a side effect that ops in
+    other processes (process pools, dask workers) can leave and a test can count."""
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{line}\n".encode())
@@ -63,7 +65,8 @@ def _append(log: str, line: str) -> None:
         os.close(fd)
 
 
-def _lines(log: str) -> list[str]:
+def read_lines(log: str) -> list[str]:
+    """The lines of ``log`` so far (none if it does not exist yet)."""
     try:
         with open(log) as f:
             return f.read().splitlines()
@@ -74,7 +77,7 @@ def _lines(log: str) -> list[str]:
 def _runs(log: str) -> collections.Counter:
     """How many times each label started, from ``start <label>`` lines."""
     return collections.Counter(
-        line.split(" ", 1)[1] for line in _lines(log) if line.startswith("start ")
+        line.split(" ", 1)[1] for line in read_lines(log) if line.startswith("start ")
     )
 
 
@@ -112,7 +115,7 @@ def div_mod(x: int, y: int) -> tuple[int, int]:
 
 @op(pure=True)
 def square(log: str, x: int) -> int:
-    _append(log, f"start square {x}")
+    append_line(log, f"start square {x}")
     return x * x
 
 
@@ -129,19 +132,19 @@ def total(xs: list) -> int:
 @op
 def record(log: str, label: str, *deps: Any) -> str:
     """Log ``start <label>`` and ``end <label>``; return the label."""
-    _append(log, f"start {label}")
-    _append(log, f"end {label}")
+    append_line(log, f"start {label}")
+    append_line(log, f"end {label}")
     return label
 
 
 @op
 def fail(log: str, label: str, *deps: Any) -> None:
-    _append(log, f"start {label}")
+    append_line(log, f"start {label}")
     raise PlantedError(f"{label} failed on purpose")
 
 
 def _failures_left(log: str, label: str, failures: int) -> bool:
-    _append(log, f"start {label}")
+    append_line(log, f"start {label}")
     return _runs(log)[label] <= failures
 
 
@@ -255,7 +258,7 @@ def check_order(executor: Any, tmp: str) -> None:
         nodes.extend(layer)
     res = run(layer, executor=executor)
     _expect_true(res.ok, f"not every node completed: {res.counts}")
-    position = {line: i for i, line in enumerate(_lines(log))}
+    position = {line: i for i, line in enumerate(read_lines(log))}
     for node in nodes:
         label = node.args[1]
         for dep in node.dependencies:
@@ -263,7 +266,7 @@ def check_order(executor: Any, tmp: str) -> None:
             _expect_true(
                 position.get(f"end {dep_label}", 1e9) < position.get(f"start {label}", -1),
                 f"{label} started before its dependency {dep_label} ended "
-                f"(log: {_lines(log)})",
+                f"(log: {read_lines(log)})",
             )
 
 
@@ -388,7 +391,7 @@ def check_fail_fast(executor: Any, tmp: str) -> None:
 
     class Mark:
         def on_node_error(self, *, node: Any, error: BaseException) -> None:
-            _append(marker, node.key)
+            append_line(marker, node.key)
 
     bad = fail.options(priority=10)(log, "bad")
     gate = wait_for(marker)

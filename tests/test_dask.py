@@ -19,6 +19,7 @@ from collections import Counter
 import pytest
 
 import flowdispatch as fd
+from flowdispatch.testing import append_line as log_line, read_lines as lines
 from flowdispatch.executors.dask import DaskExecutor
 
 distributed = pytest.importorskip("distributed")
@@ -29,20 +30,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 # -- ops (module level: the workers import this module) ----------------------------------
-def log_line(path: str, line: str) -> None:
-    fd_ = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd_, f"{line}\n".encode())
-    finally:
-        os.close(fd_)
-
-
-def lines(path) -> list[str]:
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def wait_for_file(path: str, timeout: float = 30.0) -> None:

@@ -1,6 +1,6 @@
 """Dispatcher.jl's own tested behaviours (test/runtests.jl), in Python, on every local executor.
 
-See /work/shared/reference/dispatcher_jl.md §3.1. Side effects are counted in
+Cases from Dispatcher.jl's own test suite. Side effects are counted in
 files, so they are seen from worker processes too.
 """
 
@@ -19,6 +19,7 @@ import networkx as nx
 import pytest
 
 import flowdispatch as fd
+from flowdispatch.testing import append_line as _log, read_lines as _lines
 
 
 @contextlib.contextmanager
@@ -41,17 +42,6 @@ def executor(request):
         yield made
 
 
-def _log(path, line):
-    with open(path, "a") as f:
-        f.write(f"{line}\n")
-
-
-def _lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 # -- "Macros": what an op call records -------------------------------------------------------

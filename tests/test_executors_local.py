@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 import flowdispatch as fd
+from flowdispatch.testing import append_line as _log, read_lines as _lines
 
 # -- ops -------------------------------------------------------------------------------------
 
@@ -20,17 +21,6 @@ STARTED: list[str] = []
 RELEASE = threading.Event()
 
 
-def _log(path, line):
-    with open(path, "a") as f:
-        f.write(f"{line}\n")
-
-
-def _lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 @fd.op

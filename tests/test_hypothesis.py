@@ -19,16 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdispatch as fd
+from flowdispatch.testing import append_line as _log
 
 MOD = 1_000_003
 
-
-def _log(log, label):
-    fd_ = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd_, f"{label}\n".encode())
-    finally:
-        os.close(fd_)
 
 
 def plus_value(label, xs):
