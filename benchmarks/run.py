@@ -190,6 +190,48 @@ def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: 
     return lines
 
 
+def memory_child(shape: str, n: int, engine: str) -> None:
+    """In a fresh interpreter: print the peak memory added per task (bytes) by one engine."""
+    import resource
+
+    gc.collect()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if engine == "fd-sync":
+        assert fd.compute(build_fd(shape, n), executor="sync")[0] == expected(shape, n)
+    else:
+        dsk, key = build_raw(shape, n)
+        assert dask.get(dsk, key) == expected(shape, n)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tasks = {"chain": n, "fan": n + 1, "tree": 2 * n - 1}[shape]
+    print((peak - base) * 1024 / tasks)
+
+
+def memory_table(sizes: list[int], shapes: list[str]) -> list[str]:
+    import subprocess
+
+    def child(shape: str, n: int, engine: str) -> float:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", shape, str(n), engine],
+                             capture_output=True, text=True, check=True, timeout=1800)
+        return float(out.stdout.strip().splitlines()[-1]) / 1024
+
+    lines = [
+        "",
+        "Peak memory added per task, KB (build + run, each in a fresh interpreter; "
+        "dask.get: building the raw graph + running it)",
+        "",
+        "| shape | N | fd sync | dask.get | fd ÷ dask.get |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for shape in shapes:
+        for n in sizes:
+            mine, theirs = child(shape, n, "fd-sync"), child(shape, n, "dask-get")
+            line = f"| {shape} | {n:,} | {mine:.2f} | {theirs:.2f} | {ratio(mine, theirs)} |"
+            lines.append(line)
+            print(line, flush=True)
+    return lines
+
+
 def fmt(x: float | None) -> str:
     return "skip" if x is None else (f"{x:.2f}" if x < 10 else f"{x:.1f}")
 
@@ -207,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest N for dask.delayed builds (chain and fan: a quarter)")
     parser.add_argument("--dask", action="store_true", help="add the distributed table")
     parser.add_argument("--no-local", action="store_true", help="leave out the local table")
+    parser.add_argument("--memory", default="",
+                        help="comma-separated N for the peak-memory table (e.g. 100000,1000000)")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--dask-sizes", default="1000,10000")
     parser.add_argument("--dask-shapes", default="fan,tree")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
+    if args.memory_child:
+        shape, n, engine = args.memory_child
+        memory_child(shape, int(n), engine)
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     shapes = args.shapes.split(",")
     lines = [
@@ -224,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "| fd ÷ threaded |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if args.no_local:
+        del lines[1:]
     print("\n".join(lines), flush=True)
     for shape in [] if args.no_local else shapes:
         for n in sizes:
@@ -238,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             lines.append(line)
             print(line, flush=True)
+    if args.memory:
+        lines += memory_table([int(s) for s in args.memory.split(",")], shapes)
     if args.dask:
         lines += dask_table([int(s) for s in args.dask_sizes.split(",")],
                             args.dask_shapes.split(","), args.repeat, args.delayed_limit)
