@@ -614,3 +614,53 @@ def test_the_live_graph_follows_a_run_on_the_cluster(dask_executor):
         assert set(zip(states, states[1:])) <= STEPS, f"{key}: {states}"
         assert states[-1] == res.states[key]
     assert any("running" in states for states in seen.values())
+
+
+def test_compute_folds_linear_chains_and_keeps_per_node_states(dask_executor):
+    from flowdispatch.executors.dasktasks import Lowered
+
+    class Seen(fd.Callback):
+        def __init__(self):
+            self.finished, self.failed = [], []
+
+        def on_node_finish(self, *, node, duration):
+            self.finished.append(node.key)
+
+        def on_node_error(self, *, node, error):
+            self.failed.append(node.key)
+
+    chain = [inc(0)]
+    for _ in range(199):
+        chain.append(inc(chain[-1]))
+    side = double(chain[99])  # a second user of chain[99]: the chain breaks there
+    lowered = Lowered(fd.Graph(chain[-1], side), {}, run=None)
+    assert lowered.fuse({chain[-1].key, side.key}) == 198  # 200 + 1 tasks -> 3
+    assert set(lowered.tasks) == {chain[99].key, chain[-1].key, side.key}
+
+    seen = Seen()
+    assert fd.compute(chain[-1], side, executor=dask_executor, callbacks=[seen]) == (200, 200)
+    assert sorted(seen.finished) == sorted(n.key for n in [*chain, side])
+
+    bad = fails_if_odd(chain[50])  # 51 is odd: fails in the middle of a folded chain
+    after = inc(inc(bad))
+    seen = Seen()
+    with pytest.raises(ValueError, match="51 is odd") as info:
+        fd.compute(after, executor=dask_executor, callbacks=[seen])
+    assert f"flowdispatch: raised by node {bad.key!r}" in info.value.__notes__
+    assert seen.failed == [bad.key]
+    assert set(seen.finished) == {n.key for n in chain[:51]}
+
+
+def test_fusing_can_be_turned_off(dask_client):
+    from distributed import get_task_stream
+
+    with pytest.raises(TypeError, match=r"fuse: expected True or False, got 'no'"):
+        DaskExecutor(client=dask_client, fuse="no")
+    chain = [inc(0)]
+    for _ in range(9):
+        chain.append(inc(chain[-1]))
+    for fuse, tasks in ((True, 1), (False, 10)):
+        with DaskExecutor(client=dask_client, fuse=fuse) as executor, \
+                get_task_stream(dask_client) as stream:
+            assert fd.compute(chain[-1], executor=executor) == (10,)
+        assert len(stream.data) == tasks

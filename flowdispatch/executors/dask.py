@@ -87,6 +87,11 @@ class DaskExecutor(Executor):
         A ``distributed.Client`` to use; it is never closed here.
     connect_timeout
         Seconds to wait for the scheduler at ``address``.
+    fuse
+        Fold linear chains of ops into one task each in ``compute`` (not in
+        ``run``, which keeps every intermediate value reachable for ``rerun``).
+        Each dependent hop on a cluster costs milliseconds of scheduler round
+        trips, whatever the op; nodes keep their own states and timings.
     **cluster_kwargs
         Without ``address`` or ``client``: options of the embedded
         ``distributed.LocalCluster``. It is bound to 127.0.0.1 (its dashboard
@@ -113,7 +118,7 @@ class DaskExecutor(Executor):
     """
 
     def __init__(self, address: str | None = None, client: Client | None = None, *,
-                 connect_timeout: float = 10.0, **cluster_kwargs: Any):
+                 connect_timeout: float = 10.0, fuse: bool = True, **cluster_kwargs: Any):
         if address is not None and client is not None:
             raise TypeError("DaskExecutor: expected address= or client=, got both")
         if address is not None and not isinstance(address, str):
@@ -126,8 +131,11 @@ class DaskExecutor(Executor):
                             "to the embedded cluster, not with address= or client=")
         if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
             raise ValueError(f"connect_timeout: expected seconds > 0, got {connect_timeout!r}")
+        if not isinstance(fuse, bool):
+            raise TypeError(f"fuse: expected True or False, got {fuse!r}")
         self.address = address
         self.connect_timeout = connect_timeout
+        self.fuse = fuse
         self.cluster_kwargs = cluster_kwargs
         self._given = client
         self._client: Client | None = client
@@ -236,6 +244,8 @@ class DaskExecutor(Executor):
                  for name in HOOKS}
         lowered = Lowered(graph, overrides, run=run_id, tag=run_id, stop_at_first=fail_fast,
                           starts=bool(hooks["on_node_start"]))
+        if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
+            lowered.fuse({t._key for t in graph.targets})
         return _Run(self.connect(), graph, overrides, lowered, run_id, hooks, fail_fast).go()
 
 

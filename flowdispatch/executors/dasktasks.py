@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ..graph import Graph
     from ..node import Node
 
-__all__ = ["TOPIC", "Code", "Lowered", "Step"]
+__all__ = ["TOPIC", "Chain", "Code", "Lowered", "Step"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
@@ -214,6 +214,35 @@ class Step:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class Chain:
+    """A linear chain of steps as one dask task: ``chain(*values)`` runs them in turn.
+
+    Each step still reports its own events, so every node keeps its own state,
+    attempts and duration; only the scheduler round trips between them go.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[Step, ...]):
+        self.steps = steps
+
+    def __reduce__(self):
+        return (Chain, (self.steps,))
+
+    @property
+    def __name__(self) -> str:
+        return self.steps[-1].op.name
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch chain of {len(self.steps)} steps to {self.steps[-1].key!r}>"
+
+    def __call__(self, *values: Any) -> Any:
+        value = self.steps[0](*values)
+        for step in self.steps[1:]:
+            value = step(value)
+        return value
+
+
 # -- on the client ----------------------------------------------------------------------
 def _pickled_call(node: Node) -> bytes | None:
     """cloudpickle of the node's argument templates (nodes replaced by references)."""
@@ -303,6 +332,43 @@ class Lowered:
             notes = _annotations(node)
             if notes:
                 self.annotations[key] = notes
+
+    def fuse(self, keep: set[str]) -> int:
+        """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
+
+        A node joins the next one when that one is its only user and needs
+        nothing else, it is not in ``keep`` (the targets), and both have the same
+        annotations. Every dependent hop on a cluster costs scheduler round trips
+        (milliseconds), whatever the op; in a chain they are all that is left.
+        """
+        from dask.task_spec import Task
+
+        steps = {k: t.func for k, t in self.tasks.items() if isinstance(t.func, Step)}
+        users: dict[str, int] = {}
+        for step in steps.values():
+            for dep in step.deps:
+                users[dep] = users.get(dep, 0) + 1
+        link: dict[str, str] = {}  # node -> the one node after it in its chain
+        for key, step in steps.items():
+            if len(step.deps) == 1:
+                dep = step.deps[0]
+                if (dep in steps and users[dep] == 1 and dep not in keep
+                        and self.annotations.get(dep) == self.annotations.get(key)):
+                    link[dep] = key
+        folded = 0
+        for head in set(link) - set(link.values()):
+            chain = [head]
+            while chain[-1] in link:
+                chain.append(link[chain[-1]])
+            last = chain[-1]
+            self.tasks[last] = Task(self.dask_key(last), Chain(tuple(steps[k] for k in chain)),
+                                    *self.tasks[head].args)
+            for key in chain[:-1]:
+                del self.tasks[key]
+                self.node_keys.pop(self.dask_key(key), None)
+                self.annotations.pop(key, None)
+            folded += len(chain) - 1
+        return folded
 
     def dask_key(self, key: str) -> str:
         """The dask key of the node with ``key``."""
