@@ -4,7 +4,10 @@ Shapes (N tasks of trivial work, so every number is overhead):
 
 * chain: x = inc(x), N times;
 * fan:   N independent inc calls, then one sum over all of them;
-* tree:  N leaves, then a pairwise add reduction.
+* tree:  N leaves, then a pairwise add reduction;
+* cluster: Dispatcher.jl's "Dask Cluster" at scale: N/5 loads, each processed
+  against a reference, rolling windows of three, 2N/5 random comparisons,
+  then one reduction (about N tasks).
 
 Columns, per shape and N:
 
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import operator
 import platform
+import random
 import statistics
 import sys
 import time
@@ -53,16 +58,31 @@ def total(xs):
     return sum(xs)
 
 
-fd_inc, fd_add, fd_total = fd.op(inc), fd.op(add), fd.op(total)
 
 
-def build(shape: str, n: int, inc_, add_, total_):
-    """The shape built with three lazy callables (flowdispatch ops or dask.delayed)."""
+def add3(x, y, z):
+    return x + y + z
+
+
+def build(shape: str, n: int, lazy: Callable[[Callable], Callable]):
+    """The shape, built with ``lazy(f)`` versions of the task functions.
+
+    ``lazy`` is ``fd.op``, ``dask.delayed``, a :class:`Raw` recorder, or the
+    identity (which computes the expected value eagerly).
+    """
+    inc_, add_, add3_, total_ = (lazy(f) for f in (inc, add, add3, total))
     if shape == "chain":
         x = inc_(0)
         for _ in range(n - 1):
             x = inc_(x)
         return x
+    if shape == "cluster":  # Dispatcher.jl's "Dask Cluster": load, process, roll, compare, reduce
+        rng = random.Random(0)
+        loads = [inc_(i) for i in range(max(3, n // 5))]
+        processed = [add_(d, loads[0]) for d in loads]
+        rolled = [add3_(a, b, c) for a, b, c in zip(processed, processed[1:], processed[2:])]
+        compared = [add_(rng.choice(rolled), rng.choice(rolled)) for _ in range(2 * len(loads))]
+        return total_(compared)
     leaves = [inc_(i) for i in range(n)]
     if shape == "fan":
         return total_(leaves)
@@ -71,40 +91,38 @@ def build(shape: str, n: int, inc_, add_, total_):
     return leaves[0]
 
 
+class Raw:
+    """Records calls as a hand-built raw dask graph ``{"<func>-<n>": (func, *args)}``."""
+
+    def __init__(self) -> None:
+        self.dsk: dict = {}
+        self.count = itertools.count()
+
+    def __call__(self, fn: Callable) -> Callable:
+        def call(*args):
+            key = f"{fn.__name__}-{next(self.count)}"
+            self.dsk[key] = (fn, *args)
+            return key
+        return call
+
+
 def build_fd(shape: str, n: int):
-    return build(shape, n, fd_inc, fd_add, fd_total)
+    return build(shape, n, fd.op)
 
 
 def build_delayed(shape: str, n: int):
-    return build(shape, n, *(delayed(f, pure=False) for f in (inc, add, total)))
+    return build(shape, n, lambda f: delayed(f, pure=False))
 
 
 def build_raw(shape: str, n: int) -> tuple[dict, str]:
-    """The equivalent hand-built dask graph ``{key: (func, *args)}``."""
-    if shape == "chain":
-        dsk = {"inc-0": (inc, 0)}
-        for i in range(1, n):
-            dsk[f"inc-{i}"] = (inc, f"inc-{i - 1}")
-        return dsk, f"inc-{n - 1}"
-    dsk = {f"inc-{i}": (inc, i) for i in range(n)}
-    if shape == "fan":
-        dsk["total-0"] = (total, [f"inc-{i}" for i in range(n)])
-        return dsk, "total-0"
-    level = [f"inc-{i}" for i in range(n)]
-    count = 0
-    while len(level) > 1:
-        nxt = []
-        for a, b in zip(level[::2], level[1::2]):
-            key = f"add-{count}"
-            count += 1
-            dsk[key] = (add, a, b)
-            nxt.append(key)
-        level = nxt + level[len(level) // 2 * 2:]
-    return dsk, level[0]
+    """The equivalent raw dask graph and its target key."""
+    raw = Raw()
+    key = build(shape, n, raw)
+    return raw.dsk, key
 
 
 def expected(shape: str, n: int) -> int:
-    return n if shape == "chain" else n * (n + 1) // 2
+    return build(shape, n, lambda f: f)
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:
@@ -119,7 +137,7 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 
 def measure(shape: str, n: int, repeat: int, delayed_limit: int) -> dict[str, float | None]:
     row: dict[str, float | None] = {}
-    tasks = {"chain": n, "fan": n + 1, "tree": 2 * n - 1}[shape]
+    tasks = len(build_raw(shape, n)[0])
     row["tasks"] = tasks
     row["fd_build"] = best(lambda: build_fd(shape, n), repeat) / tasks * 1e6
     limit = delayed_limit // 4 if shape in ("chain", "fan") else delayed_limit
@@ -143,7 +161,7 @@ def measure(shape: str, n: int, repeat: int, delayed_limit: int) -> dict[str, fl
 
 
 def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) -> dict:
-    tasks = {"chain": n, "fan": n + 1, "tree": 2 * n - 1}[shape]
+    tasks = len(build_raw(shape, n)[0])
     want = expected(shape, n)
     dsk, key = build_raw(shape, n)
     row: dict[str, float | None] = {"tasks": tasks}
@@ -202,7 +220,7 @@ def memory_child(shape: str, n: int, engine: str) -> None:
         dsk, key = build_raw(shape, n)
         assert dask.get(dsk, key) == expected(shape, n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tasks = {"chain": n, "fan": n + 1, "tree": 2 * n - 1}[shape]
+    tasks = len(build_raw(shape, n)[0])
     print((peak - base) * 1024 / tasks)
 
 
@@ -237,13 +255,13 @@ def fmt(x: float | None) -> str:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    return "—" if a is None or b is None else f"{a / b:.2f}×"
+    return "—" if a is None or not b else f"{a / b:.2f}×"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N")
-    parser.add_argument("--shapes", default="chain,fan,tree")
+    parser.add_argument("--shapes", default="chain,fan,tree,cluster")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--delayed-limit", type=int, default=40000,
                         help="largest N for dask.delayed builds (chain and fan: a quarter)")
