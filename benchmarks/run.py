@@ -135,7 +135,8 @@ def best(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def measure(shape: str, n: int, repeat: int, delayed_limit: int) -> dict[str, float | None]:
+def measure(shape: str, n: int, repeat: int, delayed_limit: int,
+            threads_limit: int) -> dict[str, float | None]:
     row: dict[str, float | None] = {}
     tasks = len(build_raw(shape, n)[0])
     row["tasks"] = tasks
@@ -151,12 +152,16 @@ def measure(shape: str, n: int, repeat: int, delayed_limit: int) -> dict[str, fl
     def fd_run(executor) -> None:
         assert fd.compute(build_fd(shape, n), executor=executor)[0] == want
 
+    def dask_run(get) -> None:
+        assert get(dsk, key) == want
+
     with fd.SyncExecutor() as sync, fd.ThreadExecutor() as threads:
         row["fd_sync"] = best(lambda: fd_run(sync), repeat) / tasks * 1e6
-        row["dask_get"] = best(lambda: dask.get(dsk, key), repeat) / tasks * 1e6
-        row["fd_threads"] = best(lambda: fd_run(threads), repeat) / tasks * 1e6
-        row["dask_threaded"] = best(lambda: dask.threaded.get(dsk, key), repeat) / tasks * 1e6
-    assert dask.get(dsk, key) == want
+        row["dask_get"] = best(lambda: dask_run(dask.get), repeat) / tasks * 1e6
+        row["fd_threads"] = row["dask_threaded"] = None
+        if n <= threads_limit:
+            row["fd_threads"] = best(lambda: fd_run(threads), repeat) / tasks * 1e6
+            row["dask_threaded"] = best(lambda: dask_run(dask.threaded.get), repeat) / tasks * 1e6
     return row
 
 
@@ -267,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest N for dask.delayed builds (chain and fan: a quarter)")
     parser.add_argument("--dask", action="store_true", help="add the distributed table")
     parser.add_argument("--no-local", action="store_true", help="leave out the local table")
+    parser.add_argument("--threads-limit", type=int, default=100000,
+                        help="largest N for the threads columns")
     parser.add_argument("--memory", default="",
                         help="comma-separated N for the peak-memory table (e.g. 100000,1000000)")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     for shape in [] if args.no_local else shapes:
         for n in sizes:
             repeat = args.repeat if n <= 10000 else 1
-            r = measure(shape, n, repeat, args.delayed_limit)
+            r = measure(shape, n, repeat, args.delayed_limit, args.threads_limit)
             line = (
                 f"| {shape} | {n:,} | {r['tasks']:,} | {fmt(r['fd_build'])} | "
                 f"{fmt(r['delayed_build'])} | {ratio(r['fd_build'], r['delayed_build'])} | "
