@@ -7,7 +7,6 @@ files that the test creates, never on fixed sleeps. Every wait is bounded.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 import flowdispatch as fd
 from flowdispatch.testing import append_line as log_line, read_lines as lines
+from workloads import DASK_CLUSTER_RESULT, dask_cluster, dask_do
 from flowdispatch.executors.dask import DaskExecutor
 
 distributed = pytest.importorskip("distributed")
@@ -38,24 +38,6 @@ def wait_for_file(path: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} did not appear within {timeout} s")
         time.sleep(0.005)
-
-
-@fd.op
-def slowinc(x, delay=0.05):
-    time.sleep(delay)
-    return x + 1
-
-
-@fd.op
-def slowadd(x, y, delay=0.05):
-    time.sleep(delay)
-    return x + y
-
-
-@fd.op
-def slowsum(*xs, delay=0.05):
-    time.sleep(delay)
-    return sum(xs)
 
 
 @fd.op
@@ -134,37 +116,6 @@ def poison(x):
     os._exit(1)  # takes its worker down
 
 
-# Dask Cluster workload (Dispatcher.jl's "Dask Cluster" example)
-@fd.op
-def load(i):
-    return i
-
-
-@fd.op
-def load_reference():
-    return 1
-
-
-@fd.op
-def process(data, reference):
-    return data + reference
-
-
-@fd.op
-def roll(a, b, c):
-    return a + b + c
-
-
-@fd.op
-def compare(a, b):
-    return a - b
-
-
-@fd.op
-def reduction(seq):
-    return max(seq)
-
-
 # -- helpers ------------------------------------------------------------------------------
 def scheduler_keys(client, keys):
     """The scheduler's tasks for the nodes with ``keys`` (a run's are ``<node key>-<run>``)."""
@@ -196,10 +147,7 @@ def test_conformance_suite_by_address_and_embedded(dask_processes):
 
 # -- Dispatcher.jl workloads -----------------------------------------------------------------
 def test_dask_do_gives_357_with_node_keys_on_the_cluster(dask_executor, dask_client):
-    a = [slowinc(i) for i in (1, 2, 3)]
-    b = [slowadd(x, 10) for x in a]
-    c = [slowadd(x, 100) for x in a]
-    result = slowsum(*a) + slowsum(*b) + slowsum(*c)
+    a, result = dask_do(delay=0.05)
     assert fd.compute(result, executor=dask_executor) == (357,)
     res = fd.run(result, executor=dask_executor)
     assert res[result] == 357
@@ -214,22 +162,10 @@ def test_dask_do_gives_357_with_node_keys_on_the_cluster(dask_executor, dask_cli
 
 
 def test_dask_cluster_workload(dask_executor):
-    rng = random.Random(0)
-    data = [load(i) for i in range(100)]
-    reference = load_reference()
-    processed = [process(d, reference) for d in data]
-    rolled = [roll(*processed[i:i + 3]) for i in range(len(processed) - 2)]
-    pairs = [(rng.randrange(len(rolled)), rng.randrange(len(rolled))) for _ in range(200)]
-    compared = [compare(rolled[i], rolled[j]) for i, j in pairs]
-    best = reduction(fd.collect(compared))
-
-    values = [i + 1 for i in range(100)]
-    rolls = [sum(values[i:i + 3]) for i in range(98)]
-    expected = max(rolls[i] - rolls[j] for i, j in pairs)
+    best = dask_cluster()
     res = fd.run(best, executor=dask_executor)
-    used = {i for pair in pairs for i in pair}
-    assert res.counts == {"done": 100 + 1 + 100 + len(used) + 200 + 2}
-    assert res[best] == expected
+    assert res[best] == DASK_CLUSTER_RESULT
+    assert res.counts == {"done": 499}  # 100 + 1 + 100 + 96 rolls used + 200 + collect + reduce
 
 
 # -- futures and the dask collection protocol -----------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 
 import flowdispatch as fd
 from flowdispatch.testing import append_line as _log, read_lines as _lines
+from workloads import DASK_CLUSTER_RESULT, dask_cluster, dask_do
 
 
 @contextlib.contextmanager
@@ -172,29 +173,8 @@ def test_example_with_a_failing_op_keeps_partial_results(executor, tmp_path):
 
 # -- "Dask Do" ------------------------------------------------------------------------------
 
-@fd.op
-def slowinc(x, delay=0.001):
-    time.sleep(delay)
-    return x + 1
-
-
-@fd.op
-def slowadd(x, y, delay=0.001):
-    time.sleep(delay)
-    return x + y
-
-
-@fd.op
-def slowsum(*xs, delay=0.001):
-    time.sleep(delay)
-    return sum(xs)
-
-
 def test_dask_do(executor):
-    A = slowinc.map([1, 2, 3])
-    B = slowadd.map(A, fd.unmapped(10))
-    C = slowadd.map(A, fd.unmapped(100))
-    result = slowsum(*A) + slowsum(*B) + slowsum(*C)
+    _, result = dask_do()
     assert fd.compute(result, executor=executor) == (357,)
     assert result.compute(executor=executor) == 357
 
@@ -214,47 +194,6 @@ def test_functions_from_other_modules(executor):
 
 # -- "Dask Cluster" ---------------------------------------------------------------------------
 
-@fd.op
-def load(address):
-    return int(address.rsplit("-", 1)[1].split(".")[0])
-
-
-@fd.op
-def load_from_sql(address):
-    return len(address)
-
-
-@fd.op
-def process(data, reference):
-    return data * reference % 101
-
-
-@fd.op
-def roll(a, b, c):
-    return a + 2 * b + 3 * c
-
-
-@fd.op
-def compare(a, b):
-    return abs(a - b)
-
-
-@fd.op
-def reduction(seq):
-    return len(seq), sum(seq), max(seq)
-
-
-def dask_cluster():
-    filenames = [f"mydata-{i}.dat" for i in range(100)]
-    data = [load(name) for name in filenames]
-    reference = load_from_sql("sql://mytable")
-    processed = [process(d, reference) for d in data]
-    rolled = [roll(*processed[i:i + 3]) for i in range(len(processed) - 2)]
-    rng = random.Random(1)
-    compared = [compare(rng.choice(rolled), rng.choice(rolled)) for _ in range(200)]
-    return fd.op(reduction)(fd.collect(compared))
-
-
 def test_dask_cluster_shape():
     best = dask_cluster()
     names = [node.name for node in fd.Graph(best)]
@@ -265,7 +204,7 @@ def test_dask_cluster_shape():
 
 
 def test_dask_cluster(executor):
-    assert dask_cluster().compute(executor=executor) == (200, 28226, 438)
+    assert dask_cluster().compute(executor=executor) == DASK_CLUSTER_RESULT
 
 
 def test_dask_cluster_agrees_with_plain_python():
@@ -274,7 +213,7 @@ def test_dask_cluster_agrees_with_plain_python():
     rolled = [processed[i] + 2 * processed[i + 1] + 3 * processed[i + 2] for i in range(98)]
     rng = random.Random(1)
     compared = [abs(rng.choice(rolled) - rng.choice(rolled)) for _ in range(200)]
-    assert (len(compared), sum(compared), max(compared)) == (200, 28226, 438)
+    assert (len(compared), sum(compared), max(compared)) == DASK_CLUSTER_RESULT
 
 
 # -- subgraphs of the 10-node reference DAG ---------------------------------------------------
