@@ -47,6 +47,7 @@ from ..results import Results
 from .base import Executor
 from .dasktasks import TOPIC, Lowered
 from .loop import note_node
+from .registry import is_client
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -57,10 +58,6 @@ __all__ = ["DaskExecutor"]
 
 # Longest blocking wait in a run, so that an interrupt is seen promptly.
 _POLL = 0.1
-
-
-def _is_client(obj: Any) -> bool:
-    return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
 
 
 def _tuned() -> dict[str, Any]:
@@ -124,7 +121,7 @@ class DaskExecutor(Executor):
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address: expected a scheduler address such as "
                             f"'tcp://127.0.0.1:8786', got {type(address).__name__}")
-        if client is not None and not _is_client(client):
+        if client is not None and not is_client(client):
             raise TypeError(f"client: expected a distributed.Client, got {type(client).__name__}")
         if cluster_kwargs and (address is not None or client is not None):
             raise TypeError(f"DaskExecutor: cluster options {sorted(cluster_kwargs)} apply only "

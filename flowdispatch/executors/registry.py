@@ -47,6 +47,11 @@ _factories: dict[str, Callable[[], Executor]] = {
 }
 
 
+def is_client(obj: Any) -> bool:
+    """Whether ``obj`` is a ``distributed.Client`` (without importing distributed)."""
+    return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
+
+
 def register_executor(name: str, factory: Callable[[], Executor]) -> None:
     """Make ``executor=name`` create executors with ``factory()``.
 
@@ -103,7 +108,7 @@ def resolve(executor: Any) -> tuple[Executor, bool]:
         return made, True
     if isinstance(executor, cf.Executor):
         return PoolExecutor(executor), True
-    if type(executor).__name__ == "Client" and type(executor).__module__.startswith("distributed"):
+    if is_client(executor):
         return _dask_executor(client=executor), True
     raise UnknownExecutorError(
         f"executor=: expected a name ({_known()}), a scheduler address, an fd.Executor, "
