@@ -165,23 +165,38 @@ def measure(shape: str, n: int, repeat: int, delayed_limit: int,
     return row
 
 
-def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) -> dict:
-    tasks = len(build_raw(shape, n)[0])
-    want = expected(shape, n)
-    dsk, key = build_raw(shape, n)
-    row: dict[str, float | None] = {"tasks": tasks}
-    with fd.DaskExecutor(client=client) as executor:
-        def fd_run() -> None:
-            assert fd.compute(build_fd(shape, n), executor=executor)[0] == want
+def best_interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best time of each function, taking turns (so that a slow spell of the
+    machine hits them alike), after one warm-up round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(repeat + 1):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            if i:
+                times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
-        row["fd"] = best(fd_run, repeat) / tasks * 1e6
-    row["raw"] = best(lambda: client.get(dsk, key), repeat) / tasks * 1e6
+
+def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) -> dict:
+    dsk, key = build_raw(shape, n)
+    tasks = len(dsk)
+    want = expected(shape, n)
     limit = delayed_limit // 4 if shape in ("chain", "fan") else delayed_limit
-    row["delayed"] = (
-        best(lambda: client.compute(build_delayed(shape, n)).result(), repeat) / tasks * 1e6
-        if n <= limit else None
-    )
-    return row
+    with fd.DaskExecutor(client=client) as executor:
+        fns = {
+            "fd": lambda: fd.compute(build_fd(shape, n), executor=executor)[0] == want or fail(),
+            "raw": lambda: client.get(dsk, key) == want or fail(),
+        }
+        if n <= limit:
+            fns["delayed"] = lambda: client.compute(build_delayed(shape, n)).result() == want or fail()
+        best = best_interleaved(fns, repeat)
+    return {"tasks": tasks, "delayed": None} | {k: v / tasks * 1e6 for k, v in best.items()}
+
+
+def fail():
+    raise AssertionError("wrong result")
 
 
 def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: int) -> list[str]:
@@ -204,7 +219,7 @@ def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: 
     with cluster, Client(cluster) as client:
         for shape in shapes:
             for n in sizes:
-                r = measure_dask(client, shape, n, repeat if n <= 1000 else 1, delayed_limit)
+                r = measure_dask(client, shape, n, repeat, delayed_limit)
                 line = (f"| {shape} | {n:,} | {r['tasks']:,} | {fmt(r['fd'])} | {fmt(r['raw'])} | "
                         f"{ratio(r['fd'], r['raw'])} | {fmt(r['delayed'])} | "
                         f"{ratio(r['fd'], r['delayed'])} |")

@@ -601,3 +601,45 @@ def test_fusing_can_be_turned_off(dask_client):
         # the tasks of this chain that reached the workers (a run's keys are node key + suffix)
         seen = {n.key for n in chain for task in stream.data if task["key"].startswith(n.key + "-")}
         assert seen == {n.key for n in ran}
+
+
+def test_fail_fast_run_without_watchers_still_records_every_node(dask_executor):
+    # Nobody watches the nodes, so only the targets' events wake the run; the
+    # others must still be in the Results, in order, when it ends.
+    leaves = [inc(i) for i in range(50)]
+    top = fd.op(lambda *xs: sum(xs), name="total")(*leaves)
+    res = dask_executor.run(fd.Graph(top), fail_fast=True)
+    assert res[top] == sum(range(1, 51))
+    nodes = [*leaves, top]
+    assert [res.state(n) for n in nodes] == ["done"] * 51
+    assert all(res.duration(n) is not None for n in nodes)
+    assert [res.attempts(n) for n in nodes] == [1] * 51
+
+
+def test_the_inbox_wakes_the_run_only_for_what_it_waits_on():
+    from flowdispatch.executors.dask import _Inbox
+
+    inbox = _Inbox(lambda key, kind: kind != "done" or key == "target")
+    inbox.put(("a", "done", 1, 0.1, None))
+    inbox.put(("b", "done", 1, 0.1, None))
+    assert not inbox.wake.is_set()
+    inbox.put(("target", "done", 1, 0.1, None))
+    assert inbox.wake.is_set()
+    assert [e[0] for e in inbox.take(0)] == ["a", "b", "target"]  # in order, all at once
+    assert not inbox.wake.is_set() and inbox.take(0) == []
+    inbox.put(("c", "failed", 1, 0.1, ValueError()))
+    assert inbox.wake.is_set()
+
+
+def test_the_graph_reaches_the_client_named_without_tokenizing_its_tasks(monkeypatch):
+    # Client.get names a plain graph by tokenizing every task (tens of µs each);
+    # the lowered graph comes with a name of its own.
+    from flowdispatch.executors.dasktasks import Lowered, Step
+
+    pickled = []
+    monkeypatch.setattr(Step, "__reduce__", lambda self: pickled.append(self.key) or (Step, ()))
+    lowered = Lowered(fd.Graph(inc(inc(1))), {}, run=None)
+    first, second = lowered.expression(), lowered.expression()
+    assert pickled == []  # dask's tokenize pickles objects it does not know
+    assert first._name != second._name
+    assert first.__dask_keys__() == list(lowered.graph())

@@ -31,13 +31,13 @@ add up in ``attempts``.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import pickle
-import queue
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..callbacks import HOOKS
@@ -223,7 +223,7 @@ class DaskExecutor(Executor):
         if lowered.broken:
             raise next(iter(lowered.broken.values()))
         keys = [n._key for n in nodes]
-        futures = self.connect().get(lowered.graph(), keys, sync=False)
+        futures = self.connect().get(lowered.expression(), keys, sync=False)
         return dict(zip(nodes, futures))
 
     # -- running ---------------------------------------------------------------------
@@ -247,6 +247,35 @@ class DaskExecutor(Executor):
 
 
 # -- following a run ---------------------------------------------------------------------
+class _Inbox:
+    """The events of one run, handed from the client's event loop to the run's thread.
+
+    Waking a thread costs more than handling the event (on a LocalCluster the
+    scheduler shares the process, and so the GIL), so the run's thread is
+    woken only by the events that ``urgent(key, kind)`` says it waits for,
+    and takes the others, in order, along with them.
+    """
+
+    __slots__ = ("events", "urgent", "wake")
+
+    def __init__(self, urgent: Callable[[str, str], bool]):
+        self.events: collections.deque = collections.deque()
+        self.urgent = urgent
+        self.wake = threading.Event()
+
+    def put(self, event: tuple) -> None:
+        self.events.append(event)
+        if self.urgent(event[0], event[1]):
+            self.wake.set()
+
+    def take(self, timeout: float) -> list[tuple]:
+        """The events so far, after waiting up to ``timeout`` seconds for an urgent one."""
+        self.wake.wait(timeout)
+        self.wake.clear()
+        events = self.events
+        return [events.popleft() for _ in range(len(events))]
+
+
 class _Router:
     """Hands the events on a client's topic to the inbox of the run they belong to.
 
@@ -256,7 +285,7 @@ class _Router:
     """
 
     def __init__(self) -> None:
-        self.runs: dict[str, queue.SimpleQueue] = {}
+        self.runs: dict[str, _Inbox] = {}
 
     def __call__(self, event: tuple) -> None:
         run, key, kind, attempt, seconds, error = event[1]
@@ -330,28 +359,32 @@ class _Run:
         if not wanted:
             return self._finish({})
         hold = wanted if self.fail_fast else computed
-        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        if self.fail_fast and not any(self.hooks.values()):
+            targets = self.targets  # only they end the run; nobody watches the others
+            inbox = _Inbox(lambda key, kind: kind != "done" or key in targets)
+        else:
+            inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)
         router.runs[self.run_id] = inbox
         try:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
             names = [lowered.dask_key(k) for k in hold]
-            self.held = dict(zip(hold, self.client.get(lowered.graph(), names, sync=False)))
+            self.held = dict(zip(hold, self.client.get(lowered.expression(), names, sync=False)))
             if not self.fail_fast:
                 for key in computed:
                     if key not in self.targets:
                         self.needed[key] = len(self.graph.dependents(key))
             self.pending = set(hold)  # what has yet to finish (or to be known doomed)
             while self.pending and not self.stopped:
-                try:
-                    self._event(*inbox.get(timeout=_POLL))
-                except queue.Empty:  # quiet: did something end without an event?
-                    if self._silent():
-                        while not inbox.empty():  # what came in meanwhile comes first
-                            self._event(*inbox.get())
-                        self._unexplained()
-                        if not self.fail_fast or self.lost:
-                            break
+                events = inbox.take(_POLL)
+                for event in events:
+                    self._event(*event)
+                if not events and self._silent():  # quiet: did something end without an event?
+                    for event in inbox.take(0):  # what came in meanwhile comes first
+                        self._event(*event)
+                    self._unexplained()
+                    if not self.fail_fast or self.lost:
+                        break
             return self._finish(self._gather())
         except BaseException:
             self._cancel()
