@@ -199,7 +199,18 @@ def fail():
     raise AssertionError("wrong result")
 
 
-def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: int) -> list[str]:
+def chain_4k(repeat: int) -> list[str]:
+    """The build of a 4,000-node chain, against dask.delayed (the issue's yardstick)."""
+    mine = best(lambda: build_fd("chain", 4000), repeat) / 4000 * 1e6
+    theirs = best(lambda: build_delayed("chain", 4000), repeat) / 4000 * 1e6
+    lines = ["", f"Build of a 4,000-node chain: fd {fmt(mine)} µs/node, dask.delayed "
+                 f"{fmt(theirs)} µs/node, fd ÷ delayed {ratio(mine, theirs)}"]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: int,
+               chain_limit: int) -> list[str]:
     import dask.config
     from distributed import Client, LocalCluster
 
@@ -219,6 +230,8 @@ def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: 
     with cluster, Client(cluster) as client:
         for shape in shapes:
             for n in sizes:
+                if shape == "chain" and n > chain_limit:
+                    continue  # unfused, a chain step costs ~6 ms: 10k steps take a minute a run
                 r = measure_dask(client, shape, n, repeat, delayed_limit)
                 line = (f"| {shape} | {n:,} | {r['tasks']:,} | {fmt(r['fd'])} | {fmt(r['raw'])} | "
                         f"{ratio(r['fd'], r['raw'])} | {fmt(r['delayed'])} | "
@@ -293,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated N for the peak-memory table (e.g. 100000,1000000)")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--dask-sizes", default="1000,10000")
-    parser.add_argument("--dask-shapes", default="fan,tree")
+    parser.add_argument("--dask-shapes", default="fan,tree,cluster,chain")
+    parser.add_argument("--dask-chain-limit", type=int, default=1000,
+                        help="largest N for the chain in the distributed table")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -329,11 +344,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             lines.append(line)
             print(line, flush=True)
+    if "chain" in shapes and not args.no_local:
+        lines += chain_4k(args.repeat)
     if args.memory:
         lines += memory_table([int(s) for s in args.memory.split(",")], shapes)
     if args.dask:
         lines += dask_table([int(s) for s in args.dask_sizes.split(",")],
-                            args.dask_shapes.split(","), args.repeat, args.delayed_limit)
+                            args.dask_shapes.split(","), args.repeat, args.delayed_limit,
+                            args.dask_chain_limit)
     if args.out:
         with open(args.out, "w") as f:
             f.write("# Benchmark results\n\n" + "\n".join(lines) + "\n")
