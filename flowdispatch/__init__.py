@@ -17,6 +17,7 @@ from . import config
 from .api import compute, persist, run, submit
 from .callbacks import Callback, ProgressBar
 from .errors import (
+    CacheWarning,
     CancelledError,
     CycleError,
     ExecutorError,
@@ -53,6 +54,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'flowdispatch' has no attribute {name!r}")
 
 __all__ = [
+    "CacheWarning",
     "Callback",
     "CancelledError",
     "CycleError",

@@ -12,6 +12,9 @@
      │    └── UnknownExecutorError (LookupError)
      └── SerializationError (TypeError)
 
+    CacheWarning (UserWarning): a value could not be cached, or read back
+
+
 Exceptions raised by the user's own ops are never wrapped: they pass through
 unchanged, with a note naming the node that raised them.
 """
@@ -22,6 +25,7 @@ import concurrent.futures
 from collections.abc import Sequence
 
 __all__ = [
+    "CacheWarning",
     "CancelledError",
     "CycleError",
     "ExecutorError",
@@ -109,3 +113,8 @@ class UnknownExecutorError(ExecutorError, LookupError):
 
 class SerializationError(FlowDispatchError, TypeError):
     """An op or an argument cannot be serialized for another process."""
+
+
+class CacheWarning(UserWarning):
+    """A value could not be saved to or read from the on-disk cache; the run goes on
+    (the node runs, and runs again next time)."""

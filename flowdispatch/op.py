@@ -106,6 +106,8 @@ class OpSettings:
             raise bad("priority", "an integer", self.priority)
         if self.resources is not None and not isinstance(self.resources, dict):
             raise bad("resources", "a dict such as {'GPU': 1}", self.resources)
+        if self.version is not None and not isinstance(self.version, (str, int)):
+            raise bad("version", "a string (or an integer) naming the op's code", self.version)
         for option in ("pure", "cache", "allow_other_workers"):
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False", getattr(self, option))
@@ -390,8 +392,12 @@ def op(
         stopped, so the op is abandoned and runs on; in-line (sync) the node
         fails when it returns late.
     cache, version
-        Reserved for the on-disk cache (not implemented yet: accepted and
-        validated, but results are not cached).
+        ``cache=True`` keeps the op's values on disk (:mod:`flowdispatch.cache`),
+        keyed by its code, its arguments and everything upstream: a later run
+        with the same lineage reads the value instead of running the op (and
+        what only it needed), and its state is ``"cached"``. The code is the
+        op's own source, or ``version`` (a string) when given: set it when the
+        op's result depends on code elsewhere, and change it to invalidate.
     resources, priority, workers, allow_other_workers
         Scheduling hints: dask resources, a priority (higher runs first) and
         worker restrictions.

@@ -26,11 +26,14 @@ def test_each_error_subclasses_its_documented_bases(cls, bases):
 
 def test_every_error_is_exported():
     assert sorted(errors.__all__) == [
-        "CancelledError", "CycleError", "ExecutorError", "FlowDispatchError", "GraphError",
-        "OpTimeoutError", "SerializationError", "UnknownExecutorError", "UpstreamError"]
+        "CacheWarning", "CancelledError", "CycleError", "ExecutorError", "FlowDispatchError",
+        "GraphError", "OpTimeoutError", "SerializationError", "UnknownExecutorError",
+        "UpstreamError"]
     assert all(getattr(fd, name) is getattr(errors, name) for name in errors.__all__)
+    warnings = [name for name in errors.__all__ if name.endswith("Warning")]
+    assert warnings == ["CacheWarning"] and issubclass(fd.CacheWarning, UserWarning)
     assert all(issubclass(getattr(errors, name), fd.FlowDispatchError)
-               for name in errors.__all__)
+               for name in errors.__all__ if name not in warnings)
 
 
 def test_the_tree_is_drawn_in_the_docstring():

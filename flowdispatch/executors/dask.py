@@ -40,6 +40,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .. import cache
 from ..callbacks import HOOKS
 from ..errors import ExecutorError, GraphError, SerializationError, UpstreamError
 from ..graph import Graph, as_nodes
@@ -235,15 +236,17 @@ class DaskExecutor(Executor):
             raise GraphError(
                 f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
                 "so their values must be supplied (overrides={node: value})")
+        graph, overrides, plan = cache.prepare(graph, overrides)
         run_id = os.urandom(6).hex()
         callbacks = list(callbacks)
         hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
                  for name in HOOKS}
         lowered = Lowered(graph, overrides, run=run_id, tag=run_id, stop_at_first=fail_fast,
-                          starts=bool(hooks["on_node_start"]))
+                          starts=bool(hooks["on_node_start"]), stores=plan and plan.stores)
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse({t._key for t in graph.targets})
-        return _Run(self.connect(), graph, overrides, lowered, run_id, hooks, fail_fast).go()
+        return _Run(self.connect(), graph, overrides, lowered, run_id, hooks, fail_fast,
+                    plan.hits if plan else {}).go()
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -320,11 +323,12 @@ class _Run:
     """One run on the cluster: submit, follow events and futures, make the Results."""
 
     def __init__(self, client: Client, graph: Graph, overrides: dict[str, Any],
-                 lowered: Lowered, run_id: str, hooks: dict, fail_fast: bool):
+                 lowered: Lowered, run_id: str, hooks: dict, fail_fast: bool, hits: dict[str, Any]):
         self.client = client
         self.graph = graph
         self.nodes = graph._nodes
         self.overrides = overrides
+        self.hits = hits  # overrides found in the on-disk cache
         self.lowered = lowered
         self.run_id = run_id
         self.hooks = hooks
@@ -346,7 +350,7 @@ class _Run:
         lowered = self.lowered
         for key in self.nodes:
             if key in self.overrides:
-                self.states[key] = "skipped"
+                self.states[key] = "cached" if key in self.hits else "skipped"
             elif key in lowered.broken:
                 self._fail(key, lowered.broken[key])
         for fire in self.hooks["on_start"]:

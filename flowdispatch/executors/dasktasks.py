@@ -43,6 +43,7 @@ import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..cache import save
 from ..errors import OpTimeoutError, SerializationError
 from ..lowering import call_parts, unpicklable
 from ..node import _identity
@@ -160,16 +161,18 @@ class Code:
 class Step:
     """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker."""
 
-    __slots__ = ("op", "key", "call", "deps")
+    __slots__ = ("op", "key", "call", "deps", "store")
 
-    def __init__(self, op: Code, key: str, call: bytes | None, deps: tuple[str, ...]):
+    def __init__(self, op: Code, key: str, call: bytes | None, deps: tuple[str, ...],
+                 store: str | None = None):
         self.op = op
         self.key = key
         self.call = call  # cloudpickle of the (args, kwargs) templates, or None
         self.deps = deps  # the keys whose values the task passes, in order
+        self.store = store  # the cache file to save the value to, if any
 
     def __reduce__(self):
-        return (Step, (self.op, self.key, self.call, self.deps))
+        return (Step, (self.op, self.key, self.call, self.deps, self.store))
 
     @property
     def __name__(self) -> str:  # what dask shows for the task
@@ -210,8 +213,11 @@ class Step:
                 if delay:
                     _pause(delay)
                 continue
+            seconds = time.perf_counter() - start
+            if self.store is not None:
+                save(self.store, result)
             if report:
-                report(key, "done", attempt, time.perf_counter() - start, None)
+                report(key, "done", attempt, seconds, None)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -292,11 +298,13 @@ class Lowered:
     descendants, left out too (with ``stop_at_first``, everything after the
     first broken node). Overrides become data: small ones tasks that unpickle
     them, large ones ``scatter`` (to send apart), futures ``given`` (used as
-    they are).
+    they are). ``stores`` maps node keys to the cache files that their steps
+    write their values to (:mod:`flowdispatch.cache`).
     """
 
     def __init__(self, graph: Graph, overrides: dict[str, Any], run: str | None,
-                 tag: str | None = None, stop_at_first: bool = False, starts: bool = True):
+                 tag: str | None = None, stop_at_first: bool = False, starts: bool = True,
+                 stores: dict[str, str] | None = None):
         from dask.task_spec import Task, TaskRef
 
         self.tag = tag
@@ -329,7 +337,7 @@ class Lowered:
                 continue
             name = self.dask_key(key)
             self.node_keys[name] = key
-            self.tasks[key] = Task(name, Step(code, key, call, deps),
+            self.tasks[key] = Task(name, Step(code, key, call, deps, stores and stores.get(key)),
                                    *(TaskRef(self.dask_key(d)) for d in deps))
             notes = _annotations(node)
             if notes:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import cache
 from ..callbacks import HOOKS
 from ..errors import GraphError, OpTimeoutError, UpstreamError
 from ..lowering import bind
@@ -96,13 +97,15 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
     """Run ``graph`` with ``runner``; return its :class:`Results`."""
     overrides = overrides or {}
-    nodes = graph._nodes
     missing = [k for k in graph._inputs if k not in overrides]
     if missing:
         raise GraphError(
             f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
             "so their values must be supplied (overrides={node: value})"
         )
+    graph, overrides, plan = cache.prepare(graph, overrides)
+    hits, stores = (plan.hits, plan.stores) if plan else ({}, {})
+    nodes = graph._nodes
     hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)] for name in HOOKS}
     keep = {t._key for t in graph._targets} | overrides.keys()
     states: dict[str, str] = {}
@@ -124,7 +127,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
 
     for key, node in nodes.items():
         if key in overrides:
-            states[key] = "skipped"
+            states[key] = "cached" if key in hits else "skipped"
             values[key] = overrides[key]
             continue
         count = 0
@@ -173,6 +176,8 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
         if ok:
             states[key] = "done"
             values[key] = result
+            if key in stores:
+                cache.save(stores[key], result)
             for fire in hooks["on_node_finish"]:
                 fire(node=node, duration=seconds)
             release(node)

@@ -1,0 +1,253 @@
+"""The on-disk cache of ops declared with ``cache=True``: content-addressed values.
+
+A cached node's key is a hash of its op's code (the source of the function,
+or the op's ``version=`` when given), the tokens of its arguments, and the
+keys of everything upstream: the lineage of the value, never the value of
+an input. So a run finds a node's value on disk when the same code ran on the
+same inputs before, whichever run it was; a change to an op's code, or to any
+argument upstream, gives new keys to it and to everything downstream.
+
+Each value is one file, ``<cache_dir>/<key[:2]>/<key>``, the value pickled
+by cloudpickle, written to a temporary name first and renamed into place, so
+that a crash never leaves half a value behind. The directory comes from
+``fd.config.set(cache_dir=...)``; by default ``$XDG_CACHE_HOME/flowdispatch``
+(``~/.cache/flowdispatch``). On a dask cluster the workers read and write the
+same path: they need to share its file system.
+
+Executors call :func:`prepare` first: the nodes found on disk become values
+(``"cached"`` in the Results) and what only they needed is cut away; the
+nodes not found are saved (:func:`save`) where they complete.
+
+Examples
+--------
+>>> import tempfile
+>>> import flowdispatch as fd
+>>> calls = []
+>>> @fd.op(cache=True)
+... def slow_square(x):
+...     calls.append(x)
+...     return x * x
+>>> with tempfile.TemporaryDirectory() as folder, fd.config.set(cache_dir=folder):
+...     first = fd.run(slow_square(4), executor="sync")
+...     again = fd.run(slow_square(4), executor="sync")
+>>> first.state(first.targets[0]), again.state(again.targets[0]), again[again.targets[0]]
+('done', 'cached', 16)
+>>> calls  # the second run read the value from disk
+[4]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import config
+from .errors import CacheWarning
+from .traverse import substitute
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .node import Node
+
+__all__ = ["CachePlan", "cache_dir", "lineage_keys", "load", "prepare", "save"]
+
+
+def cache_dir() -> str:
+    """The cache directory in use: the ``cache_dir`` setting, else the user's cache folder."""
+    chosen = config.get("cache_dir")
+    if chosen is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        chosen = os.path.join(base, "flowdispatch")
+    if not isinstance(chosen, (str, os.PathLike)):
+        raise TypeError(f"cache_dir: expected a directory path, got {type(chosen).__name__} "
+                        f"{chosen!r}; set it with fd.config.set(cache_dir='...')")
+    return os.path.abspath(os.fspath(chosen))
+
+
+def save(path: str, value: Any) -> None:
+    """Write ``value`` to ``path`` atomically; warn (:class:`~flowdispatch.CacheWarning`) if it
+    cannot be pickled or written: the run goes on, and the node runs again next time."""
+    import cloudpickle
+
+    try:
+        data = cloudpickle.dumps(value)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception as exc:
+        warnings.warn(f"flowdispatch: a value could not be saved to the cache at {path!r} "
+                      f"({type(exc).__name__}: {exc}); its node will run again next time",
+                      CacheWarning, stacklevel=2)
+
+
+def load(path: str) -> tuple[bool, Any]:
+    """``(True, value)`` from ``path``, or ``(False, None)`` if it is missing or unreadable
+    (then with a :class:`~flowdispatch.CacheWarning`: the node runs again)."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            return True, pickle.load(f)
+    except FileNotFoundError:
+        return False, None
+    except Exception as exc:
+        warnings.warn(f"flowdispatch: the cached value at {path!r} could not be read "
+                      f"({type(exc).__name__}: {exc}); its node runs again", CacheWarning,
+                      stacklevel=2)
+        return False, None
+
+
+class _Upstream:
+    """An upstream node in a lineage: tokenized as its own lineage key."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("flowdispatch-upstream", self.key)
+
+
+def _code_digest(node: Node) -> str:
+    """What identifies the code of ``node``'s op: its ``version=``, else its source, else
+    (builtins, partials, callable objects) dask's token of the callable itself."""
+    from dask.tokenize import tokenize
+
+    op = node._op
+    fn = op.__wrapped__
+    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
+    if op._self_settings.version is not None:
+        return f"{name} version {op._self_settings.version!r}"
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return f"{name} token {tokenize(fn, ensure_deterministic=True)}"
+    return f"{name} source {hashlib.sha256(source.encode()).hexdigest()}"
+
+
+def lineage_keys(graph: Graph, overrides: dict[str, Any],
+                 of: Iterable[Node] | None = None) -> dict[str, str | BaseException]:
+    """The lineage key of the nodes ``of`` (default: all) and their ancestors, or why
+    one has none.
+
+    A node whose arguments (or an upstream value given in ``overrides``) dask
+    cannot tokenize deterministically gets the ``TokenizationError`` instead,
+    and so does everything downstream of it.
+    """
+    from dask.tokenize import tokenize
+
+    wanted = None if of is None else _with_ancestors(graph, of)
+    keys: dict[str, str | BaseException] = {}
+    digests: dict[int, str] = {}
+    for node in graph:
+        key = node._key
+        if wanted is not None and key not in wanted:
+            continue
+        try:
+            if key in overrides:
+                keys[key] = tokenize("value", overrides[key], ensure_deterministic=True)
+                continue
+            ups = {}
+            for dep in graph.deps_of(key):
+                up = keys[dep._key]
+                if isinstance(up, BaseException):
+                    raise up
+                ups[dep._key] = _Upstream(up)
+            op = node._op
+            if op is None:  # a data node
+                keys[key] = tokenize("value", node._args[0], ensure_deterministic=True)
+                continue
+            digest = digests.get(id(op))
+            if digest is None:
+                digest = digests[id(op)] = _code_digest(node)
+            args = substitute(node._args, ups) if ups else node._args
+            kwargs = substitute(node._kwargs or {}, ups) if ups else node._kwargs or {}
+            keys[key] = tokenize(digest, args, kwargs, ensure_deterministic=True)
+        except Exception as exc:
+            keys[key] = exc
+    return keys
+
+
+def _with_ancestors(graph: Graph, nodes: Iterable[Node]) -> set[str]:
+    seen: set[str] = set()
+    stack = [n._key for n in nodes]
+    while stack:
+        key = stack.pop()
+        if key not in seen:
+            seen.add(key)
+            stack.extend(d._key for d in graph.deps_of(key))
+    return seen
+
+
+@dataclass
+class CachePlan:
+    """What the cache does for one run.
+
+    ``hits``: node key -> the value found on disk. ``stores``: node key -> the
+    file to save its value to, once it completes.
+    """
+
+    hits: dict[str, Any]
+    stores: dict[str, str]
+
+
+def _cached(node: Node) -> bool:
+    op = node._op
+    return op is not None and op._self_settings.cache
+
+
+def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any], CachePlan | None]:
+    """Look up the graph's cached nodes: ``(graph, overrides, plan)`` for the run.
+
+    Without a node declared ``cache=True`` the graph and overrides come back
+    as they are, with no plan. Otherwise the nodes found on disk join the
+    overrides (their values loaded), and the graph is cut there: what only
+    they needed does not run.
+    """
+    cached = [node for node in graph if _cached(node) and node._key not in overrides]
+    if not cached:
+        return graph, overrides, None
+    keys = lineage_keys(graph, overrides, of=cached)
+    folder = cache_dir()
+    hits: dict[str, Any] = {}
+    stores: dict[str, str] = {}
+    for node in cached:
+        lineage = keys[node._key]
+        if isinstance(lineage, BaseException):
+            warnings.warn(
+                f"flowdispatch: node {node._key!r} has cache=True but is not cached: its "
+                f"arguments, or a value upstream, cannot be tokenized deterministically "
+                f"({lineage}). Give their types a __dask_tokenize__ method, or make them "
+                "in an op upstream.", CacheWarning, stacklevel=3)
+            continue
+        path = os.path.join(folder, lineage[:2], lineage)
+        found, value = load(path)
+        if found:
+            hits[node._key] = value
+        else:
+            stores[node._key] = path
+    if hits:
+        from .graph import Graph
+
+        cut = Graph._cut(graph._targets, frozenset(overrides) | hits.keys())
+        overrides = {**overrides, **hits}
+        overrides = {k: v for k, v in overrides.items() if k in cut}
+        stores = {k: p for k, p in stores.items() if k in cut}
+        hits = {k: v for k, v in hits.items() if k in cut}
+        graph = cut
+    return graph, overrides, CachePlan(hits, stores)
+

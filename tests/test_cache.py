@@ -1,0 +1,237 @@
+"""The on-disk cache: values found by lineage, on every executor, and what breaks it.
+
+Ops count their calls in files (process pools and dask workers are other
+processes).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import operator
+import os
+import sys
+import threading
+import warnings
+
+import pytest
+
+import flowdispatch as fd
+from flowdispatch.cache import cache_dir
+from flowdispatch.testing import append_line, read_lines
+
+# -- ops (module level: worker processes import this module) -------------------------------
+
+
+@fd.op
+def load(log, x):
+    append_line(log, f"load {x}")
+    return x
+
+
+@fd.op(cache=True)
+def process(log, x):
+    append_line(log, f"process {x}")
+    return x * 10
+
+
+@fd.op
+def report(log, x):
+    append_line(log, f"report {x}")
+    return f"result {x}"
+
+
+@fd.op(cache=True)
+def step(log, x, fail_flag=None):
+    if fail_flag is not None and os.path.exists(fail_flag):
+        raise RuntimeError("the machine went down")
+    append_line(log, f"step {x}")
+    return x + 1
+
+
+@fd.op(cache=True)
+def describe(log, x):
+    append_line(log, "describe")
+    return type(x).__name__
+
+
+@fd.op(cache=True)
+def make_lock(log):
+    append_line(log, "make_lock")
+    return threading.Lock()
+
+
+def calls(log: str) -> list[str]:
+    return read_lines(log)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    with fd.config.set(cache_dir=str(tmp_path / "cache")):
+        yield tmp_path / "cache"
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
+def test_a_second_run_reads_the_value_and_skips_what_only_it_needed(folder, tmp_path, executor):
+    log = str(tmp_path / "log")
+
+    def workflow():
+        return report(log, process(log, load(log, 7)))
+
+    first = fd.run(workflow(), executor=executor)
+    assert first.ok and first[first.targets[0]] == "result 70"
+    assert calls(log) == ["load 7", "process 7", "report 70"]
+
+    target = workflow()
+    again = fd.run(target, executor=executor)
+    assert again[target] == "result 70"
+    assert calls(log)[3:] == ["report 70"]  # load and process did not run again
+    cached = [n for n in again.graph if n.name == "process"]
+    assert [again.state(n) for n in cached] == ["cached"]
+    assert not any(n.name == "load" for n in again.graph)  # only the cached node needed it
+    assert fd.compute(workflow(), executor=executor) == ("result 70",)
+    assert len(os.listdir(folder)) == 1  # one value, in its two-letter folder
+
+
+def test_other_arguments_and_other_upstream_values_get_their_own_entries(folder, tmp_path):
+    log = str(tmp_path / "log")
+    assert fd.compute(process(log, 1), process(log, 2), executor="sync") == (10, 20)
+    assert fd.compute(process(log, 1), process(log, load(log, 3)), executor="sync") == (10, 30)
+    assert sorted(c for c in calls(log) if c.startswith("process")) == \
+        ["process 1", "process 2", "process 3"]
+
+
+def test_a_new_version_invalidates_the_op_and_everything_downstream(folder, tmp_path):
+    log = str(tmp_path / "log")
+
+    def workflow(version):
+        first = fd.op(cache=True, version=version, name="first")(lambda log, x: (
+            append_line(log, f"first {x}"), x)[1])
+        return step(log, first(log, 1))
+
+    assert fd.compute(workflow("1"), executor="sync") == (2,)
+    assert fd.compute(workflow("1"), executor="sync") == (2,)
+    assert calls(log) == ["first 1", "step 1"]
+    assert fd.compute(workflow("2"), executor="sync") == (2,)
+    assert calls(log)[2:] == ["first 1", "step 1"]  # both ran again
+
+
+def test_editing_an_ops_source_invalidates_it(folder, tmp_path, monkeypatch):
+    log = str(tmp_path / "log")
+    module = tmp_path / "edited_ops.py"
+    source = ("import flowdispatch as fd\n"
+              "from flowdispatch.testing import append_line\n"
+              "@fd.op(cache=True)\n"
+              "def scale(log, x):\n"
+              "    append_line(log, 'scale')\n"
+              "    return x * {factor}\n")
+    module.write_text(source.format(factor=2))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    edited = importlib.import_module("edited_ops")
+    try:
+        assert fd.compute(step(log, edited.scale(log, 5)), executor="sync") == (11,)
+        assert fd.compute(step(log, edited.scale(log, 5)), executor="sync") == (11,)
+        module.write_text(source.format(factor=3))
+        edited = importlib.reload(edited)
+        assert fd.compute(step(log, edited.scale(log, 5)), executor="sync") == (16,)
+        assert calls(log) == ["scale", "step 10", "scale", "step 15"]
+    finally:
+        sys.modules.pop("edited_ops", None)
+
+
+def test_a_rerun_after_a_crash_skips_what_completed(folder, tmp_path):
+    log, flag = str(tmp_path / "log"), str(tmp_path / "down")
+    open(flag, "w").close()
+
+    def workflow():
+        return step(log, step(log, step(log, 0)), fail_flag=flag)
+
+    crashed = fd.run(workflow(), executor="threads")
+    assert crashed.counts == {"done": 2, "failed": 1}
+    os.remove(flag)
+    target = workflow()
+    after = fd.run(target, executor="threads")
+    assert after[target] == 3
+    assert after.counts == {"cached": 1, "done": 1}  # the first step was not even needed
+    assert calls(log) == ["step 0", "step 1", "step 2"]
+
+
+def test_arguments_that_cannot_be_tokenized_are_not_cached_with_a_warning(folder, tmp_path):
+    log = str(tmp_path / "log")
+    with pytest.warns(fd.CacheWarning, match=r"has cache=True but is not cached.*tokenized"):
+        assert fd.compute(describe(log, threading.Lock()), executor="sync") == ("lock",)
+    assert calls(log) == ["describe"]
+    assert not folder.exists()
+
+
+def test_values_that_cannot_be_pickled_are_not_cached_with_a_warning(folder, tmp_path):
+    log = str(tmp_path / "log")
+    with pytest.warns(fd.CacheWarning, match=r"could not be saved to the cache.*run again"):
+        lock, = fd.compute(make_lock(log), executor="sync")
+    assert hasattr(lock, "acquire")
+    with pytest.warns(fd.CacheWarning):
+        fd.compute(make_lock(log), executor="sync")
+    assert calls(log) == ["make_lock", "make_lock"]
+
+
+def test_an_unreadable_entry_warns_and_the_node_runs_again(folder, tmp_path):
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    for sub in folder.iterdir():
+        for entry in sub.iterdir():
+            entry.write_bytes(b"not a pickle")
+    with pytest.warns(fd.CacheWarning, match="could not be read"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert calls(log) == ["process 4", "process 4"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rewritten: read back without a word
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+
+
+def test_the_default_directory_is_the_users_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with fd.config.set(cache_dir=None):
+        assert cache_dir() == str(tmp_path / "xdg" / "flowdispatch")
+        fd.compute(process(str(tmp_path / "log"), 1), executor="sync")
+    assert (tmp_path / "xdg" / "flowdispatch").is_dir()
+    with fd.config.set(cache_dir=42), pytest.raises(TypeError, match="cache_dir: expected a"):
+        cache_dir()
+
+
+def test_version_must_name_the_code():
+    with pytest.raises(TypeError, match=r"version= expected a string .* got \[1\]"):
+        fd.op(version=[1])(lambda: 1)
+
+
+def test_cached_nodes_have_their_own_colour(folder, tmp_path):
+    log = str(tmp_path / "log")
+    fd.run(process(log, 1), executor="sync")
+    res = fd.run(process(log, 1), executor="sync")
+    svg = res.visualize(format="svg").pipe(format="svg").decode()
+    assert "cached" in svg
+
+
+def test_the_cache_on_dask_workers(folder, tmp_path, dask_executor):
+    log = str(tmp_path / "log")
+
+    def workflow():
+        return report(log, process(log, load(log, 7)))
+
+    assert fd.compute(workflow(), executor=dask_executor) == ("result 70",)
+    target = workflow()
+    again = fd.run(target, executor=dask_executor)
+    assert again[target] == "result 70"
+    assert calls(log) == ["load 7", "process 7", "report 70", "report 70"]
+    assert again.counts == {"cached": 1, "done": 1}
+
+
+def test_ops_without_source_are_told_apart_by_their_token(folder):
+    double = fd.op(functools.partial(operator.mul, 2), cache=True, name="double")
+    triple = fd.op(functools.partial(operator.mul, 3), cache=True, name="triple")
+    assert fd.compute(double(5), triple(5), executor="sync") == (10, 15)
+    res = fd.run(double(5), triple(5), executor="sync")
+    assert [res[t] for t in res.targets] == [10, 15]
+    assert res.counts == {"cached": 2}
