@@ -7,9 +7,11 @@ an input. So a run finds a node's value on disk when the same code ran on the
 same inputs before, whichever run it was; a change to an op's code, or to any
 argument upstream, gives new keys to it and to everything downstream.
 
-Each value is one file, ``<cache_dir>/<key[:2]>/<key>``, the value pickled
-by cloudpickle, written to a temporary name first and renamed into place, so
-that a crash never leaves half a value behind. The directory comes from
+Each value is one file, ``<cache_dir>/<key[:2]>/<key>``: the value pickled
+by cloudpickle, after a checksum, written to a temporary name first and
+renamed into place, so that a crash never leaves half a value behind. The
+folders are private to the user, and an entry that another user owns, or
+whose checksum fails, is not loaded (the node runs again). The directory comes from
 ``fd.config.set(cache_dir=...)``; by default ``$XDG_CACHE_HOME/flowdispatch``
 (``~/.cache/flowdispatch``). On a dask cluster the workers read and write the
 same path: they need to share its file system.
@@ -70,19 +72,28 @@ def cache_dir() -> str:
     return os.path.abspath(os.fspath(chosen))
 
 
+_MAGIC = b"flowdispatch-cache-1\n"
+
+
 def save(path: str, value: Any) -> None:
-    """Write ``value`` to ``path`` atomically; warn (:class:`~flowdispatch.CacheWarning`) if it
-    cannot be pickled or written: the run goes on, and the node runs again next time."""
+    """Write ``value`` to ``path`` atomically, with a checksum; warn
+    (:class:`~flowdispatch.CacheWarning`) if it cannot be pickled or written: the
+    run goes on, and the node runs again next time.
+
+    New folders are private to the user (mode 0o700): the cache holds pickles,
+    and loading a pickle can run code.
+    """
     import cloudpickle
 
     try:
         data = cloudpickle.dumps(value)
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                f.write(_MAGIC + hashlib.sha256(data).digest() + data)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -94,20 +105,38 @@ def save(path: str, value: Any) -> None:
 
 
 def load(path: str) -> tuple[bool, Any]:
-    """``(True, value)`` from ``path``, or ``(False, None)`` if it is missing or unreadable
-    (then with a :class:`~flowdispatch.CacheWarning`: the node runs again)."""
+    """``(True, value)`` from ``path``, or ``(False, None)`` if it is missing or cannot be
+    trusted (then with a :class:`~flowdispatch.CacheWarning`, and the node runs again).
+
+    An entry is trusted when the current user owns it and its checksum holds.
+    """
     import pickle
 
     try:
         with open(path, "rb") as f:
-            return True, pickle.load(f)
+            owner = os.fstat(f.fileno()).st_uid
+            blob = f.read()
     except FileNotFoundError:
         return False, None
+    except OSError as exc:
+        return _unreadable(path, f"{type(exc).__name__}: {exc}")
+    if hasattr(os, "getuid") and owner != os.getuid():
+        return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
+                                 "a pickle can run code")
+    head, digest, data = blob[:len(_MAGIC)], blob[len(_MAGIC):len(_MAGIC) + 32], blob[len(_MAGIC) + 32:]
+    if head != _MAGIC or hashlib.sha256(data).digest() != digest:
+        return _unreadable(path, "it is not a flowdispatch cache entry, or it is damaged "
+                                 "(checksum mismatch)")
+    try:
+        return True, pickle.loads(data)
     except Exception as exc:
-        warnings.warn(f"flowdispatch: the cached value at {path!r} could not be read "
-                      f"({type(exc).__name__}: {exc}); its node runs again", CacheWarning,
-                      stacklevel=2)
-        return False, None
+        return _unreadable(path, f"{type(exc).__name__}: {exc}")
+
+
+def _unreadable(path: str, why: str) -> tuple[bool, None]:
+    warnings.warn(f"flowdispatch: the cached value at {path!r} could not be read ({why}); "
+                  "its node runs again and replaces it", CacheWarning, stacklevel=3)
+    return False, None
 
 
 class _Upstream:

@@ -177,18 +177,36 @@ def test_values_that_cannot_be_pickled_are_not_cached_with_a_warning(folder, tmp
     assert calls(log) == ["make_lock", "make_lock"]
 
 
-def test_an_unreadable_entry_warns_and_the_node_runs_again(folder, tmp_path):
+def entries(folder):
+    return [entry for sub in folder.iterdir() for entry in sub.iterdir()]
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda entry: entry.write_bytes(b"not a pickle"), "not a flowdispatch cache entry"),
+    (lambda entry: entry.write_bytes(entry.read_bytes()[:-3]), "checksum mismatch"),  # torn
+])
+def test_a_damaged_entry_warns_and_the_node_runs_again(folder, tmp_path, damage, why):
     log = str(tmp_path / "log")
     fd.compute(process(log, 4), executor="sync")
-    for sub in folder.iterdir():
-        for entry in sub.iterdir():
-            entry.write_bytes(b"not a pickle")
-    with pytest.warns(fd.CacheWarning, match="could not be read"):
+    damage(*entries(folder))
+    with pytest.warns(fd.CacheWarning, match=f"could not be read.*{why}"):
         assert fd.compute(process(log, 4), executor="sync") == (40,)
     assert calls(log) == ["process 4", "process 4"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # rewritten: read back without a word
         assert fd.compute(process(log, 4), executor="sync") == (40,)
+
+
+def test_entries_of_another_user_are_not_loaded_and_folders_are_private(folder, tmp_path,
+                                                                          monkeypatch):
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    entry, = entries(folder)
+    assert [oct(p.stat().st_mode & 0o777) for p in (folder, entry.parent)] == ["0o700"] * 2
+    monkeypatch.setattr(os, "getuid", lambda: entry.stat().st_uid + 1)  # someone else now
+    with pytest.warns(fd.CacheWarning, match="belongs to user id .* not to you"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert calls(log) == ["process 4", "process 4"]
 
 
 def test_the_default_directory_is_the_users_cache_folder(tmp_path, monkeypatch):
