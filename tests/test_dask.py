@@ -394,6 +394,9 @@ def test_embedded_cluster_runs_on_loopback_and_closes(tmp_path):
         saturation = executor.client.run_on_scheduler(
             lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
         assert saturation == float("inf")
+        waits = executor.client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.no_workers_timeout)
+        assert waits == 60
     assert executor.client is None and executor.cluster is None
     executor.close()  # twice is fine
     wait_until(lambda: not (children() - before), 20,
@@ -643,3 +646,24 @@ def test_the_graph_reaches_the_client_named_without_tokenizing_its_tasks(monkeyp
     assert pickled == []  # dask's tokenize pickles objects it does not know
     assert first._name != second._name
     assert first.__dask_keys__() == list(lowered.graph())
+
+
+@fd.op(resources={"GPU": 1})
+def on_a_gpu(x):
+    return x
+
+
+def test_tasks_no_worker_can_run_fail_instead_of_waiting_for_ever():
+    import dask.config
+
+    # The embedded cluster waits a minute by default; a test waits half a second.
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": "0.5s"}), \
+            DaskExecutor(n_workers=1, processes=False) as executor:
+        started = time.monotonic()
+        res = fd.run(inc(on_a_gpu(1)), executor=executor)
+        assert time.monotonic() - started < 30
+    gpu = next(n for n in res.graph if n.name == "on_a_gpu")
+    assert res.state(gpu) == "failed" and res.counts == {"failed": 1, "upstream_failed": 1}
+    error = res.error(gpu)
+    assert type(error).__name__ == "NoValidWorkerError"
+    assert "GPU" in str(error)

@@ -61,17 +61,27 @@ __all__ = ["DaskExecutor"]
 _POLL = 0.1
 
 
+#: How long the tasks of an embedded cluster wait for a worker that can run them.
+NO_WORKERS_TIMEOUT = "60s"
+
+
 def _tuned() -> dict[str, Any]:
     """Settings for an embedded cluster that the user has not chosen otherwise.
 
     Without root-task queuing (``worker-saturation: inf``) a fan-out of tiny
-    tasks runs 2-4x faster; queuing only pays off for large root tasks.
+    tasks runs 2-4x faster; queuing only pays off for large root tasks. And a
+    task that no worker can run (every worker gone, or none with the
+    resources it asks for) fails after :data:`NO_WORKERS_TIMEOUT` instead of
+    waiting for ever.
     """
     import dask.config
 
+    tuned: dict[str, Any] = {}
     if dask.config.get("distributed.scheduler.worker-saturation") == 1.1:  # dask's default
-        return {"distributed.scheduler.worker-saturation": math.inf}
-    return {}
+        tuned["distributed.scheduler.worker-saturation"] = math.inf
+    if dask.config.get("distributed.scheduler.no-workers-timeout", None) is None:
+        tuned["distributed.scheduler.no-workers-timeout"] = NO_WORKERS_TIMEOUT
+    return tuned
 
 
 class DaskExecutor(Executor):
@@ -96,7 +106,8 @@ class DaskExecutor(Executor):
         too, on a free port), started on first use and closed with the
         executor; unless dask's config says otherwise, its scheduler does not
         queue root tasks (``worker-saturation: inf``), which suits many small
-        tasks.
+        tasks, and fails a task that no worker can run after a minute
+        (``no-workers-timeout: 60s``) rather than waiting for ever.
 
     Notes
     -----
