@@ -13,6 +13,7 @@
      └── SerializationError (TypeError)
 
     CacheWarning (UserWarning): a value could not be cached, or read back
+    SecurityWarning (UserWarning): a connection others could reach or read
 
 
 Exceptions raised by the user's own ops are never wrapped: they pass through
@@ -32,6 +33,7 @@ __all__ = [
     "FlowDispatchError",
     "GraphError",
     "OpTimeoutError",
+    "SecurityWarning",
     "SerializationError",
     "UnknownExecutorError",
     "UpstreamError",
@@ -118,3 +120,8 @@ class SerializationError(FlowDispatchError, TypeError):
 class CacheWarning(UserWarning):
     """A value could not be saved to or read from the on-disk cache; the run goes on
     (the node runs, and runs again next time)."""
+
+
+class SecurityWarning(UserWarning):
+    """A connection that others could use or read, such as plain TCP to a scheduler
+    on another machine."""

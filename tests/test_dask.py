@@ -667,3 +667,27 @@ def test_tasks_no_worker_can_run_fail_instead_of_waiting_for_ever():
     error = res.error(gpu)
     assert type(error).__name__ == "NoValidWorkerError"
     assert "GPU" in str(error)
+
+
+def test_plain_tcp_to_another_machine_warns_and_security_is_passed_on(dask_processes):
+    import warnings
+
+    with pytest.warns(fd.SecurityWarning, match=r"192\.0\.2\.1:8786.*plain TCP.*tls://"):
+        DaskExecutor("tcp://192.0.2.1:8786")  # connects lazily: nothing is sent
+    with pytest.warns(fd.SecurityWarning):
+        DaskExecutor("192.0.2.1:8786")  # tcp is dask's default protocol
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for quiet in (dask_processes.address, "tcp://localhost:8786", "tls://192.0.2.1:8786",
+                      "tcp://[::1]:8786"):
+            DaskExecutor(quiet)
+    with pytest.raises(TypeError, match="security=True makes temporary credentials"):
+        DaskExecutor("tls://192.0.2.1:8786", security=True)
+    with pytest.raises(TypeError, match="the given client holds its own credentials"):
+        DaskExecutor(client=object.__new__(distributed.Client), security=True)
+
+
+def test_an_embedded_cluster_with_temporary_tls_credentials():
+    with DaskExecutor(n_workers=1, processes=False, security=True) as executor:
+        assert fd.compute(inc(1), executor=executor) == (2,)
+        assert executor.client.scheduler.address.startswith("tls://")

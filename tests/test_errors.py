@@ -27,11 +27,12 @@ def test_each_error_subclasses_its_documented_bases(cls, bases):
 def test_every_error_is_exported():
     assert sorted(errors.__all__) == [
         "CacheWarning", "CancelledError", "CycleError", "ExecutorError", "FlowDispatchError",
-        "GraphError", "OpTimeoutError", "SerializationError", "UnknownExecutorError",
-        "UpstreamError"]
+        "GraphError", "OpTimeoutError", "SecurityWarning", "SerializationError",
+        "UnknownExecutorError", "UpstreamError"]
     assert all(getattr(fd, name) is getattr(errors, name) for name in errors.__all__)
     warnings = [name for name in errors.__all__ if name.endswith("Warning")]
-    assert warnings == ["CacheWarning"] and issubclass(fd.CacheWarning, UserWarning)
+    assert warnings == ["CacheWarning", "SecurityWarning"]
+    assert all(issubclass(getattr(errors, name), UserWarning) for name in warnings)
     assert all(issubclass(getattr(errors, name), fd.FlowDispatchError)
                for name in errors.__all__ if name not in warnings)
 

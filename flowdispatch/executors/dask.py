@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import cache
 from ..callbacks import HOOKS
-from ..errors import ExecutorError, GraphError, SerializationError, UpstreamError
+from ..errors import ExecutorError, GraphError, SecurityWarning, SerializationError, UpstreamError
 from ..graph import Graph, as_nodes
 from ..results import Results
 from .base import Executor
@@ -84,6 +84,29 @@ def _tuned() -> dict[str, Any]:
     return tuned
 
 
+def _warn_if_exposed(address: str) -> None:
+    """Warn when ``address`` is a plain-TCP scheduler on another machine."""
+    import ipaddress
+    import socket
+    import warnings
+
+    scheme, _, rest = address.rpartition("://")
+    if scheme not in ("", "tcp"):
+        return  # tls://, inproc://, ucx://: encrypted or local
+    host = rest.rsplit(":", 1)[0].strip("[]") if ":" in rest else rest
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return  # unresolvable: connecting will say so
+    if not loopback:
+        warnings.warn(
+            f"connecting to the dask scheduler at {address!r} over plain TCP: anyone who can "
+            "reach that port can run code on the workers, and the data travels unencrypted. "
+            "Use tls:// with security=distributed.security.Security(...), an SSH tunnel to "
+            "127.0.0.1, or a private network (see the docs' cluster how-to).",
+            SecurityWarning, stacklevel=3)
+
+
 class DaskExecutor(Executor):
     """Runs graphs on a dask cluster, each graph lowered to one submission.
 
@@ -95,6 +118,13 @@ class DaskExecutor(Executor):
         A ``distributed.Client`` to use; it is never closed here.
     connect_timeout
         Seconds to wait for the scheduler at ``address``.
+    security
+        A ``distributed.security.Security`` (TLS certificates) for the
+        connection to ``address``, or for the embedded cluster, where ``True``
+        makes temporary credentials (this needs the ``cryptography`` package).
+        Connecting to a scheduler on another machine over plain ``tcp://``
+        gives a :class:`~flowdispatch.SecurityWarning`: whoever can reach its
+        port can run code on its workers.
     fuse
         Fold linear chains of ops into one task each in ``compute`` (not in
         ``run``, which keeps every intermediate value reachable for ``rerun``).
@@ -127,7 +157,8 @@ class DaskExecutor(Executor):
     """
 
     def __init__(self, address: str | None = None, client: Client | None = None, *,
-                 connect_timeout: float = 10.0, fuse: bool = True, **cluster_kwargs: Any):
+                 connect_timeout: float = 10.0, fuse: bool = True, security: Any = None,
+                 **cluster_kwargs: Any):
         if address is not None and client is not None:
             raise TypeError("DaskExecutor: expected address= or client=, got both")
         if address is not None and not isinstance(address, str):
@@ -142,9 +173,18 @@ class DaskExecutor(Executor):
             raise ValueError(f"connect_timeout: expected seconds > 0, got {connect_timeout!r}")
         if not isinstance(fuse, bool):
             raise TypeError(f"fuse: expected True or False, got {fuse!r}")
+        if security is not None and client is not None:
+            raise TypeError("security: the given client holds its own credentials; "
+                            "expected security= only with address= or an embedded cluster")
+        if security is True and address is not None:
+            raise TypeError("security=True makes temporary credentials, which only an embedded "
+                            "cluster can use; for address= pass a distributed.security.Security")
+        if address is not None and security is None:
+            _warn_if_exposed(address)
         self.address = address
         self.connect_timeout = connect_timeout
         self.fuse = fuse
+        self.security = security
         self.cluster_kwargs = cluster_kwargs
         self._given = client
         self._client: Client | None = client
@@ -183,7 +223,8 @@ class DaskExecutor(Executor):
 
         if self.address is not None:
             try:
-                return Client(self.address, timeout=self.connect_timeout, set_as_default=False)
+                return Client(self.address, timeout=self.connect_timeout, set_as_default=False,
+                              security=self.security)
             except (OSError, TimeoutError) as exc:
                 raise ExecutorError(
                     f"could not connect to a dask scheduler at {self.address!r} within "
@@ -196,6 +237,8 @@ class DaskExecutor(Executor):
             options["worker_dashboard_address"] = "127.0.0.1:0"  # in-process comms: no host
         else:
             options["host"] = "127.0.0.1"
+        if self.security is not None:
+            options["security"] = self.security
         options.update(self.cluster_kwargs)
         with dask.config.set(_tuned()):
             cluster = LocalCluster(**options)
