@@ -244,16 +244,15 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
 
     Without a node declared ``cache=True`` the graph and overrides come back
     as they are, with no plan. Otherwise the nodes found on disk join the
-    overrides (their values loaded), and the graph is cut there: what only
-    they needed does not run.
+    overrides, and the graph is cut there: what only they needed does not
+    run, and values that the cut leaves unused are not even read.
     """
     cached = [node for node in graph if _cached(node) and node._key not in overrides]
     if not cached:
         return graph, overrides, None
     keys = lineage_keys(graph, overrides, of=cached)
     folder = cache_dir()
-    hits: dict[str, Any] = {}
-    stores: dict[str, str] = {}
+    paths: dict[str, str] = {}
     for node in cached:
         lineage = keys[node._key]
         if isinstance(lineage, BaseException):
@@ -263,20 +262,25 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
                 f"({lineage}). Give their types a __dask_tokenize__ method, or make them "
                 "in an op upstream.", CacheWarning, stacklevel=3)
             continue
-        path = os.path.join(folder, lineage[:2], lineage)
-        found, value = load(path)
-        if found:
-            hits[node._key] = value
-        else:
-            stores[node._key] = path
+        paths[node._key] = os.path.join(folder, lineage[:2], lineage)
+    present = {k for k, path in paths.items() if os.path.exists(path)}
+    hits: dict[str, Any] = {}
+    cut = graph
+    while present:
+        cut = graph._cut(graph._targets, frozenset(overrides) | present)
+        unreadable = set()
+        for key in present:
+            if key in cut and key not in hits:
+                found, value = load(paths[key])
+                if found:
+                    hits[key] = value
+                else:  # it runs after all, and so may what it needs: cut again
+                    unreadable.add(key)
+        if not unreadable:
+            break
+        present -= unreadable
+    hits = {k: v for k, v in hits.items() if k in cut}
+    stores = {k: path for k, path in paths.items() if k in cut and k not in hits}
     if hits:
-        from .graph import Graph
-
-        cut = Graph._cut(graph._targets, frozenset(overrides) | hits.keys())
-        overrides = {**overrides, **hits}
-        overrides = {k: v for k, v in overrides.items() if k in cut}
-        stores = {k: p for k, p in stores.items() if k in cut}
-        hits = {k: v for k, v in hits.items() if k in cut}
-        graph = cut
-    return graph, overrides, CachePlan(hits, stores)
-
+        overrides = {k: v for k, v in {**overrides, **hits}.items() if k in cut}
+    return cut, overrides, CachePlan(hits, stores)

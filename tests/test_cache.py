@@ -253,3 +253,27 @@ def test_ops_without_source_are_told_apart_by_their_token(folder):
     res = fd.run(double(5), triple(5), executor="sync")
     assert [res[t] for t in res.targets] == [10, 15]
     assert res.counts == {"cached": 2}
+
+
+def test_a_run_reads_only_the_values_it_needs(folder, tmp_path):
+    from flowdispatch.cache import lineage_keys
+
+    log = str(tmp_path / "log")
+
+    def chain():
+        return step(log, step(log, step(log, 0)))
+
+    target = chain()
+    assert fd.compute(target, executor="sync") == (3,)
+    keys = lineage_keys(fd.Graph(target), {})
+    first, second, third = (folder / keys[n.key][:2] / keys[n.key] for n in fd.Graph(target))
+    first.write_bytes(b"damaged")  # never read: the last value is there
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fd.run(chain(), executor="sync")
+    assert res.counts == {"cached": 1} and res[res.targets[0]] == 3
+    third.write_bytes(b"damaged")  # read, found damaged: the second is read instead
+    with pytest.warns(fd.CacheWarning) as record:
+        res = fd.run(chain(), executor="sync")
+    assert len(record) == 1 and res.counts == {"cached": 1, "done": 1}
+    assert calls(log) == ["step 0", "step 1", "step 2", "step 2"]
