@@ -17,7 +17,12 @@ Columns, per shape and N:
   the equivalent prebuilt raw dask graph (build not counted for dask);
 * threads: build + run on ThreadExecutor against ``dask.threaded.get``.
 
-With ``--dask``, a second table: the same shapes on one ``LocalCluster`` of
+Then the build of a 4,000-node chain against dask.delayed, and (for
+``--processes-sizes``) build + run on ProcessExecutor against
+``dask.multiprocessing.get`` of the raw graph, each on a process pool kept
+across runs. ``--memory`` adds the peak memory per task.
+
+With ``--dask``, a further table: the same shapes on one ``LocalCluster`` of
 two worker processes, flowdispatch's DaskExecutor end to end (build, lower,
 run, gather) against ``client.get`` of the prebuilt raw graph and against
 ``dask.delayed`` + ``client.compute``.
@@ -32,6 +37,7 @@ import argparse
 import gc
 import itertools
 import operator
+import os
 import platform
 import random
 import statistics
@@ -40,6 +46,7 @@ import time
 from collections.abc import Callable
 
 import dask
+import dask.multiprocessing
 import dask.threaded
 from dask import delayed
 
@@ -199,6 +206,43 @@ def fail():
     raise AssertionError("wrong result")
 
 
+def processes_table(sizes: list[int], shapes: list[str], repeat: int) -> list[str]:
+    """ProcessExecutor against dask.multiprocessing.get, each on a pool kept across runs
+    (forkserver, one process per core)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    lines = [
+        "",
+        f"Processes: a pool of {os.cpu_count()} processes (forkserver), kept across runs; "
+        "µs per task, best of " + str(repeat),
+        "",
+        "| shape | N | tasks | processes fd (build+run) | dask.multiprocessing.get (run) "
+        "| fd ÷ dask |",
+        "|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    context = multiprocessing.get_context("forkserver")
+    with fd.ProcessExecutor() as executor, \
+            cf.ProcessPoolExecutor(os.cpu_count(), mp_context=context) as pool:
+        for shape in shapes:
+            for n in sizes:
+                dsk, key = build_raw(shape, n)
+                want = expected(shape, n)
+                best = best_interleaved({
+                    "fd": lambda: fd.compute(build_fd(shape, n), executor=executor)[0] == want
+                    or fail(),
+                    "dask": lambda: dask.multiprocessing.get(dsk, key, pool=pool) == want
+                    or fail(),
+                }, repeat)
+                mine, theirs = (best[k] / len(dsk) * 1e6 for k in ("fd", "dask"))
+                line = (f"| {shape} | {n:,} | {len(dsk):,} | {fmt(mine)} | {fmt(theirs)} | "
+                        f"{ratio(mine, theirs)} |")
+                lines.append(line)
+                print(line, flush=True)
+    return lines
+
+
 def chain_4k(repeat: int) -> list[str]:
     """The build of a 4,000-node chain, against dask.delayed (the issue's yardstick)."""
     mine = best(lambda: build_fd("chain", 4000), repeat) / 4000 * 1e6
@@ -315,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-local", action="store_true", help="leave out the local table")
     parser.add_argument("--threads-limit", type=int, default=100000,
                         help="largest N for the threads columns")
+    parser.add_argument("--processes-sizes", default="1000,10000",
+                        help="comma-separated N for the process-pool table ('' to leave it out)")
     parser.add_argument("--memory", default="",
                         help="comma-separated N for the peak-memory table (e.g. 100000,1000000)")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
@@ -359,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
     if "chain" in shapes and not args.no_local:
         lines += chain_4k(args.repeat)
+    if args.processes_sizes:
+        lines += processes_table([int(s) for s in args.processes_sizes.split(",")], shapes,
+                                 args.repeat)
     if args.memory:
         lines += memory_table([int(s) for s in args.memory.split(",")], shapes)
     if args.dask:
