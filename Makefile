@@ -68,7 +68,7 @@ test: venv dot
 
 # -- the rest ---------------------------------------------------------------------------
 bench: venv
-	$(BIN)/python benchmarks/run.py --memory 100000,1000000 --dask --out benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/run.py --sizes 1000,10000,100000,1000000 --memory 100000,1000000 --dask --out benchmarks/RESULTS.md
 
 $(DOCS_STAMP): setup.cfg $(STAMP)
 	$(BIN)/python -m pip install -e '.[test,docs]'

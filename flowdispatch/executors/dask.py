@@ -95,9 +95,12 @@ def _warn_if_exposed(address: str) -> None:
         return  # tls://, inproc://, ucx://: encrypted or local
     host = rest.rsplit(":", 1)[0].strip("[]") if ":" in rest else rest
     try:
-        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return  # unresolvable: connecting will say so
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        try:
+            loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except (OSError, ValueError):
+            return  # unresolvable: connecting will say so
     if not loopback:
         warnings.warn(
             f"connecting to the dask scheduler at {address!r} over plain TCP: anyone who can "
@@ -118,6 +121,11 @@ class DaskExecutor(Executor):
         A ``distributed.Client`` to use; it is never closed here.
     connect_timeout
         Seconds to wait for the scheduler at ``address``.
+    fuse
+        Fold linear chains of ops into one task each in ``compute`` (not in
+        ``run``, which keeps every intermediate value reachable for ``rerun``).
+        Each dependent hop on a cluster costs milliseconds of scheduler round
+        trips, whatever the op; nodes keep their own states and timings.
     security
         A ``distributed.security.Security`` (TLS certificates) for the
         connection to ``address``, or for the embedded cluster, where ``True``
@@ -125,11 +133,6 @@ class DaskExecutor(Executor):
         Connecting to a scheduler on another machine over plain ``tcp://``
         gives a :class:`~flowdispatch.SecurityWarning`: whoever can reach its
         port can run code on its workers.
-    fuse
-        Fold linear chains of ops into one task each in ``compute`` (not in
-        ``run``, which keeps every intermediate value reachable for ``rerun``).
-        Each dependent hop on a cluster costs milliseconds of scheduler round
-        trips, whatever the op; nodes keep their own states and timings.
     **cluster_kwargs
         Without ``address`` or ``client``: options of the embedded
         ``distributed.LocalCluster``. It is bound to 127.0.0.1 (its dashboard
