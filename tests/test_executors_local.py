@@ -409,3 +409,109 @@ def test_a_timed_out_attempt_is_retried(tmp_path):
         res = fd.run(node, executor=executor)
         assert (res.state(node), res.attempts(node)) == ("failed", 2)
         open(marker, "w").close()  # let the abandoned threads end now
+
+
+# -- batches of quick nodes on process pools ---------------------------------------------------
+
+
+class Batches(fd.ProcessExecutor):
+    """Records the size of every batch it is given."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batches = []
+
+    def start_many(self, calls):
+        self.batches.append(len(calls))
+        return super().start_many(calls)
+
+
+@fd.op
+def odd_fails(x):
+    if x % 7 == 6:
+        raise ValueError(f"{x} is unlucky")
+    return x
+
+
+@fd.op(timeout=30)
+def timed_inc(x):
+    return x + 1
+
+
+@fd.op
+def slow_inc(x):
+    time.sleep(0.005)  # the op's own work: longer than quick
+    return x + 1
+
+
+@fd.op
+def dies_at(x, at):
+    if x == at:
+        os._exit(1)
+    return x
+
+
+def test_quick_nodes_go_to_worker_processes_in_batches():
+    from flowdispatch.executors.loop import BATCH
+
+    with Batches(max_workers=2) as executor:
+        leaves = [odd_fails(i) for i in range(60)]
+        res = fd.run(*leaves, executor=executor)
+    assert executor.batches and max(executor.batches) <= BATCH
+    assert sum(executor.batches) >= 40  # after the first runs showed the op quick
+    assert [res.state(n) for n in leaves] == ["failed" if i % 7 == 6 else "done" for i in range(60)]
+    assert [res[n] for n in leaves if res.state(n) == "done"] == [i for i in range(60) if i % 7 != 6]
+    assert str(res.error(leaves[6])) == "6 is unlucky"
+    assert all(res.attempts(n) == 1 and res.duration(n) is not None for n in leaves)
+
+
+def test_nodes_with_a_timeout_and_slow_nodes_go_alone():
+    with Batches(max_workers=2) as executor:
+        assert fd.compute([timed_inc(i) for i in range(20)], executor=executor) == (
+            list(range(1, 21)),)
+        assert fd.compute([slow_inc(i) for i in range(12)], executor=executor) == (
+            list(range(1, 13)),)
+    assert executor.batches == []
+
+
+def test_an_unpicklable_argument_fails_only_its_node_in_a_batch():
+    with Batches(max_workers=1) as executor:
+        fd.compute(identity(0), executor=executor)  # now the op is known to be quick
+        nodes = [identity(i) for i in range(5)] + [identity(threading.Lock())]
+        nodes += [identity(i) for i in range(5)]
+        res = fd.run(*nodes, executor=executor)
+    assert executor.batches
+    assert [res.state(n) for n in nodes] == ["done"] * 5 + ["failed"] + ["done"] * 5
+    assert isinstance(res.error(nodes[5]), fd.SerializationError)
+
+
+def test_a_worker_dying_in_a_batch_fails_that_batch_and_the_executor_goes_on():
+    with Batches(max_workers=1) as executor:
+        fd.compute(dies_at(0, at=-1), executor=executor)  # quick
+        nodes = [dies_at(i, at=3) for i in range(6)]
+        res = fd.run(*nodes, executor=executor)
+        assert executor.batches
+        assert res.state(nodes[3]) == "failed"
+        broken = [n for n in nodes if res.state(n) == "failed"]
+        for node in broken:  # its batch-mates' errors are their own, each naming its node
+            error = res.error(node)
+            assert isinstance(error, cf.process.BrokenProcessPool)
+            assert [n for n in error.__notes__ if "raised by node" in n] == [
+                f"flowdispatch: raised by node {node.key!r}"]
+        assert fd.compute([inc(i) for i in range(8)], executor=executor) == (
+            [1, 2, 3, 4, 5, 6, 7, 8],)
+
+
+def test_a_process_pool_you_own_takes_quick_nodes_in_batches_too():
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    with cf.ProcessPoolExecutor(2, mp_context=context) as pool:
+        submitted, submit = [], pool.submit
+        pool.submit = lambda fn, *args: submitted.append(fn.__name__) or submit(fn, *args)
+        executor = fd.PoolExecutor(pool)
+        assert fd.compute([inc(i) for i in range(30)], executor=executor) == (
+            list(range(1, 31)),)
+    assert "_attempt_batch" in submitted and len(submitted) < 30
+    with cf.ThreadPoolExecutor(2) as pool:
+        assert not hasattr(fd.PoolExecutor(pool), "start_many")  # no round trips to save

@@ -8,6 +8,7 @@ how a node is started. Pools are created on the first run and kept until
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 import pickle
@@ -178,6 +179,11 @@ def _attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
         return cloudpickle.dumps((False, error, seconds))
 
 
+def _attempt_batch(payloads: list[bytes]) -> list[bytes]:
+    """In a worker process: run several quick nodes (without timeouts) in turn."""
+    return [_attempt_pickled(payload) for payload in payloads]
+
+
 def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
     """Pickle one call for another process; name what cannot be pickled."""
     import cloudpickle
@@ -198,6 +204,46 @@ def _unship(future: cf.Future) -> Outcome:
         return (False, exc, 0.0)
     except BaseException as exc:
         return (None, exc, 0.0)
+    return _load_outcome(data)
+
+
+def _start_many(submit: Callable[..., cf.Future], calls: list) -> list:
+    """Ship ``calls`` (``(node, args, kwargs, report)``) in one ``submit``; report each
+    outcome. Returns, per call, the error that kept it from starting, or ``None``."""
+    payloads, reports, errors = [], [], []
+    for node, args, kwargs, report in calls:
+        try:
+            payloads.append(ship(node, args, kwargs))
+            reports.append(report)
+            errors.append(None)
+        except SerializationError as exc:
+            errors.append(exc)
+    if payloads:
+        def done(f: cf.Future) -> None:
+            try:
+                outcomes = [_load_outcome(data) for data in f.result()]
+            except BaseException:  # the pool broke, or was shut down: as for one node
+                ok, error, seconds = _unship(f)
+                outcomes = [(ok, error if ok is None else _copy(error), seconds)
+                            for _ in reports]  # each node notes its own copy
+            for report, outcome in zip(reports, outcomes):
+                report(outcome)
+
+        submit(_attempt_batch, payloads).add_done_callback(done)
+    return errors
+
+
+def _copy(error: BaseException) -> BaseException:
+    """A new exception like ``error`` (same type, arguments, cause and traceback)."""
+    try:
+        copy = type(error)(*error.args)
+    except Exception:
+        return error
+    copy.__cause__ = error.__cause__
+    return copy.with_traceback(error.__traceback__)
+
+
+def _load_outcome(data: bytes) -> Outcome:
     try:
         return pickle.loads(data)
     except Exception as exc:
@@ -232,18 +278,24 @@ class ProcessExecutor(_PoolRunner):
             return self._pool
 
     def start(self, node, args, kwargs, report):
-        payload = ship(node, args, kwargs)
+        future = self._submit(_attempt_pickled, ship(node, args, kwargs), _timeout(node))
+        future.add_done_callback(lambda f: report(_unship(f)))
+        return None
+
+    def start_many(self, calls):
+        """Quick nodes in one round trip to a worker process (see :mod:`.loop`)."""
+        return _start_many(self._submit, calls)
+
+    def _submit(self, fn, *args) -> cf.Future:
         pool = self._get_pool()
         try:
-            future = pool.submit(_attempt_pickled, payload, _timeout(node))
+            return pool.submit(fn, *args)
         except cf.process.BrokenProcessPool:  # a worker died earlier: start a new pool
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
-            future = self._get_pool().submit(_attempt_pickled, payload, _timeout(node))
-        future.add_done_callback(lambda f: report(_unship(f)))
-        return None
+            return self._get_pool().submit(fn, *args)
 
     def cancel(self) -> None:
         self._shutdown(wait=True, kill=True)
@@ -272,6 +324,8 @@ class PoolExecutor(_PoolRunner):
         self._pool = pool
         self.slots = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
         self.stops_timeouts = isinstance(pool, cf.ProcessPoolExecutor)
+        if self.stops_timeouts:  # a round trip per call: quick nodes go in batches
+            self.start_many = functools.partial(_start_many, pool.submit)
 
     def _get_pool(self) -> cf.Executor:
         return self._pool

@@ -19,6 +19,13 @@ An op's ``timeout``: a node still running at its deadline fails with
 :class:`~flowdispatch.OpTimeoutError` and the run goes on; whatever it returns
 later is ignored. In-line runners cannot be interrupted: their node fails
 when it returns past its deadline.
+
+A runner with ``start_many`` (a process pool, where each call is a round
+trip) takes quick nodes in batches: up to :data:`BATCH` ready nodes of ops
+whose last run took under :data:`QUICK` seconds, and without a timeout, go
+in one call, which holds one slot. Their "start" is then early by at most a
+few batch-mates' runs; a node with a timeout always goes alone, so its
+deadline counts from its start.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ Outcome = tuple  # (ok: bool | None, value or exception, seconds)
 # Longest blocking wait: a thread blocked on a lock does not see
 # _thread.interrupt_main(), nor Ctrl-C on Windows, until it wakes up.
 _POLL = 0.1
+#: Most nodes in one call of a runner's ``start_many``.
+BATCH = 6
+#: An op whose last run took less than this many seconds is quick: batched.
+QUICK = 0.002
 
 
 class Runner(Protocol):
@@ -58,6 +69,9 @@ class Runner(Protocol):
 
     def start(self, node: Node, args: tuple, kwargs: dict,
               report: Callable[[str, Outcome], None]) -> Outcome | None: ...
+
+    # optional: start_many(calls: list of (node, args, kwargs, report)) -> list of
+    # the exception that kept each from starting, or None; outcomes come by report.
 
     def cancel(self) -> None: ...
 
@@ -118,6 +132,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
     dependents: dict[str, list[str]] = {}
     ready: list[tuple[int, int, str]] = []
     timers: list[tuple[float, int, str]] = []
+    quick: dict[int, bool] = {}  # id(op) -> its last run took under QUICK seconds
     seq = itertools.count()
 
     def push(key: str) -> None:
@@ -176,6 +191,8 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
         if ok:
             states[key] = "done"
             values[key] = result
+            if node._op is not None:
+                quick[id(node._op)] = seconds < QUICK
             if key in stores:
                 cache.save(stores[key], result)
             for fire in hooks["on_node_finish"]:
@@ -203,23 +220,72 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
     done_queue: queue.SimpleQueue = queue.SimpleQueue()
     report = done_queue.put
     start = runner.start
+    start_many = getattr(runner, "start_many", None)
     slots = max(1, runner.slots)
     running: dict[str, int] = {}  # key -> the attempt in flight
+    calls = 0  # slots in use: each holds a node in flight, or a batch of them
+    batch_left: dict[str, list[int]] = {}  # key -> [nodes of its batch still in flight]
     deadlines: list[tuple[float, int, str, int]] = []  # (when, seq, key, attempt)
     stopping = False
+
+    def batchable(key: str) -> bool:
+        op = nodes[key]._op
+        return op is not None and quick.get(id(op), False) and op._self_settings.timeout is None
+
+    def begin(key: str) -> tuple[Node, int, tuple, dict]:
+        node = nodes[key]
+        attempts[key] = number = attempts.get(key, 0) + 1
+        for fire in hooks["on_node_start"]:
+            fire(node=node, attempt=number)
+        args, kwargs = bind(node, values)
+        return node, number, args, kwargs
+
+    def launch(keys: list[str]) -> bool:
+        """Start quick nodes in one call; True if one could not start and that stops the run."""
+        nonlocal calls
+        begun = [(key, *begin(key)) for key in keys]
+        errors = start_many([(node, args, kwargs, lambda o, key=key, n=number: report((key, n, o)))
+                             for key, node, number, args, kwargs in begun])
+        left = [0]
+        stop = False
+        for (key, _, number, _, _), error in zip(begun, errors):
+            if error is None:
+                running[key] = number
+                batch_left[key] = left
+                left[0] += 1
+            else:  # could not even start (e.g. not picklable)
+                fail(key, error)
+                stop = stop or fail_fast
+        calls += bool(left[0])
+        return stop
+
+    def free(key: str) -> None:
+        """``key`` is no longer in flight: its slot is free (its batch's, once all are)."""
+        nonlocal calls
+        del running[key]
+        left = batch_left.pop(key, None)
+        if left is not None:
+            left[0] -= 1
+            if left[0]:
+                return
+        calls -= 1
+
     try:
         while True:
-            while ready and len(running) < slots and not stopping:
+            while ready and calls < slots and not stopping:
                 key = heapq.heappop(ready)[2]
-                node = nodes[key]
-                attempts[key] = attempts.get(key, 0) + 1
-                for fire in hooks["on_node_start"]:
-                    fire(node=node, attempt=attempts[key])
-                args, kwargs = bind(node, values)
+                if start_many is not None and batchable(key):
+                    keys = [key]
+                    size = min(BATCH, -(-(len(ready) + 1) // (slots - calls)))  # share them out
+                    while ready and len(keys) < size and batchable(ready[0][2]):
+                        keys.append(heapq.heappop(ready)[2])
+                    if len(keys) > 1:
+                        stopping = launch(keys) or stopping
+                        continue
+                node, number, args, kwargs = begin(key)
                 if node._op is None:  # a data node: nothing to run
                     outcome: Outcome | None = (True, args[0], 0.0)
                 else:
-                    number = attempts[key]
                     try:
                         outcome = start(node, args, kwargs,
                                         lambda o, key=key, n=number: report((key, n, o)))
@@ -229,6 +295,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
                         continue
                 if outcome is None:
                     running[key] = number
+                    calls += 1
                     limit = _timeout(node)
                     if limit is not None:
                         heapq.heappush(deadlines, (time.monotonic() + limit, next(seq), key, number))
@@ -245,14 +312,14 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
                     pass
                 else:
                     if running.get(key) == number:  # else: abandoned at its deadline
-                        del running[key]
+                        free(key)
                         if finish(key, outcome):
                             stopping = True
                 now = time.monotonic()
                 while deadlines and deadlines[0][0] <= now:
                     _, _, key, number = heapq.heappop(deadlines)
                     if running.get(key) == number:
-                        del running[key]
+                        free(key)
                         runner.abandon(key)
                         limit = _timeout(nodes[key])
                         error = OpTimeoutError(
