@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .node import Node
 
-__all__ = ["CachePlan", "cache_dir", "lineage_keys", "load", "prepare", "save"]
+__all__ = ["CachePlan", "cache_dir", "clear", "entries", "lineage_keys", "load", "prepare", "save"]
 
 
 def cache_dir() -> str:
@@ -137,6 +137,44 @@ def _unreadable(path: str, why: str) -> tuple[bool, None]:
     warnings.warn(f"flowdispatch: the cached value at {path!r} could not be read ({why}); "
                   "its node runs again and replaces it", CacheWarning, stacklevel=3)
     return False, None
+
+
+def entries(directory: str | None = None) -> list[str]:
+    """The paths of the cache entries in ``directory`` (default: :func:`cache_dir`).
+
+    Only flowdispatch's own files count (by their header), whatever else the
+    folder holds.
+    """
+    folder = cache_dir() if directory is None else os.path.abspath(directory)
+    found = []
+    for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        path = os.path.join(folder, sub)
+        if len(sub) != 2 or not os.path.isdir(path):
+            continue
+        for name in sorted(os.listdir(path)):
+            entry = os.path.join(path, name)
+            try:
+                with open(entry, "rb") as f:
+                    if f.read(len(_MAGIC)) == _MAGIC:
+                        found.append(entry)
+            except OSError:  # a folder, or unreadable: not ours to count
+                pass
+    return found
+
+
+def clear(directory: str | None = None) -> tuple[int, int]:
+    """Remove the cache entries in ``directory`` (default: :func:`cache_dir`); return
+    how many, and their bytes. Other files are left alone."""
+    count = size = 0
+    for entry in entries(directory):
+        size += os.path.getsize(entry)
+        os.remove(entry)
+        count += 1
+        try:
+            os.rmdir(os.path.dirname(entry))  # once its folder is empty
+        except OSError:
+            pass
+    return count, size
 
 
 class _Upstream:

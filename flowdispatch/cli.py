@@ -309,10 +309,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from . import cache
+
+    folder = cache.cache_dir()
+    if args.clear:
+        count, size = cache.clear()
+        print(f"removed {count} entries ({size / 1e6:.1f} MB) from {folder}")
+    else:
+        found = cache.entries()
+        size = sum(os.path.getsize(entry) for entry in found)
+        print(f"{folder}: {len(found)} entries ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowdispatch",
-        description="Run flowdispatch workflows, draw their graphs, or run the demo.",
+        description="Run flowdispatch workflows, draw their graphs, run the demo, or look after the cache.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {fd.__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
@@ -354,6 +368,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="where to write the graph (default: demo.svg)")
     demo.add_argument("--no-svg", action="store_true", help="print the result only")
     demo.set_defaults(handler=_cmd_demo)
+
+    cached = commands.add_parser(
+        "cache", help="show the on-disk cache of ops with cache=True, or clear it",
+        description="Print the cache directory (the cache_dir setting, e.g. "
+                    "DASK_FLOWDISPATCH__CACHE_DIR, else ~/.cache/flowdispatch), how many "
+                    "values it holds and their size.")
+    cached.add_argument("--clear", action="store_true",
+                        help="remove every cached value (other files in the folder stay)")
+    cached.set_defaults(handler=_cmd_cache)
     return parser
 
 

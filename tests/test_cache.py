@@ -277,3 +277,20 @@ def test_a_run_reads_only_the_values_it_needs(folder, tmp_path):
         res = fd.run(chain(), executor="sync")
     assert len(record) == 1 and res.counts == {"cached": 1, "done": 1}
     assert calls(log) == ["step 0", "step 1", "step 2", "step 2"]
+
+
+def test_entries_and_clear_touch_only_cached_values(folder, tmp_path):
+    from flowdispatch.cache import clear, entries
+
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 1), process(log, 2), executor="sync")
+    mine = entries()
+    assert len(mine) == 2 and all(str(folder) in path for path in mine)
+    (folder / "notes.txt").write_text("the user's own file")
+    (folder / "ab").mkdir(exist_ok=True)
+    (folder / "ab" / "other").write_text("not a cache entry")
+    size = sum(os.path.getsize(path) for path in mine)
+    assert clear() == (2, size)
+    assert entries() == [] and (folder / "notes.txt").exists() and (folder / "ab" / "other").exists()
+    assert fd.compute(process(log, 1), executor="sync") == (10,)  # runs again
+    assert calls(log).count("process 1") == 2

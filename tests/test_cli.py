@@ -266,3 +266,21 @@ def test_the_command_does_not_import_distributed_for_local_executors(flows):
     done = subprocess.run([sys.executable, "-c", code], cwd=flows, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == ["3", "0 False"], done.stderr
+
+
+def test_cache_shows_and_clears_the_cached_values(tmp_path, monkeypatch):
+    (tmp_path / "cached_flow.py").write_text(
+        "import flowdispatch as fd\n"
+        "@fd.op(cache=True)\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "total = square(3)\n")
+    folder = tmp_path / "the cache"
+    monkeypatch.setenv("DASK_FLOWDISPATCH__CACHE_DIR", str(folder))
+    assert cli("run", "cached_flow:total", cwd=tmp_path).stdout.strip() == "9"
+    shown = cli("cache", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert shown.stdout.startswith(f"{folder}: 1 entries (")
+    cleared = cli("cache", "--clear", cwd=tmp_path)
+    assert cleared.stdout.startswith("removed 1 entries (") and str(folder) in cleared.stdout
+    assert cli("cache", cwd=tmp_path).stdout.startswith(f"{folder}: 0 entries (0.0 MB)")
