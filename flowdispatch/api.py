@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .callbacks import ProgressBar
+from .errors import CancelledError
 from .executors import resolve
 from .graph import Graph, as_nodes
 from .node import Node
@@ -135,6 +136,10 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = Non
     first = results.first_error()
     if first is not None:
         raise first[1]
+    unfinished = [t._key for t in graph.targets if t._key not in results._values]
+    if unfinished:  # an executor that stopped without a failure to show for it
+        raise CancelledError(f"nodes {unfinished} were cancelled before they finished, "
+                             "without an error of their own; run them again")
     return tuple(substitute(target, results._values) for target in targets)
 
 

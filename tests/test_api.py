@@ -311,3 +311,15 @@ def test_a_third_party_executor_from_the_entry_point_group(tmp_path):
     value, message = out.splitlines()
     assert value == "3"
     assert "expected one of ['dask', 'in-line', 'processes', 'sync', 'threads']" in message
+
+
+def test_compute_says_so_when_a_target_was_cancelled_without_an_error():
+    class Quitter(fd.Executor):
+        """Gives up on everything, and says nothing."""
+
+        def run(self, graph, *, overrides=None, fail_fast=False, callbacks=()):
+            return fd.Results(graph, {n.key: "cancelled" for n in graph}, {}, {}, {}, {}, {})
+
+    node = fd.op(lambda x: x + 1, name="inc")(1)
+    with pytest.raises(fd.CancelledError, match=r"nodes \['inc-.*'\] were cancelled before"):
+        fd.compute(node, executor=Quitter())

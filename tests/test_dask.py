@@ -691,3 +691,64 @@ def test_an_embedded_cluster_with_temporary_tls_credentials():
     with DaskExecutor(n_workers=1, processes=False, security=True) as executor:
         assert fd.compute(inc(1), executor=executor) == (2,)
         assert executor.client.scheduler.address.startswith("tls://")
+
+
+@fd.op(cache=True)
+def counted(log, x):
+    log_line(log, "counted")
+    return x + 1
+
+
+@fd.op
+def waits_at_gate(path, x):
+    open(path + ".started", "w").close()
+    wait_for_file(path, 60)
+    return x
+
+
+def test_losing_the_scheduler_raises_and_the_cache_keeps_what_completed(tmp_path):
+    from conftest import DaskProcesses
+
+    log, gate = str(tmp_path / "log"), str(tmp_path / "gate")
+
+    def workflow():
+        return inc(waits_at_gate(gate, counted(log, 1)))
+
+    def cluster(name):
+        (tmp_path / name).mkdir()
+        processes = DaskProcesses(tmp_path / name)
+        processes.start()
+        return processes
+
+    with fd.config.set(cache_dir=str(tmp_path / "cache")):
+        first, outcome = cluster("first"), {}
+        try:
+            with DaskExecutor(first.address) as executor:
+                def go():
+                    try:
+                        fd.compute(workflow(), executor=executor)
+                    except BaseException as exc:  # noqa: BLE001 - looked at below
+                        outcome["error"] = exc
+
+                thread = threading.Thread(target=go)
+                thread.start()
+                wait_until(lambda: os.path.exists(gate + ".started"), 60, "the gated op")
+                first.processes[0].kill()  # the scheduler, mid-run
+                thread.join(60)
+                assert not thread.is_alive()
+        finally:
+            first.stop()
+        error = outcome["error"]
+        assert isinstance(error, fd.ExecutorError), repr(error)
+        assert "the dask cluster lost this run" in str(error) and "cache=True" in str(error)
+
+        open(gate, "w").close()
+        second = cluster("second")
+        try:
+            with DaskExecutor(second.address) as executor:
+                target = workflow()
+                res = fd.run(target, executor=executor)
+        finally:
+            second.stop()
+    assert res[target] == 3 and res.counts == {"cached": 1, "done": 2}
+    assert lines(log) == ["counted"]  # it completed before the loss, and was not run again

@@ -446,13 +446,15 @@ class _Run:
                     self._unexplained()
                     if not self.fail_fast or self.lost:
                         break
-            return self._finish(self._gather())
+            if not self.lost:
+                return self._finish(self._gather())
         except BaseException:
             self._cancel()
             raise
         finally:
             router.runs.pop(self.run_id, None)
             self._release()
+        raise self._lost()
 
     def _scatter(self) -> dict[str, Future]:
         if not self.lowered.scatter:
@@ -516,11 +518,18 @@ class _Run:
         future has finished (its task, or an ancestor's, failed outside the op, its
         worker kept dying, or the scheduler dropped it). With fail-fast, one is enough."""
         futures = [self.held[k] for k in self.pending if k in self.held]
+        self.lost = any(f.status == "cancelled" for f in futures)  # not by us: we had not stopped
         if not self.fail_fast:
             return all(f.done() for f in futures)
-        ended = [f.status for f in futures if f.status in ("error", "cancelled")]
-        self.lost = "cancelled" in ended  # by the scheduler (we had not stopped)
-        return bool(ended)
+        return self.lost or any(f.status == "error" for f in futures)
+
+    def _lost(self) -> ExecutorError:
+        done = sum(state == "done" for state in self.states.values())
+        return ExecutorError(
+            f"the dask cluster lost this run: its scheduler went away, or dropped the run's "
+            f"tasks, before they finished ({done} of {len(self.nodes)} nodes had finished, "
+            "but their values lived on the cluster and are gone). Check the scheduler and its "
+            "logs, then run again; ops declared cache=True keep their values on disk.")
 
     def _unexplained(self) -> None:
         """Fail the nodes whose tasks erred without an event, the first ones first."""
