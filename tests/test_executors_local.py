@@ -475,8 +475,7 @@ def test_nodes_with_a_timeout_and_slow_nodes_go_alone():
 
 
 def test_an_unpicklable_argument_fails_only_its_node_in_a_batch():
-    with Batches(max_workers=1) as executor:
-        fd.compute(identity(0), executor=executor)  # now the op is known to be quick
+    with Batches(max_workers=1) as executor:  # the first node runs alone, then batches
         nodes = [identity(i) for i in range(5)] + [identity(threading.Lock())]
         nodes += [identity(i) for i in range(5)]
         res = fd.run(*nodes, executor=executor)
@@ -486,8 +485,7 @@ def test_an_unpicklable_argument_fails_only_its_node_in_a_batch():
 
 
 def test_a_worker_dying_in_a_batch_fails_that_batch_and_the_executor_goes_on():
-    with Batches(max_workers=1) as executor:
-        fd.compute(dies_at(0, at=-1), executor=executor)  # quick
+    with Batches(max_workers=1) as executor:  # the first node runs alone, then batches
         nodes = [dies_at(i, at=3) for i in range(6)]
         res = fd.run(*nodes, executor=executor)
         assert executor.batches
@@ -515,3 +513,15 @@ def test_a_process_pool_you_own_takes_quick_nodes_in_batches_too():
     assert "_attempt_batch" in submitted and len(submitted) < 30
     with cf.ThreadPoolExecutor(2) as pool:
         assert not hasattr(fd.PoolExecutor(pool), "start_many")  # no round trips to save
+
+
+def test_a_batch_the_pool_refuses_fails_each_of_its_nodes():
+    from flowdispatch.executors.local import _start_many
+
+    def refuse(*args):
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    nodes = [inc(i) for i in range(3)]
+    errors = _start_many(refuse, [(n, (i,), {}, None) for i, n in enumerate(nodes)])
+    assert all(isinstance(e, RuntimeError) and "shutdown" in str(e) for e in errors)
+    assert len({id(e) for e in errors}) == 3  # each node notes its own

@@ -229,7 +229,12 @@ def _start_many(submit: Callable[..., cf.Future], calls: list) -> list:
             for report, outcome in zip(reports, outcomes):
                 report(outcome)
 
-        submit(_attempt_batch, payloads).add_done_callback(done)
+        try:
+            future = submit(_attempt_batch, payloads)
+        except Exception as exc:  # the pool would not take them: none started
+            copies = iter([exc, *(_copy(exc) for _ in payloads[1:])])
+            return [error if error is not None else next(copies) for error in errors]
+        future.add_done_callback(done)
     return errors
 
 
