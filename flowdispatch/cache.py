@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .errors import CacheWarning
+from .node import ancestors
 from .traverse import substitute
 
 if TYPE_CHECKING:
@@ -217,13 +218,11 @@ def lineage_keys(graph: Graph, overrides: dict[str, Any],
     """
     from dask.tokenize import tokenize
 
-    wanted = None if of is None else _with_ancestors(graph, of)
+    nodes = graph if of is None else ancestors(of, graph._inputs).values()  # topological
     keys: dict[str, str | BaseException] = {}
     digests: dict[int, str] = {}
-    for node in graph:
+    for node in nodes:
         key = node._key
-        if wanted is not None and key not in wanted:
-            continue
         try:
             if key in overrides:
                 keys[key] = tokenize("value", overrides[key], ensure_deterministic=True)
@@ -247,17 +246,6 @@ def lineage_keys(graph: Graph, overrides: dict[str, Any],
         except Exception as exc:
             keys[key] = exc
     return keys
-
-
-def _with_ancestors(graph: Graph, nodes: Iterable[Node]) -> set[str]:
-    seen: set[str] = set()
-    stack = [n._key for n in nodes]
-    while stack:
-        key = stack.pop()
-        if key not in seen:
-            seen.add(key)
-            stack.extend(d._key for d in graph.deps_of(key))
-    return seen
 
 
 @dataclass

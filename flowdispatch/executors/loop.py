@@ -132,6 +132,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
     dependents: dict[str, list[str]] = {}
     ready: list[tuple[int, int, str]] = []
     timers: list[tuple[float, int, str]] = []
+    start_many = getattr(runner, "start_many", None)  # takes quick nodes in batches
     quick: dict[int, bool] = {}  # id(op) -> its last run took under QUICK seconds
     seq = itertools.count()
 
@@ -191,7 +192,7 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
         if ok:
             states[key] = "done"
             values[key] = result
-            if node._op is not None:
+            if start_many is not None and node._op is not None:
                 quick[id(node._op)] = seconds < QUICK
             if key in stores:
                 cache.save(stores[key], result)
@@ -220,7 +221,6 @@ def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = 
     done_queue: queue.SimpleQueue = queue.SimpleQueue()
     report = done_queue.put
     start = runner.start
-    start_many = getattr(runner, "start_many", None)
     slots = max(1, runner.slots)
     running: dict[str, int] = {}  # key -> the attempt in flight
     calls = 0  # slots in use: each holds a node in flight, or a batch of them
