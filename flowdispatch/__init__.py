@@ -20,6 +20,7 @@ from .errors import (
     CacheWarning,
     CancelledError,
     CycleError,
+    DotNotFoundError,
     ExecutorError,
     FlowDispatchError,
     GraphError,
@@ -34,6 +35,7 @@ from .executors import (
     PoolExecutor,
     ProcessExecutor,
     SyncExecutor,
+    SubmitExecutor,
     ThreadExecutor,
     register_executor,
 )
@@ -41,7 +43,7 @@ from .graph import Graph
 from .node import Node, collect, value
 from .op import Op, OpSettings, op, unmapped
 from .render import visualize
-from .results import Results
+from .results import Results, State
 
 __version__ = "0.1.0"
 
@@ -60,6 +62,7 @@ __all__ = [
     "CancelledError",
     "CycleError",
     "DaskExecutor",
+    "DotNotFoundError",
     "Executor",
     "ExecutorError",
     "FlowDispatchError",
@@ -75,6 +78,8 @@ __all__ = [
     "Results",
     "SecurityWarning",
     "SerializationError",
+    "State",
+    "SubmitExecutor",
     "SyncExecutor",
     "ThreadExecutor",
     "UnknownExecutorError",

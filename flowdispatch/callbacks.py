@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HOOKS", "Callback", "ProgressBar"]
 
-HOOKS = ("on_start", "on_node_start", "on_node_finish", "on_node_error", "on_finish")
+HOOKS = ("on_start", "on_node_start", "on_node_finish", "on_node_error",
+         "on_node_upstream_failed", "on_finish")
 
 
 class Callback:
@@ -48,6 +49,10 @@ class Callback:
 
     def on_node_error(self, *, node: Node, error: BaseException) -> None:
         """``node`` failed for good (after its retries) with ``error``."""
+
+    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
+        """``node`` will not run: an ancestor failed (``error`` is an
+        :class:`~flowdispatch.UpstreamError` naming it)."""
 
     def on_finish(self, *, results: Results) -> None:
         """The run is over."""
@@ -73,6 +78,9 @@ class ProgressBar(Callback):
         self._step()
 
     def on_node_error(self, *, node: Node, error: BaseException) -> None:
+        self._step()
+
+    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
         self._step()
 
     def on_finish(self, *, results: Results) -> None:

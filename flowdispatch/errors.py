@@ -10,7 +10,8 @@
      ├── OpTimeoutError (TimeoutError)
      ├── ExecutorError (RuntimeError)
      │    └── UnknownExecutorError (LookupError)
-     └── SerializationError (TypeError)
+     ├── SerializationError (TypeError)
+     └── DotNotFoundError (graphviz.ExecutableNotFound)
 
     CacheWarning (UserWarning): a value could not be cached, or read back
     SecurityWarning (UserWarning): a connection others could reach or read
@@ -25,10 +26,13 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Sequence
 
+import graphviz
+
 __all__ = [
     "CacheWarning",
     "CancelledError",
     "CycleError",
+    "DotNotFoundError",
     "ExecutorError",
     "FlowDispatchError",
     "GraphError",
@@ -125,3 +129,33 @@ class CacheWarning(UserWarning):
 class SecurityWarning(UserWarning):
     """A connection that others could use or read, such as plain TCP to a scheduler
     on another machine."""
+
+
+class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):
+    """Graphviz's ``dot`` program is not on ``PATH``; the message names the fix."""
+
+    def __init__(self) -> None:
+        Exception.__init__(
+            self,
+            "drawing a graph needs Graphviz's `dot` program, which is not on PATH. "
+            "Install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew "
+            "install graphviz; conda: conda install graphviz), or write DOT text "
+            "instead: visualize(..., filename='graph.dot')",
+        )
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+def note_node(error: BaseException, key: str) -> BaseException:
+    """Add a note naming the node to a user's exception (once); return it.
+
+    Examples
+    --------
+    >>> note_node(ValueError("bad"), "parse-1").__notes__
+    ["flowdispatch: raised by node 'parse-1'"]
+    """
+    note = f"flowdispatch: raised by node {key!r}"
+    if note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
+    return error

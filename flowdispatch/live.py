@@ -3,8 +3,8 @@
 :class:`LiveGraph` is a callback (``progress="graph"``). From the hooks that
 every executor calls, it keeps the state of each node itself: ``pending``
 until it starts, ``running`` (with its attempt and the time so far), then
-``done`` or ``failed``, and ``upstream_failed`` for the descendants of a
-failure; nodes given in ``overrides`` are ``skipped``. Each drawing is a
+``done`` or ``failed``, or ``upstream_failed`` when the run says an
+ancestor failed; nodes given in ``overrides`` are ``skipped``. Each drawing is a
 :class:`Frame`, drawn by :func:`flowdispatch.visualize`, which shows in
 Jupyter as an SVG. The first frame is shown with
 ``IPython.display.display(frame, display_id=True)`` and later ones replace
@@ -48,8 +48,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import Callback, ProgressBar
-from .errors import UpstreamError
-from .render import _RANKDIRS, LIVE_STATES, DotNotFoundError, _threshold, visualize
+from .errors import DotNotFoundError
+from .render import _RANKDIRS, LIVE_STATES, _threshold, visualize
 from .results import STATES, Results
 
 if TYPE_CHECKING:
@@ -240,14 +240,15 @@ class LiveGraph(Callback):
             started = self._started.pop(key, None)
             if started is not None:
                 self._durations[key] = time.perf_counter() - started
-            below = self._graph._dependents if self._graph is not None else {}
-            stack = list(below.get(key, ()))
-            while stack:  # as the executors do: every pending descendant did not run
-                down = stack.pop()
-                if self._states.get(down) == "pending":
-                    self._states[down] = "upstream_failed"
-                    self._errors[down] = UpstreamError(down, key, error)
-                    stack.extend(below.get(down, ()))
+            self._changed()
+
+    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
+        if self._bar is not None:
+            self._bar.on_node_upstream_failed(node=node, error=error)
+            return
+        with self._lock:
+            self._states[node._key] = "upstream_failed"
+            self._errors[node._key] = error
             self._changed()
 
     def on_finish(self, *, results: Results) -> None:
@@ -291,8 +292,8 @@ class LiveGraph(Callback):
         now = time.perf_counter()
         for key, started in self._started.items():
             durations[key] = now - started
-        results = Results(self._graph, dict(self._states), {}, dict(self._errors), durations,
-                          dict(self._attempts))
+        results = Results(self._graph, dict(self._states), errors=dict(self._errors),
+                          durations=durations, attempts=dict(self._attempts))
         return Frame(results, **self._options)
 
     def _show(self, frame: Frame, display: Any = None, final: bool = False) -> None:

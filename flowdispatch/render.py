@@ -47,7 +47,7 @@ from typing import Any
 
 import graphviz
 
-from .errors import FlowDispatchError, UpstreamError
+from .errors import DotNotFoundError, UpstreamError
 from .graph import Graph
 from .node import Node, _call_method, _collect
 from .results import STATES, Results
@@ -83,22 +83,6 @@ _RANKDIRS = ("TB", "LR", "BT", "RL")
 _COLLAPSE_AT = 100
 _FONT = "Helvetica"
 _DETAIL = '<BR/><FONT POINT-SIZE="9" COLOR="#555555">{}</FONT>'
-
-
-class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):
-    """Graphviz's ``dot`` program is not on ``PATH``; the message names the fix."""
-
-    def __init__(self) -> None:
-        Exception.__init__(
-            self,
-            "drawing a graph needs Graphviz's `dot` program, which is not on PATH. "
-            "Install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew "
-            "install graphviz; conda: conda install graphviz), or write DOT text "
-            "instead: visualize(..., filename='graph.dot')",
-        )
-
-    def __reduce__(self):
-        return (type(self), ())
 
 
 class _Digraph(graphviz.Digraph):

@@ -23,7 +23,9 @@ complete still needs, are kept. So ``rerun()`` can go on from there.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import CancelledError
@@ -34,11 +36,35 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .node import Node
 
-__all__ = ["STATES", "Results"]
+__all__ = ["STATES", "Results", "State"]
 
-STATES = ("done", "failed", "upstream_failed", "cached", "cancelled", "skipped")
-_COMPLETE = frozenset({"done", "cached", "skipped"})
-_REDO = frozenset({"failed", "upstream_failed", "cancelled"})
+
+class State(str, enum.Enum):
+    """What happened to a node in a run; each state equals its name as a string.
+
+    Examples
+    --------
+    >>> State.DONE == "done", State("failed")
+    (True, 'failed')
+    """
+
+    DONE = "done"
+    FAILED = "failed"
+    UPSTREAM_FAILED = "upstream_failed"
+    CACHED = "cached"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    __str__ = str.__str__  # "done", as the plain string prints
+    __format__ = str.__format__
+
+
+STATES = tuple(state.value for state in State)
+_COMPLETE = frozenset({State.DONE, State.CACHED, State.SKIPPED})
+_REDO = frozenset({State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED})
 
 
 class Results:
@@ -65,15 +91,18 @@ class Results:
     flowdispatch: raised by node 'half-...'
     """
 
-    def __init__(self, graph: Graph, states: dict[str, str], values: dict[str, Any],
-                 errors: dict[str, BaseException], durations: dict[str, float],
-                 attempts: dict[str, int], overrides: dict[str, Any] | None = None):
+    def __init__(self, graph: Graph, states: dict[str, str], *,
+                 values: dict[str, Any] | None = None,
+                 errors: dict[str, BaseException] | None = None,
+                 durations: dict[str, float] | None = None,
+                 attempts: dict[str, int] | None = None,
+                 overrides: dict[str, Any] | None = None):
         self.graph = graph
         self.states = states
-        self._values = values
-        self._errors = errors
-        self._durations = durations
-        self._attempts = attempts
+        self._values = {} if values is None else values
+        self._errors = {} if errors is None else errors
+        self._durations = {} if durations is None else durations
+        self._attempts = {} if attempts is None else attempts
         self._overrides = overrides or {}
 
     def _key(self, node: Node | str) -> str:
@@ -110,6 +139,16 @@ class Results:
 
     def __len__(self) -> int:
         return len(self.states)
+
+    def __iter__(self) -> Iterator[Node]:
+        """The nodes of the run, in topological order."""
+        return (self.graph[key] for key in self.states)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """``{key: value}`` of the values kept: the targets', the given ones, and those
+        that a node which did not complete still needs."""
+        return self._values
 
     def state(self, node: Node | str) -> str:
         """One of ``STATES``: what happened to ``node``."""
@@ -179,7 +218,8 @@ class Results:
                 if key in theirs:
                     mine[key] = theirs[key]
             attempts[key] = attempts.get(key, 0) + fresh._attempts.get(key, 0)
-        return Results(self.graph, states, values, errors, durations, attempts, self._overrides)
+        return Results(self.graph, states, values=values, errors=errors, durations=durations,
+                       attempts=attempts, overrides=self._overrides)
 
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:

@@ -14,7 +14,7 @@ Examples
 >>> from flowdispatch.testing import check_executor
 >>> check_executor(fd.SyncExecutor)
 >>> sorted(CHECKS)[:3]
-['callbacks', 'close', 'compute_raises']
+['cache', 'callbacks', 'close']
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable, Collection
 from typing import Any
 
+from . import config
 from .api import compute, run
 from .errors import UpstreamError
 from .graph import Graph
@@ -116,6 +117,12 @@ def div_mod(x: int, y: int) -> tuple[int, int]:
 @op(pure=True)
 def square(log: str, x: int) -> int:
     append_line(log, f"start square {x}")
+    return x * x
+
+
+@op(cache=True)
+def cached_square(log: str, x: int) -> int:
+    append_line(log, f"start cached_square {x}")
     return x * x
 
 
@@ -448,6 +455,10 @@ def check_callbacks(executor: Any, tmp: str) -> None:
             with lock:
                 events.append(("node_error", node.key, type(error).__name__))
 
+        def on_node_upstream_failed(self, *, node: Any, error: BaseException) -> None:
+            with lock:
+                events.append(("node_upstream_failed", node.key, error.upstream))
+
     class Finisher(Recorder):
         def on_finish(self, *, results: Any) -> None:
             with lock:
@@ -456,8 +467,9 @@ def check_callbacks(executor: Any, tmp: str) -> None:
     a = inc(1)
     b = double(a)
     bad = fail(log, "bad")
-    run(b, bad, executor=executor, callbacks=[Finisher()])
-    _expect("first event", events[:1], [("start", 3)])
+    below = inc(bad)
+    run(b, below, executor=executor, callbacks=[Finisher()])
+    _expect("first event", events[:1], [("start", 4)])
     _expect("last event", events[-1:], [("finish", 2)])
     finished = sorted(e[1] for e in events if e[0] == "node_finish")
     _expect("nodes passed to on_node_finish", finished, sorted([a.key, b.key]))
@@ -465,10 +477,27 @@ def check_callbacks(executor: Any, tmp: str) -> None:
                  f"a negative duration in {events}")
     _expect("on_node_error calls", [e for e in events if e[0] == "node_error"],
             [("node_error", bad.key, "PlantedError")])
+    _expect("on_node_upstream_failed calls", [e for e in events if e[0] == "node_upstream_failed"],
+            [("node_upstream_failed", below.key, bad.key)])
     started = sorted(e[1] for e in events if e[0] == "node_start")
     _expect("nodes passed to on_node_start", started, sorted([a.key, b.key, bad.key]))
     _expect_true(events.index(("node_start", a.key, 1)) < events.index(("node_start", b.key, 1)),
                  f"b started before a: {events}")
+
+
+def check_cache(executor: Any, tmp: str) -> None:
+    """``cache=True``: a value is saved where its node completes and found again by the
+    next run (``"cached"``), which neither runs the op nor its ancestors."""
+    log = os.path.join(tmp, "log")
+    with config.set(cache_dir=os.path.join(tmp, "cache")):
+        first = inc(cached_square(log, inc(2)))
+        res = run(first, executor=executor)
+        _expect("first run", (res[first], res.state(first.dependencies[0])), (10, "done"))
+        again = inc(cached_square(log, inc(2)))
+        res = run(again, executor=executor)
+        square_node = again.dependencies[0]
+        _expect("second run", (res[again], res.state(square_node)), (10, "cached"))
+    _expect("runs of the cached op", dict(_runs(log)), {"cached_square 3": 1})
 
 
 def check_nout(executor: Any, tmp: str) -> None:
@@ -572,7 +601,8 @@ def check_executor(factory: Callable[[], Any], *, skip: Collection[str] = ()) ->
     >>> check_executor(Twice)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AssertionError: Twice failed 7 of 18 conformance checks:
+    AssertionError: Twice failed 8 of 19 conformance checks:
+    - cache: runs of the cached op: expected {'cached_square 3': 1}, got {'cached_square 3': 2}
     - fail_fast: runs: expected {'bad': 1}, got {'bad': 2}
     - failure: runs: expected {'bad': 1, 'other': 1, 'root': 1}, got {'bad': 2, ...}
     ...

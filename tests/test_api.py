@@ -318,7 +318,7 @@ def test_compute_says_so_when_a_target_was_cancelled_without_an_error():
         """Gives up on everything, and says nothing."""
 
         def run(self, graph, *, overrides=None, fail_fast=False, callbacks=()):
-            return fd.Results(graph, {n.key: "cancelled" for n in graph}, {}, {}, {}, {}, {})
+            return fd.Results(graph, {n.key: "cancelled" for n in graph})
 
     node = fd.op(lambda x: x + 1, name="inc")(1)
     with pytest.raises(fd.CancelledError, match=r"nodes \['inc-.*'\] were cancelled before"):

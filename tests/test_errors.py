@@ -26,7 +26,8 @@ def test_each_error_subclasses_its_documented_bases(cls, bases):
 
 def test_every_error_is_exported():
     assert sorted(errors.__all__) == [
-        "CacheWarning", "CancelledError", "CycleError", "ExecutorError", "FlowDispatchError",
+        "CacheWarning", "CancelledError", "CycleError", "DotNotFoundError", "ExecutorError",
+        "FlowDispatchError",
         "GraphError", "OpTimeoutError", "SecurityWarning", "SerializationError",
         "UnknownExecutorError", "UpstreamError"]
     assert all(getattr(fd, name) is getattr(errors, name) for name in errors.__all__)

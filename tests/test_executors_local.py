@@ -38,7 +38,7 @@ def _interrupt_main_in_the_loop(timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         frame = sys._current_frames().get(main)
-        if frame is not None and frame.f_code.co_name == "execute":
+        if frame is not None and frame.f_code.co_qualname == "Loop.wait":
             break
         time.sleep(0.001)
     _thread.interrupt_main()

@@ -230,7 +230,7 @@ def test_every_state_has_its_own_colour_attempts_and_exact_durations():
     errors = {nodes[1].key: KeyError("nope")}
     durations = {nodes[0].key: 0.012, nodes[1].key: 2.5, nodes[3].key: 0.00004}
     attempts = {nodes[0].key: 1, nodes[1].key: 3}
-    res = Results(graph, states, {}, errors, durations, attempts)
+    res = Results(graph, states, errors=errors, durations=durations, attempts=attempts)
     dot = visualize(res)
     fills = {attr(node_line(dot, n.key), "fillcolor") for n in nodes}
     assert len(fills) == 6

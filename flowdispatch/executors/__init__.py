@@ -2,6 +2,7 @@
 from .base import Executor
 from .local import PoolExecutor, ProcessExecutor, SyncExecutor, ThreadExecutor
 from .registry import register_executor, resolve
+from .submit import SubmitExecutor
 
-__all__ = ["Executor", "PoolExecutor", "ProcessExecutor", "SyncExecutor", "ThreadExecutor",
-           "register_executor", "resolve"]
+__all__ = ["Executor", "PoolExecutor", "ProcessExecutor", "SubmitExecutor", "SyncExecutor",
+           "ThreadExecutor", "register_executor", "resolve"]

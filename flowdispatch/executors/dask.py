@@ -40,20 +40,18 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .. import cache
-from ..callbacks import HOOKS
-from ..errors import ExecutorError, GraphError, SecurityWarning, SerializationError, UpstreamError
+from ..errors import ExecutorError, SecurityWarning, SerializationError
 from ..graph import Graph, as_nodes
-from ..results import Results
 from .base import Executor
 from .dasktasks import TOPIC, Lowered
-from .loop import note_node
+from .record import RunRecord
 from .registry import is_client
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
     from ..node import Node
+    from ..results import Results
 
 __all__ = ["DaskExecutor"]
 
@@ -287,23 +285,14 @@ class DaskExecutor(Executor):
     # -- running ---------------------------------------------------------------------
     def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
-        overrides = {k: v for k, v in (overrides or {}).items() if k in graph}
-        missing = [n._key for n in graph.inputs if n._key not in overrides]
-        if missing:
-            raise GraphError(
-                f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
-                "so their values must be supplied (overrides={node: value})")
-        graph, overrides, plan = cache.prepare(graph, overrides)
+        record = RunRecord(graph, overrides, callbacks, fail_fast)
         run_id = os.urandom(6).hex()
-        callbacks = list(callbacks)
-        hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
-                 for name in HOOKS}
-        lowered = Lowered(graph, overrides, run=run_id, tag=run_id, stop_at_first=fail_fast,
-                          starts=bool(hooks["on_node_start"]), stores=plan and plan.stores)
+        lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
+                          stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
+                          stores=record.stores)
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
-            lowered.fuse({t._key for t in graph.targets})
-        return _Run(self.connect(), graph, overrides, lowered, run_id, hooks, fail_fast,
-                    plan.hits if plan else {}).go()
+            lowered.fuse({t._key for t in record.graph.targets})
+        return _Run(self.connect(), record, lowered, run_id).go()
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -377,50 +366,40 @@ def _load_error(data: bytes) -> BaseException:
 
 
 class _Run:
-    """One run on the cluster: submit, follow events and futures, make the Results."""
+    """One run on the cluster: submit, then report what the events and futures say to
+    the run's :class:`~.record.RunRecord`."""
 
-    def __init__(self, client: Client, graph: Graph, overrides: dict[str, Any],
-                 lowered: Lowered, run_id: str, hooks: dict, fail_fast: bool, hits: dict[str, Any]):
+    def __init__(self, client: Client, record: RunRecord, lowered: Lowered, run_id: str):
         self.client = client
-        self.graph = graph
-        self.nodes = graph._nodes
-        self.overrides = overrides
-        self.hits = hits  # overrides found in the on-disk cache
+        self.record = record
+        self.nodes = record.nodes
         self.lowered = lowered
         self.run_id = run_id
-        self.hooks = hooks
-        self.fail_fast = fail_fast
-        self.targets = {t._key for t in graph._targets}
-        self.states: dict[str, str] = {}
-        self.errors: dict[str, BaseException] = {}
-        self.durations: dict[str, float] = {}
-        self.attempts: dict[str, int] = {}
-        self.failed_order: dict[str, int] = {}
+        self.fail_fast = record.fail_fast
+        self.targets = {t._key for t in record.graph.targets}
         self.held: dict[str, Future] = {}  # futures of this run, not yet let go
         self.scattered: dict[str, Future] = {}
-        self.needed: dict[str, int] = {}  # per held non-target: dependents not done yet
-        self.pending: set[str] = set()
+        self.waiting: set[str] = set()  # fail-fast: the targets not done yet
         self.stopped = False
         self.lost = False
+        if self.fail_fast:
+            record.on_stop = self._stop
+        else:
+            record.on_release = self._let_go
 
     def go(self) -> Results:
-        lowered = self.lowered
-        for key in self.nodes:
-            if key in self.overrides:
-                self.states[key] = "cached" if key in self.hits else "skipped"
-            elif key in lowered.broken:
-                self._fail(key, lowered.broken[key])
-        for fire in self.hooks["on_start"]:
-            fire(graph=self.graph)
+        record, lowered = self.record, self.lowered
+        for key, error in lowered.broken.items():
+            record.failed(key, error)
         if lowered.broken and self.fail_fast:
-            return self._finish({})
-        lowered.keep([k for k in self.targets if k not in self.overrides])
-        computed = [k for k in lowered.tasks if k not in self.overrides]
+            return record.results()
+        lowered.keep([k for k in self.targets if k not in record.overrides])
+        computed = [k for k in lowered.tasks if k not in record.overrides]
         wanted = [k for k in computed if k in self.targets]
         if not wanted:
-            return self._finish({})
+            return record.results()
         hold = wanted if self.fail_fast else computed
-        if self.fail_fast and not any(self.hooks.values()):
+        if self.fail_fast and not any(record.hooks.values()):
             targets = self.targets  # only they end the run; nobody watches the others
             inbox = _Inbox(lambda key, kind: kind != "done" or key in targets)
         else:
@@ -431,23 +410,11 @@ class _Run:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
             names = [lowered.dask_key(k) for k in hold]
             self.held = dict(zip(hold, self.client.get(lowered.expression(), names, sync=False)))
-            if not self.fail_fast:
-                for key in computed:
-                    if key not in self.targets:
-                        self.needed[key] = len(self.graph.dependents(key))
-            self.pending = set(hold)  # what has yet to finish (or to be known doomed)
-            while self.pending and not self.stopped:
-                events = inbox.take(_POLL)
-                for event in events:
-                    self._event(*event)
-                if not events and self._silent():  # quiet: did something end without an event?
-                    for event in inbox.take(0):  # what came in meanwhile comes first
-                        self._event(*event)
-                    self._unexplained()
-                    if not self.fail_fast or self.lost:
-                        break
+            self.waiting = set(wanted)
+            self._follow(inbox)
             if not self.lost:
-                return self._finish(self._gather())
+                record.values.update(self._gather())
+                return record.results()
         except BaseException:
             self._cancel()
             raise
@@ -455,6 +422,23 @@ class _Run:
             router.runs.pop(self.run_id, None)
             self._release()
         raise self._lost()
+
+    def _follow(self, inbox: _Inbox) -> None:
+        """Report events until the run has ended, or ended without telling."""
+        while self._open() and not self.stopped:
+            events = inbox.take(_POLL)
+            for event in events:
+                self._event(*event)
+            if not events and self._silent():  # quiet: did something end without an event?
+                for event in inbox.take(0):  # what came in meanwhile comes first
+                    self._event(*event)
+                self._unexplained()
+                if not self.fail_fast or self.lost:
+                    return
+
+    def _open(self) -> bool:
+        """Whether something the run waits for has yet to end."""
+        return bool(self.waiting) if self.fail_fast else self.record.open > 0
 
     def _scatter(self) -> dict[str, Future]:
         if not self.lowered.scatter:
@@ -467,64 +451,41 @@ class _Run:
                 f"workers: {exc}") from exc
 
     # -- what happened -----------------------------------------------------------------
-    def _fail(self, key: str, error: BaseException) -> None:
-        self.states[key] = "failed"
-        self.errors[key] = error
-        self.failed_order[key] = len(self.failed_order)
-        self.pending.discard(key)
-        self.pending.difference_update(self._descendants(key))  # they will not run
-        if self.fail_fast and self.held and not self.stopped:
-            self._stop()  # before the callbacks: nothing may start after they have seen it
-        for fire in self.hooks["on_node_error"]:
-            fire(node=self.nodes[key], error=error)
-
     def _event(self, key: str, kind: str, attempt: int, seconds: float,
                error: BaseException | None) -> None:
-        """Record one event of a node."""
-        node = self.nodes.get(key)
-        if node is None or self.states.get(key) in ("done", "failed"):
+        """Report one event of a node (none once the node has ended)."""
+        record = self.record
+        if key not in self.nodes or key in record.states:
             return
         if kind == "start":
-            self.attempts[key] = self.attempts.get(key, 0) + 1
-            for fire in self.hooks["on_node_start"]:
-                fire(node=node, attempt=self.attempts[key])
+            record.started(key)
             return
-        self.durations[key] = seconds
-        self.attempts[key] = max(self.attempts.get(key, 0), attempt)  # if starts went unreported
+        record.attempts[key] = max(record.attempts.get(key, 0), attempt)  # if starts went unreported
         if kind == "done":
-            self.states[key] = "done"
-            self.pending.discard(key)
-            for fire in self.hooks["on_node_finish"]:
-                fire(node=node, duration=seconds)
-            self._free(key)
-            return
-        self._fail(key, error)
+            self.waiting.discard(key)
+            record.finished(key, seconds)
+        else:
+            record.failed(key, error, seconds)
 
-    def _free(self, key: str) -> None:
-        """``key`` is done: let go of the values that no unfinished node needs any more."""
-        for dep in self.graph.deps_of(key):
-            dkey = dep._key
-            left = self.needed.get(dkey)
-            if left is None:
-                continue
-            self.needed[dkey] = left - 1
-            if left == 1:
-                future = self.held.pop(dkey, None)
-                if future is not None:
-                    future.release()
+    def _let_go(self, key: str) -> None:
+        """No unfinished node needs the value of ``key`` any more: the cluster may free it."""
+        future = self.held.pop(key, None)
+        if future is not None:
+            future.release()
 
     def _silent(self) -> bool:
-        """Whether what is left of the run ended without events: every pending node's
+        """Whether what is left of the run ended without events: every open node's
         future has finished (its task, or an ancestor's, failed outside the op, its
         worker kept dying, or the scheduler dropped it). With fail-fast, one is enough."""
-        futures = [self.held[k] for k in self.pending if k in self.held]
+        states = self.record.states
+        futures = [f for k, f in self.held.items() if k not in states]
         self.lost = any(f.status == "cancelled" for f in futures)  # not by us: we had not stopped
         if not self.fail_fast:
             return all(f.done() for f in futures)
         return self.lost or any(f.status == "error" for f in futures)
 
     def _lost(self) -> ExecutorError:
-        done = sum(state == "done" for state in self.states.values())
+        done = sum(state == "done" for state in self.record.states.values())
         return ExecutorError(
             f"the dask cluster lost this run: its scheduler went away, or dropped the run's "
             f"tasks, before they finished ({done} of {len(self.nodes)} nodes had finished, "
@@ -532,85 +493,39 @@ class _Run:
             "logs, then run again; ops declared cache=True keep their values on disk.")
 
     def _unexplained(self) -> None:
-        """Fail the nodes whose tasks erred without an event, the first ones first."""
+        """Fail the nodes whose tasks erred without an event, the first ones first (their
+        descendants are then upstream-failed, so only the first of a line is blamed)."""
+        record = self.record
         for key in self.nodes:  # in topological order
             future = self.held.get(key)
-            if key in self.states or future is None or future.status != "error":
+            if key in record.states or future is None or future.status != "error":
                 continue
-            if any(self.states.get(k) == "failed" for k in self._ancestors(key)):
-                continue  # an upstream failure
             try:
                 error = future.exception()
             except Exception as exc:  # lost contact with the scheduler
                 error = exc
             culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
-            if culprit not in self.nodes or culprit in self.states:
+            if culprit not in self.nodes or culprit in record.states:
                 culprit = key
             if type(error).__name__ == "KilledWorker":  # it took down allowed_failures + 1
                 tries = getattr(error, "allowed_failures", 0) + 1
-                self.attempts[culprit] = max(self.attempts.get(culprit, 0), tries)
-            self._fail(culprit, note_node(error.with_traceback(future.traceback()), culprit))
+                record.attempts[culprit] = max(record.attempts.get(culprit, 0), tries)
+            record.failed(culprit, error.with_traceback(future.traceback()))
             if self.stopped:
                 return
 
-    def _ancestors(self, key: str) -> set[str]:
-        return self._walk(key, lambda k: self.graph.deps_of(k))
-
-    def _descendants(self, key: str) -> set[str]:
-        return self._walk(key, self.graph.dependents)
-
-    @staticmethod
-    def _walk(key: str, step) -> set[str]:
-        seen: set[str] = set()
-        stack = [key]
-        while stack:
-            for node in step(stack.pop()):
-                if node._key not in seen:
-                    seen.add(node._key)
-                    stack.append(node._key)
-        return seen
-
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""
-        keep = [k for k in self.held if self.states.get(k) == "done"]
-        values = dict(zip(keep, self.client.gather([self.held[k] for k in keep]))) if keep else {}
-        values.update(self.overrides)
-        return values
-
-    def _finish(self, values: dict[str, Any]) -> Results:
-        """Mark what did not run: ``upstream_failed`` below a failure, else ``cancelled``."""
-        states, errors, order = self.states, self.errors, self.failed_order
-        for key in self.nodes:  # in topological order
-            if key in states:
-                continue
-            first = None
-            for dep in self.graph.deps_of(key):
-                state = states.get(dep._key)
-                if state == "failed":
-                    upstream = dep._key
-                elif state == "upstream_failed":
-                    upstream = errors[dep._key].upstream
-                else:
-                    continue
-                if first is None or order[upstream] < order[first]:
-                    first = upstream
-            if first is None:
-                states[key] = "cancelled"
-            else:
-                states[key] = "upstream_failed"
-                errors[key] = UpstreamError(key, first, errors[first])
-        results = Results(self.graph, {key: states[key] for key in self.nodes}, values, errors,
-                          self.durations, self.attempts, self.overrides)
-        for fire in self.hooks["on_finish"]:
-            fire(results=results)
-        return results
+        states = self.record.states
+        keep = [k for k in self.held if states.get(k) == "done"]
+        return dict(zip(keep, self.client.gather([self.held[k] for k in keep]))) if keep else {}
 
     # -- letting go --------------------------------------------------------------------
     def _stop(self) -> None:
         """Stop the run: cancel the targets not done yet (and so what they need)."""
         self.stopped = True
-        undone = [f for k, f in self.held.items()
-                  if k in self.targets and self.states.get(k) != "done"]
+        states = self.record.states
+        undone = [f for k, f in self.held.items() if k in self.targets and states.get(k) != "done"]
         if undone:
             self.client.cancel(undone)
 

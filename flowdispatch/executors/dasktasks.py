@@ -44,12 +44,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..cache import save
-from ..errors import OpTimeoutError, SerializationError
+from ..errors import OpTimeoutError, SerializationError, note_node
 from ..lowering import call_parts, unpicklable
 from ..node import _identity
 from ..retry import retry_delay
 from ..traverse import Ref, substitute, template
-from .loop import note_node
 
 if TYPE_CHECKING:
     from ..graph import Graph
@@ -337,7 +336,7 @@ class Lowered:
                 continue
             name = self.dask_key(key)
             self.node_keys[name] = key
-            self.tasks[key] = Task(name, Step(code, key, call, deps, stores and stores.get(key)),
+            self.tasks[key] = Task(name, Step(code, key, call, deps, stores.get(key) if stores else None),
                                    *(TaskRef(self.dask_key(d)) for d in deps))
             notes = _annotations(node)
             if notes:

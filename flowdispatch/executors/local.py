@@ -1,7 +1,7 @@
 """Local executors: in the calling thread, in a thread pool, in a process pool.
 
-All of them drive the one scheduling loop (:mod:`.loop`); they differ only in
-how a node is started. Pools are created on the first run and kept until
+All of them are :class:`~.submit.SubmitExecutor` subclasses: they drive the
+one scheduling loop (:mod:`.loop`) and differ only in how a call is started. Pools are created on the first run and kept until
 :meth:`close`, so repeated runs do not pay for start-up.
 """
 
@@ -13,50 +13,22 @@ import multiprocessing
 import os
 import pickle
 import signal
-import threading
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OpTimeoutError, SerializationError
 from ..lowering import call_parts, unpicklable
-from .base import Executor
-from .loop import Outcome, _timeout, attempt, execute
+from .loop import Outcome, _timeout, attempt
+from .submit import SubmitExecutor
 
 if TYPE_CHECKING:
-    from ..graph import Graph
     from ..node import Node
-    from ..results import Results
 
 __all__ = ["PoolExecutor", "ProcessExecutor", "SyncExecutor", "ThreadExecutor"]
 
 
-class _LocalExecutor(Executor):
-    """Runs the scheduling loop; subclasses say how to start one node."""
-
-    slots = 1
-    stops_timeouts = False
-
-    def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
-            fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
-        return execute(graph, self, overrides=overrides, fail_fast=fail_fast,
-                       callbacks=callbacks)
-
-    def start(self, node: Node, args: tuple, kwargs: dict,
-              report: Callable[[Outcome], None]) -> Outcome | None:
-        raise NotImplementedError
-
-    def cancel(self) -> None:
-        """Stop work in flight after an interrupt."""
-
-    def abandon(self, key: str) -> None:
-        """Node ``key`` ran past its timeout; the run goes on without it."""
-        self._abandoned = True
-
-    _abandoned = False
-
-
-class SyncExecutor(_LocalExecutor):
+class SyncExecutor(SubmitExecutor):
     """Runs every node in the calling thread, in topological order; ``pdb`` works.
 
     Examples
@@ -66,21 +38,19 @@ class SyncExecutor(_LocalExecutor):
     3
     """
 
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
     def start(self, node, args, kwargs, report):
-        return attempt(node._fn, args, kwargs)
+        return attempt(node._fn, args, kwargs)  # in-line: no future to wait for
 
     def __repr__(self) -> str:
         return "SyncExecutor()"
 
 
-def _outcome(future: cf.Future) -> Outcome:
-    try:
-        return future.result()
-    except BaseException as exc:  # KeyboardInterrupt/SystemExit inside an op
-        return (None, exc, 0.0)
-
-
-class _PoolRunner(_LocalExecutor):
+class _PoolRunner(SubmitExecutor):
     """Starts nodes on a ``concurrent.futures`` pool."""
 
     _pool: cf.Executor | None = None
@@ -88,10 +58,8 @@ class _PoolRunner(_LocalExecutor):
     def _get_pool(self) -> cf.Executor:
         raise NotImplementedError
 
-    def start(self, node, args, kwargs, report):
-        future = self._get_pool().submit(attempt, node._fn, args, kwargs)
-        future.add_done_callback(lambda f: report(_outcome(f)))
-        return None
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        return self._get_pool().submit(fn, *args, **kwargs)
 
     def _shutdown(self, *, wait: bool, kill: bool = False) -> None:
         """Forget the pool this executor made and shut it down (``kill``: its processes too)."""
@@ -119,11 +87,11 @@ class ThreadExecutor(_PoolRunner):
     """
 
     def __init__(self, max_workers: int | None = None):
+        super().__init__()
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self.slots = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._lock = threading.Lock()
 
     def _get_pool(self) -> cf.Executor:
         with self._lock:
@@ -268,12 +236,12 @@ class ProcessExecutor(_PoolRunner):
     stops_timeouts = True
 
     def __init__(self, max_workers: int | None = None, mp_context: str | None = "forkserver"):
+        super().__init__()
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self.slots = max_workers or os.cpu_count() or 1
         self.mp_context = mp_context
-        self._lock = threading.Lock()
 
     def _get_pool(self) -> cf.Executor:
         with self._lock:
@@ -283,24 +251,24 @@ class ProcessExecutor(_PoolRunner):
             return self._pool
 
     def start(self, node, args, kwargs, report):
-        future = self._submit(_attempt_pickled, ship(node, args, kwargs), _timeout(node))
+        future = self.submit(_attempt_pickled, ship(node, args, kwargs), _timeout(node))
         future.add_done_callback(lambda f: report(_unship(f)))
         return None
 
     def start_many(self, calls):
         """Quick nodes in one round trip to a worker process (see :mod:`.loop`)."""
-        return _start_many(self._submit, calls)
+        return _start_many(self.submit, calls)
 
-    def _submit(self, fn, *args) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         pool = self._get_pool()
         try:
-            return pool.submit(fn, *args)
+            return pool.submit(fn, *args, **kwargs)
         except cf.process.BrokenProcessPool:  # a worker died earlier: start a new pool
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
-            return self._get_pool().submit(fn, *args)
+            return self._get_pool().submit(fn, *args, **kwargs)
 
     def cancel(self) -> None:
         self._shutdown(wait=True, kill=True)
@@ -324,6 +292,7 @@ class PoolExecutor(_PoolRunner):
     """
 
     def __init__(self, pool: cf.Executor):
+        super().__init__()
         if not isinstance(pool, cf.Executor):
             raise TypeError(f"expected a concurrent.futures.Executor, got {type(pool).__name__}")
         self._pool = pool

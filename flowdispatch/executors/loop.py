@@ -1,19 +1,18 @@
 """The scheduling loop that every local executor shares.
 
-State: for each node, how many of its dependencies are not done yet
-(``waiting``) and how many dependents still need its value (``needed``).
-Nodes whose dependencies are all done wait in ``ready``, a heap ordered by
-op priority, then last-ready-first (depth-first, so values are freed early).
-The loop hands ready nodes to a :class:`Runner` while it has free slots and
+A :class:`Loop` drives one run: its :class:`~.record.RunRecord` says which
+nodes are ready and takes the outcome of each; the loop decides only when a
+ready node starts and on which :class:`Runner`. Ready nodes wait in a heap
+ordered by op priority, then last-ready-first (depth-first, so values are
+freed early). The loop hands them to the runner while it has free slots and
 takes finished ones back from a queue; a failed attempt is retried after its
-delay (a timer heap) or, for good, marks every descendant ``upstream_failed``.
-A value is released once every dependent has used it, unless it is a target
-or was given in ``overrides``.
+delay (a timer heap, :func:`flowdispatch.retry.retry_delay`) or reported as
+failed for good.
 
 A runner either runs a node at once and returns the outcome (in-line), or
-starts it and later calls ``report(key, outcome)`` from any thread.
-An outcome is ``(ok, value_or_exception, seconds)``; ``ok`` is ``None`` for
-an exception that must stop the run (``KeyboardInterrupt``, ``SystemExit``).
+starts it and later calls ``report(outcome)`` from any thread. An outcome is
+``(ok, value_or_exception, seconds)``; ``ok`` is ``None`` for an exception
+that must stop the run (``KeyboardInterrupt``, ``SystemExit``).
 
 An op's ``timeout``: a node still running at its deadline fails with
 :class:`~flowdispatch.OpTimeoutError` and the run goes on; whatever it returns
@@ -34,21 +33,19 @@ import heapq
 import itertools
 import queue
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import cache
-from ..callbacks import HOOKS
-from ..errors import GraphError, OpTimeoutError, UpstreamError
+from ..errors import OpTimeoutError
 from ..lowering import bind
-from ..results import Results
 from ..retry import retry_delay
+from .record import RunRecord
 
 if TYPE_CHECKING:
-    from ..graph import Graph
     from ..node import Node
+    from ..results import Results
 
-__all__ = ["Outcome", "Runner", "attempt", "execute", "note_node"]
+__all__ = ["BATCH", "QUICK", "Loop", "Outcome", "Runner", "attempt"]
 
 Outcome = tuple  # (ok: bool | None, value or exception, seconds)
 
@@ -60,6 +57,11 @@ BATCH = 6
 #: An op whose last run took less than this many seconds is quick: batched.
 QUICK = 0.002
 
+_AFTER_TIMEOUT = {
+    True: "it was stopped",
+    False: "it was abandoned: a thread cannot be stopped, so it runs on until the op returns",
+}
+
 
 class Runner(Protocol):
     """How an executor runs one node; see the module docstring."""
@@ -68,7 +70,7 @@ class Runner(Protocol):
     stops_timeouts: bool  # whether an op past its timeout is stopped, or abandoned
 
     def start(self, node: Node, args: tuple, kwargs: dict,
-              report: Callable[[str, Outcome], None]) -> Outcome | None: ...
+              report: Callable[[Outcome], None]) -> Outcome | None: ...
 
     # optional: start_many(calls: list of (node, args, kwargs, report)) -> list of
     # the exception that kept each from starting, or None; outcomes come by report.
@@ -88,259 +90,191 @@ def attempt(fn: Callable, args: tuple, kwargs: dict) -> Outcome:
     return (True, result, time.perf_counter() - start)
 
 
-def note_node(error: BaseException, key: str) -> BaseException:
-    """Add a note naming the node to a user's exception (once)."""
-    note = f"flowdispatch: raised by node {key!r}"
-    if note not in getattr(error, "__notes__", ()):
-        error.add_note(note)
-    return error
-
-
-_AFTER_TIMEOUT = {
-    True: "it was stopped",
-    False: "it was abandoned: a thread cannot be stopped, so it runs on until the op returns",
-}
-
-
 def _timeout(node: Node) -> float | None:
     op = node._op
-    return None if op is None else op._self_settings.timeout
+    return None if op is None else op.settings.timeout
 
 
-def execute(graph: Graph, runner: Runner, *, overrides: dict[str, Any] | None = None,
-            fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
-    """Run ``graph`` with ``runner``; return its :class:`Results`."""
-    overrides = overrides or {}
-    missing = [k for k in graph._inputs if k not in overrides]
-    if missing:
-        raise GraphError(
-            f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
-            "so their values must be supplied (overrides={node: value})"
-        )
-    graph, overrides, plan = cache.prepare(graph, overrides)
-    hits, stores = (plan.hits, plan.stores) if plan else ({}, {})
-    nodes = graph._nodes
-    hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)] for name in HOOKS}
-    keep = {t._key for t in graph._targets} | overrides.keys()
-    states: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    errors: dict[str, BaseException] = {}
-    durations: dict[str, float] = {}
-    attempts: dict[str, int] = {}
-    waiting: dict[str, int] = {}
-    needed: dict[str, int] = {}
-    dependents: dict[str, list[str]] = {}
-    ready: list[tuple[int, int, str]] = []
-    timers: list[tuple[float, int, str]] = []
-    start_many = getattr(runner, "start_many", None)  # takes quick nodes in batches
-    quick: dict[int, bool] = {}  # id(op) -> its last run took under QUICK seconds
-    seq = itertools.count()
+class Loop:
+    """One run of a record's graph on a runner; :meth:`go` returns its Results."""
 
-    def push(key: str) -> None:
-        op = nodes[key]._op
-        priority = op._self_settings.priority if op is not None else 0
-        heapq.heappush(ready, (-priority, -next(seq), key))
+    def __init__(self, record: RunRecord, runner: Runner):
+        self.record = record
+        self.runner = runner
+        self.nodes = record.nodes
+        self.values = record.values
+        self.ready: list[tuple[int, int, str]] = []
+        self.timers: list[tuple[float, int, str]] = []  # retries: (when, seq, key)
+        self.deadlines: list[tuple[float, int, str, int]] = []  # (when, seq, key, attempt)
+        self.seq = itertools.count()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.slots = max(1, runner.slots)
+        self.calls = 0  # slots in use: each holds a node in flight, or a batch of them
+        self.running: dict[str, int] = {}  # key -> the attempt in flight
+        self.batch_left: dict[str, list[int]] = {}  # key -> [its batch's nodes in flight]
+        self.start_many = getattr(runner, "start_many", None)  # takes quick nodes in batches
+        self.quick: dict[int, bool] = {}  # id(op) -> its last run took under QUICK seconds
+        self.ops: dict[int, tuple[int, float | None, Any]] = {}  # id(op) -> see op_info
+        for node in record.ready():
+            self.push(node)
+        record.on_ready = self.push
 
-    for key, node in nodes.items():
-        if key in overrides:
-            states[key] = "cached" if key in hits else "skipped"
-            values[key] = overrides[key]
-            continue
-        count = 0
-        for dep in graph.deps_of(key):
-            dkey = dep._key
-            needed[dkey] = needed.get(dkey, 0) + 1
-            if dkey not in values:
-                dependents.setdefault(dkey, []).append(key)
-                count += 1
-        waiting[key] = count
-        if not count:
-            push(key)
-    for fire in hooks["on_start"]:
-        fire(graph=graph)
-
-    def release(node: Node) -> None:
-        for dep in node._deps:
-            dkey = dep._key
-            left = needed[dkey] - 1
-            needed[dkey] = left
-            if not left and dkey not in keep:
-                values.pop(dkey, None)
-
-    def fail(key: str, error: BaseException) -> None:
-        states[key] = "failed"
-        errors[key] = error
-        for fire in hooks["on_node_error"]:
-            fire(node=nodes[key], error=error)
-        stack = list(dependents.get(key, ()))
-        while stack:
-            down = stack.pop()
-            if down not in states:
-                states[down] = "upstream_failed"
-                errors[down] = UpstreamError(down, key, error)
-                stack.extend(dependents.get(down, ()))
-
-    def finish(key: str, outcome: Outcome) -> bool:
-        """Record an outcome; True if the run must stop taking new work."""
-        ok, result, seconds = outcome
-        durations[key] = seconds
-        node = nodes[key]
-        limit = _timeout(node)
-        if ok and limit is not None and seconds > limit:  # ran in-line, past its limit
-            ok, result = False, OpTimeoutError(
-                f"node {key!r} ran {seconds:.3g} s, longer than its timeout of {limit:g} s")
-        if ok:
-            states[key] = "done"
-            values[key] = result
-            if start_many is not None and node._op is not None:
-                quick[id(node._op)] = seconds < QUICK
-            if key in stores:
-                cache.save(stores[key], result)
-            for fire in hooks["on_node_finish"]:
-                fire(node=node, duration=seconds)
-            release(node)
-            for down in dependents.get(key, ()):
-                left = waiting[down] - 1
-                waiting[down] = left
-                if not left:
-                    push(down)
-            return False
-        if ok is None:
-            raise result
+    def op_info(self, node: Node) -> tuple[int, float | None, Any]:
+        """``(priority, timeout, settings)`` of the node's op (``(0, None, None)``: data)."""
         op = node._op
-        delay = retry_delay(op._self_settings if op is not None else None, result, attempts[key])
-        if delay is not None:
-            if delay:
-                heapq.heappush(timers, (time.monotonic() + delay, next(seq), key))
+        info = self.ops.get(id(op))
+        if info is None:
+            settings = None if op is None else op.settings
+            info = (0, None, None) if op is None else (settings.priority, settings.timeout, settings)
+            self.ops[id(op)] = info
+        return info
+
+    def push(self, node: Node) -> None:
+        info = self.ops.get(id(node._op)) or self.op_info(node)
+        heapq.heappush(self.ready, (-info[0], -next(self.seq), node._key))
+
+    def go(self) -> Results:
+        try:
+            while True:
+                self.dispatch()
+                if self.running:
+                    self.wait()
+                elif self.timers and not self.record.stopping:
+                    time.sleep(min(_POLL, max(0.0, self.timers[0][0] - time.monotonic())))
+                elif not self.ready or self.record.stopping:
+                    break
+                self.retry_due()
+        except BaseException:
+            self.runner.cancel()
+            raise
+        return self.record.results()
+
+    # -- starting -----------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Start ready nodes while there are free slots."""
+        ready, record, nodes, values = self.ready, self.record, self.nodes, self.values
+        start_many, slots, put = self.start_many, self.slots, self.done.put
+        while ready and self.calls < slots and not record.stopping:
+            key = heapq.heappop(ready)[2]
+            if start_many is not None and self.batchable(key):
+                keys = [key]
+                size = min(BATCH, -(-(len(ready) + 1) // (slots - self.calls)))  # share them out
+                while ready and len(keys) < size and self.batchable(ready[0][2]):
+                    keys.append(heapq.heappop(ready)[2])
+                if len(keys) > 1:
+                    self.launch(keys)
+                    continue
+            node = nodes[key]
+            number = record.started(key)
+            args, kwargs = bind(node, values)
+            if node._op is None:  # a data node: nothing to run
+                outcome: Outcome | None = (True, args[0], 0.0)
             else:
-                push(key)
-            return False
-        fail(key, note_node(result, key))
-        return fail_fast
+                try:
+                    outcome = self.runner.start(node, args, kwargs,
+                                                lambda o, key=key, n=number: put((key, n, o)))
+                except Exception as exc:  # could not even start (e.g. not picklable)
+                    record.failed(key, exc)
+                    continue
+            if outcome is not None:
+                self.finish(key, outcome)
+            else:
+                self.running[key] = number
+                self.calls += 1
+                limit = (self.ops.get(id(node._op)) or self.op_info(node))[1]
+                if limit is not None:
+                    heapq.heappush(self.deadlines,
+                                   (time.monotonic() + limit, next(self.seq), key, number))
 
-    done_queue: queue.SimpleQueue = queue.SimpleQueue()
-    report = done_queue.put
-    start = runner.start
-    slots = max(1, runner.slots)
-    running: dict[str, int] = {}  # key -> the attempt in flight
-    calls = 0  # slots in use: each holds a node in flight, or a batch of them
-    batch_left: dict[str, list[int]] = {}  # key -> [nodes of its batch still in flight]
-    deadlines: list[tuple[float, int, str, int]] = []  # (when, seq, key, attempt)
-    stopping = False
+    def batchable(self, key: str) -> bool:
+        op = self.nodes[key]._op
+        return op is not None and self.quick.get(id(op), False) and op.settings.timeout is None
 
-    def batchable(key: str) -> bool:
-        op = nodes[key]._op
-        return op is not None and quick.get(id(op), False) and op._self_settings.timeout is None
+    def reporter(self, key: str, number: int) -> Callable[[Outcome], None]:
+        put = self.done.put
+        return lambda outcome: put((key, number, outcome))
 
-    def begin(key: str) -> tuple[Node, int, tuple, dict]:
-        node = nodes[key]
-        attempts[key] = number = attempts.get(key, 0) + 1
-        for fire in hooks["on_node_start"]:
-            fire(node=node, attempt=number)
-        args, kwargs = bind(node, values)
-        return node, number, args, kwargs
-
-    def launch(keys: list[str]) -> bool:
-        """Start quick nodes in one call; True if one could not start and that stops the run."""
-        nonlocal calls
-        begun = [(key, *begin(key)) for key in keys]
-        errors = start_many([(node, args, kwargs, lambda o, key=key, n=number: report((key, n, o)))
-                             for key, node, number, args, kwargs in begun])
+    def launch(self, keys: list[str]) -> None:
+        """Start quick nodes in one call of the runner's ``start_many``."""
+        record, nodes, values = self.record, self.nodes, self.values
+        begun = [(key, nodes[key], record.started(key), *bind(nodes[key], values))
+                 for key in keys]
+        errors = self.start_many([(node, args, kwargs, self.reporter(key, number))
+                                  for key, node, number, args, kwargs in begun])
         left = [0]
-        stop = False
         for (key, _, number, _, _), error in zip(begun, errors):
             if error is None:
-                running[key] = number
-                batch_left[key] = left
+                self.running[key] = number
+                self.batch_left[key] = left
                 left[0] += 1
             else:  # could not even start (e.g. not picklable)
-                fail(key, error)
-                stop = stop or fail_fast
-        calls += bool(left[0])
-        return stop
+                self.record.failed(key, error)
+        self.calls += bool(left[0])
 
-    def free(key: str) -> None:
+    # -- ending -------------------------------------------------------------------------
+    def wait(self) -> None:
+        """Take one outcome (waiting until the next retry or deadline at most); expire
+        the nodes past their deadlines."""
+        wait = _POLL
+        for heap in ((self.timers,) if self.record.stopping else (self.timers, self.deadlines)):
+            if heap:
+                wait = min(wait, max(0.0, heap[0][0] - time.monotonic()))
+        try:
+            key, number, outcome = self.done.get(timeout=wait)
+        except queue.Empty:
+            pass
+        else:
+            if self.running.get(key) == number:  # else: abandoned at its deadline
+                self.free(key)
+                self.finish(key, outcome)
+        now = time.monotonic()
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, key, number = heapq.heappop(deadlines)
+            if self.running.get(key) == number:
+                self.free(key)
+                self.runner.abandon(key)
+                limit = self.op_info(self.nodes[key])[1]
+                error = OpTimeoutError(
+                    f"node {key!r} ran longer than its timeout of {limit:g} s; "
+                    + _AFTER_TIMEOUT[self.runner.stops_timeouts])
+                self.finish(key, (False, error, limit))
+
+    def free(self, key: str) -> None:
         """``key`` is no longer in flight: its slot is free (its batch's, once all are)."""
-        nonlocal calls
-        del running[key]
-        left = batch_left.pop(key, None)
+        del self.running[key]
+        left = self.batch_left.pop(key, None)
         if left is not None:
             left[0] -= 1
             if left[0]:
                 return
-        calls -= 1
+        self.calls -= 1
 
-    try:
-        while True:
-            while ready and calls < slots and not stopping:
-                key = heapq.heappop(ready)[2]
-                if start_many is not None and batchable(key):
-                    keys = [key]
-                    size = min(BATCH, -(-(len(ready) + 1) // (slots - calls)))  # share them out
-                    while ready and len(keys) < size and batchable(ready[0][2]):
-                        keys.append(heapq.heappop(ready)[2])
-                    if len(keys) > 1:
-                        stopping = launch(keys) or stopping
-                        continue
-                node, number, args, kwargs = begin(key)
-                if node._op is None:  # a data node: nothing to run
-                    outcome: Outcome | None = (True, args[0], 0.0)
-                else:
-                    try:
-                        outcome = start(node, args, kwargs,
-                                        lambda o, key=key, n=number: report((key, n, o)))
-                    except Exception as exc:  # could not even start (e.g. not picklable)
-                        fail(key, exc)
-                        stopping = stopping or fail_fast
-                        continue
-                if outcome is None:
-                    running[key] = number
-                    calls += 1
-                    limit = _timeout(node)
-                    if limit is not None:
-                        heapq.heappush(deadlines, (time.monotonic() + limit, next(seq), key, number))
-                elif finish(key, outcome):
-                    stopping = True
-            if running:
-                wait = _POLL
-                for heap in ((timers,) if stopping else (timers, deadlines)):
-                    if heap:
-                        wait = min(wait, max(0.0, heap[0][0] - time.monotonic()))
-                try:
-                    key, number, outcome = done_queue.get(timeout=wait)
-                except queue.Empty:
-                    pass
-                else:
-                    if running.get(key) == number:  # else: abandoned at its deadline
-                        free(key)
-                        if finish(key, outcome):
-                            stopping = True
-                now = time.monotonic()
-                while deadlines and deadlines[0][0] <= now:
-                    _, _, key, number = heapq.heappop(deadlines)
-                    if running.get(key) == number:
-                        free(key)
-                        runner.abandon(key)
-                        limit = _timeout(nodes[key])
-                        error = OpTimeoutError(
-                            f"node {key!r} ran longer than its timeout of {limit:g} s; "
-                            + _AFTER_TIMEOUT[runner.stops_timeouts])
-                        if finish(key, (False, error, limit)):
-                            stopping = True
-            elif timers and not stopping:
-                time.sleep(min(_POLL, max(0.0, timers[0][0] - time.monotonic())))
-            elif not ready or stopping:
-                break
-            now = time.monotonic()
-            while timers and timers[0][0] <= now and not stopping:
-                push(heapq.heappop(timers)[2])
-    except BaseException:
-        runner.cancel()
-        raise
-    for key in nodes:
-        if key not in states:
-            states[key] = "cancelled"
-    results = Results(graph, states, values, errors, durations, attempts, overrides)
-    for fire in hooks["on_finish"]:
-        fire(results=results)
-    return results
+    def finish(self, key: str, outcome: Outcome) -> None:
+        """Hand an outcome to the record, or retry the node after its delay."""
+        ok, result, seconds = outcome
+        node = self.nodes[key]
+        limit = (self.ops.get(id(node._op)) or self.op_info(node))[1]
+        if ok and limit is not None and seconds > limit:  # ran in-line, past its limit
+            ok, result = False, OpTimeoutError(
+                f"node {key!r} ran {seconds:.3g} s, longer than its timeout of {limit:g} s")
+        if ok:
+            if self.start_many is not None and node._op is not None:
+                self.quick[id(node._op)] = seconds < QUICK
+            self.record.finished(key, seconds, result)  # pushes what became ready
+            return
+        if ok is None:
+            raise result
+        delay = retry_delay(self.op_info(node)[2], result, self.record.attempts[key])
+        if delay is None:
+            self.record.failed(key, result, seconds)
+        elif delay:
+            heapq.heappush(self.timers, (time.monotonic() + delay, next(self.seq), key))
+        else:
+            self.push(node)
+
+    def retry_due(self) -> None:
+        now = time.monotonic()
+        timers = self.timers
+        while timers and timers[0][0] <= now and not self.record.stopping:
+            self.push(self.nodes[heapq.heappop(timers)[2]])

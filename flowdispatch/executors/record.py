@@ -1,0 +1,263 @@
+"""The run record: what every run does, whatever runs its nodes.
+
+One :class:`RunRecord` is made per run, from ``(graph, overrides, callbacks,
+fail_fast)``. Making it checks the inputs, applies the on-disk cache
+(:func:`flowdispatch.cache.prepare`), marks overrides (``skipped``) and cache
+hits (``cached``) and fires ``on_start``. A backend then only reports what
+happened to each node, from the thread that drives the run:
+
+- :meth:`~RunRecord.started`: an attempt began;
+- :meth:`~RunRecord.finished`: it returned a value (or the value stayed where
+  it was made, on a cluster);
+- :meth:`~RunRecord.failed`: it raised, for good (after its retries).
+
+Everything else follows from those reports, here and only here: states,
+values, errors, attempts and durations; the callbacks (progress bars and the
+live graph are callbacks); saving values to the cache; the propagation of a
+failure to every descendant (``upstream_failed``, with an
+:class:`~flowdispatch.UpstreamError` naming the failed node); which nodes
+become ready as their dependencies finish; releasing a value once every
+dependent has used it; and, at the end, ``cancelled`` for what never ran and
+the :class:`~flowdispatch.Results`.
+
+State per node: ``waiting`` (dependencies not finished yet) and ``needed``
+(dependents that have yet to use its value). Targets and overrides are never
+released.
+
+Examples
+--------
+>>> import flowdispatch as fd
+>>> inc = fd.op(lambda x: x + 1, name="inc")
+>>> a = inc(1)
+>>> b = inc(a)
+>>> record = RunRecord(fd.Graph(b))
+>>> [n.name for n in record.ready()]  # what can start now
+['inc']
+>>> record.started(a.key), record.call(a.key)
+(1, ((1,), {}))
+>>> record.on_ready = lambda node: print("ready:", node is b)
+>>> record.finished(a.key, 0.01, 2)
+ready: True
+>>> record.failed(b.key, ValueError("boom"), 0.02)
+>>> res = record.results()
+>>> res.state(a), res.state(b), res[a]
+('done', 'failed', 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import cache
+from ..callbacks import HOOKS
+from ..errors import GraphError, UpstreamError, note_node
+from ..lowering import bind
+from ..results import Results, State
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..node import Node
+
+__all__ = ["MISSING", "RunRecord", "check_inputs"]
+
+#: ``finished(..., value=MISSING)``: the value stayed where the node ran.
+MISSING: Any = object()
+
+_DONE, _FAILED, _UPSTREAM = State.DONE, State.FAILED, State.UPSTREAM_FAILED
+
+
+def check_inputs(graph: Graph, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides that concern ``graph``; a cut input without a value is an error."""
+    missing = [node.key for node in graph.inputs if node.key not in overrides]
+    if missing:
+        raise GraphError(
+            f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
+            "so their values must be supplied (overrides={node: value})")
+    return {k: v for k, v in overrides.items() if k in graph}
+
+
+class RunRecord:
+    """The state of one run, and what follows from each report (see the module docstring).
+
+    Parameters
+    ----------
+    graph
+        What to run.
+    overrides
+        ``{key: value}``: values given for nodes, which then do not run.
+    callbacks
+        Objects with some of the :class:`~flowdispatch.Callback` methods.
+    fail_fast
+        Whether the first failure stops the run (:attr:`stopping` turns true).
+    """
+
+    __slots__ = ("graph", "nodes", "overrides", "hits", "stores", "states", "values", "errors",
+                 "durations", "attempts", "fail_fast", "stopping", "open", "on_release",
+                 "on_stop", "on_ready", "_hooks", "_on_node_start", "_on_node_finish",
+                 "_waiting", "_needed", "_dependents", "_keep")
+
+    def __init__(self, graph: Graph, overrides: Mapping[str, Any] | None = None,
+                 callbacks: Iterable[Any] = (), fail_fast: bool = False):
+        overrides = check_inputs(graph, overrides or {})
+        graph, overrides, plan = cache.prepare(graph, overrides)
+        self.graph = graph
+        self.nodes: dict[str, Node] = graph._nodes
+        self.overrides = overrides
+        self.hits: dict[str, Any] = plan.hits if plan else {}
+        #: key -> the cache file its value is saved to once it completes.
+        self.stores: dict[str, str] = plan.stores if plan else {}
+        self.states: dict[str, State] = {}
+        self.values: dict[str, Any] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.durations: dict[str, float] = {}
+        self.attempts: dict[str, int] = {}
+        self.fail_fast = fail_fast
+        #: True once a failure has stopped a fail-fast run: start nothing more.
+        self.stopping = False
+        #: Called with a key whose value no node needs any more (a backend's own copy).
+        self.on_release: Any = None
+        #: Called once when a failure stops a fail-fast run, before any callback hears of it.
+        self.on_stop: Any = None
+        #: Called with each node whose dependencies have all finished (it can start now).
+        self.on_ready: Any = None
+        callbacks = list(callbacks)
+        self._hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
+                       for name in HOOKS}
+        self._on_node_start = self._hooks["on_node_start"]
+        self._on_node_finish = self._hooks["on_node_finish"]
+        self._keep = {t._key for t in graph._targets} | overrides.keys()
+        self._count()
+        for fire in self._hooks["on_start"]:
+            fire(graph=graph)
+
+    def _count(self) -> None:
+        """Mark the given values; count what each node waits for and is needed by."""
+        overrides, hits, states, values = self.overrides, self.hits, self.states, self.values
+        waiting: dict[str, int] = {}
+        needed: dict[str, int] = {}
+        dependents: dict[str, list[str]] = {}
+        deps_of = self.graph.deps_of
+        for key in self.nodes:
+            if key in overrides:
+                states[key] = State.CACHED if key in hits else State.SKIPPED
+                values[key] = overrides[key]
+                continue
+            count = 0
+            for dep in deps_of(key):
+                dkey = dep._key
+                needed[dkey] = needed.get(dkey, 0) + 1
+                if dkey not in values:
+                    dependents.setdefault(dkey, []).append(key)
+                    count += 1
+            waiting[key] = count
+        self._waiting, self._needed, self._dependents = waiting, needed, dependents
+        #: How many nodes have not ended yet (done, failed or upstream-failed).
+        self.open = len(waiting)
+
+    @property
+    def hooks(self) -> dict[str, list[Any]]:
+        """``{hook name: [bound methods of the callbacks that have it]}``."""
+        return self._hooks
+
+    def ready(self) -> list[Node]:
+        """The nodes that can start at once: every dependency given or cached."""
+        return [self.nodes[k] for k, count in self._waiting.items() if not count]
+
+    def call(self, key: str) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` for node ``key``, its dependencies' values filled in."""
+        return bind(self.nodes[key], self.values)
+
+    def pending(self) -> list[str]:
+        """Keys that have not ended yet (not done, failed, given or doomed)."""
+        return [k for k in self.nodes if k not in self.states]
+
+    # -- reports --------------------------------------------------------------------
+    def started(self, key: str, attempt: int | None = None) -> int:
+        """Attempt ``attempt`` (default: the next one) of ``key`` began; returns its number."""
+        number = self.attempts.get(key, 0) + 1 if attempt is None else attempt
+        self.attempts[key] = number
+        for fire in self._on_node_start:
+            fire(node=self.nodes[key], attempt=number)
+        return number
+
+    def finished(self, key: str, seconds: float, value: Any = MISSING) -> None:
+        """``key`` returned ``value`` after ``seconds``; :attr:`on_ready` hears of the
+        dependents that can start now."""
+        self.states[key] = _DONE
+        self.open -= 1
+        self.durations[key] = seconds
+        nodes = self.nodes
+        node = nodes[key]
+        if value is not MISSING:
+            self.values[key] = value
+            if key in self.stores:
+                cache.save(self.stores[key], value)
+        for fire in self._on_node_finish:
+            fire(node=node, duration=seconds)
+        needed, keep = self._needed, self._keep
+        for dep in node._deps:  # release the values no node needs any more
+            dkey = dep._key
+            left = needed[dkey] - 1
+            needed[dkey] = left
+            if not left and dkey not in keep:
+                self.values.pop(dkey, None)
+                if self.on_release is not None:
+                    self.on_release(dkey)
+        downs = self._dependents.get(key)
+        if downs:
+            waiting, on_ready = self._waiting, self.on_ready
+            for down in downs:
+                left = waiting[down] - 1
+                waiting[down] = left
+                if not left and on_ready is not None:
+                    on_ready(nodes[down])
+
+    def failed(self, key: str, error: BaseException, seconds: float | None = None) -> None:
+        """``key`` failed for good with ``error``: it and its descendants are done for."""
+        prior = self.states.get(key)
+        if prior in (_DONE, _FAILED):
+            return
+        if prior is None:
+            self.open -= 1
+        self.states[key] = _FAILED
+        self.errors[key] = note_node(error, key)
+        if seconds is not None:
+            self.durations[key] = seconds
+        if self.fail_fast and not self.stopping:
+            self.stopping = True
+            if self.on_stop is not None:
+                self.on_stop()
+        for fire in self._hooks["on_node_error"]:
+            fire(node=self.nodes[key], error=error)
+        self._doom(key, error)
+
+    def _doom(self, key: str, error: BaseException) -> None:
+        """Every descendant of failed ``key`` that has not ended is ``upstream_failed``."""
+        states, errors, nodes = self.states, self.errors, self.nodes
+        hooks = self._hooks["on_node_upstream_failed"]
+        stack = list(self._dependents.get(key, ()))
+        while stack:
+            down = stack.pop()
+            if down not in states:
+                states[down] = _UPSTREAM
+                self.open -= 1
+                errors[down] = lost = UpstreamError(down, key, error)
+                for fire in hooks:
+                    fire(node=nodes[down], error=lost)
+                stack.extend(self._dependents.get(down, ()))
+
+    # -- the end --------------------------------------------------------------------
+    def results(self) -> Results:
+        """The run's :class:`~flowdispatch.Results` (what never ran is ``cancelled``);
+        fires ``on_finish``."""
+        states = self.states
+        for key in self.nodes:
+            if key not in states:
+                states[key] = State.CANCELLED
+        results = Results(self.graph, {key: states[key] for key in self.nodes},
+                          values=self.values, errors=self.errors, durations=self.durations,
+                          attempts=self.attempts, overrides=self.overrides)
+        for fire in self._hooks["on_finish"]:
+            fire(results=results)
+        return results
