@@ -28,6 +28,7 @@ __all__ = ["DEFAULTS", "get", "set"]
 DEFAULTS: dict[str, Any] = {
     "executor": "threads",
     "cache_dir": None,
+    "cache_secret": None,
 }
 
 dask.config.update_defaults({"flowdispatch": dict(DEFAULTS)})

@@ -294,3 +294,95 @@ def test_entries_and_clear_touch_only_cached_values(folder, tmp_path):
     assert entries() == [] and (folder / "notes.txt").exists() and (folder / "ab" / "other").exists()
     assert fd.compute(process(log, 1), executor="sync") == (10,)  # runs again
     assert calls(log).count("process 1") == 2
+
+
+# -- entries bound to their keys, folders to trust ------------------------------------------
+
+
+def entry_of(folder, target):
+    from flowdispatch.cache import lineage_keys
+
+    key = lineage_keys(fd.Graph(target), {})[target.key]
+    return folder / key[:2] / key
+
+
+@pytest.mark.parametrize("swap", ["copy", "move", "symlink"])
+def test_an_entry_read_under_another_key_is_refused(folder, tmp_path, swap):
+    log = str(tmp_path / "log")
+    assert fd.compute(process(log, 1), process(log, 2), executor="sync") == (10, 20)
+    one, two = entry_of(folder, process(log, 1)), entry_of(folder, process(log, 2))
+    one.unlink()
+    if swap == "copy":
+        one.write_bytes(two.read_bytes())
+    elif swap == "move":
+        two.rename(one)
+    else:
+        one.symlink_to(two)
+    with pytest.warns(fd.CacheWarning, match=r"holds the value of key '\w+', not of '\w+' "
+                                             r"\(a copied, moved or linked entry\)"):
+        assert fd.compute(process(log, 1), executor="sync") == (10,)  # not 20
+    assert calls(log).count("process 1") == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # replaced by a plain entry of its own
+        assert fd.run(process(log, 1), executor="sync").counts == {"cached": 1}
+
+
+def test_a_cache_folder_every_user_can_write_is_not_used(folder, tmp_path):
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    folder.chmod(0o777)
+    with pytest.warns(fd.CacheWarning, match=r"the cache folder '.*cache' is not used: it can be "
+                                             r"written by every user \(mode 0o777\)\. Whoever"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert calls(log) == ["process 4", "process 4"]
+    entry, = entries(folder)
+    entry.unlink()
+    with pytest.warns(fd.CacheWarning, match="is not used: it can be written by every user"):
+        fd.compute(process(log, 4), executor="sync")
+    assert entries(folder) == []  # nothing saved there either
+    folder.chmod(0o700)
+    fd.compute(process(log, 4), executor="sync")
+    (sub,) = folder.iterdir()
+    sub.chmod(0o777)  # a two-letter folder is checked as well
+    with pytest.warns(fd.CacheWarning, match=rf"the cache folder '.*{sub.name}' is not used: "
+                                             "it can be written by every user"):
+        fd.compute(process(log, 4), executor="sync")
+    assert calls(log).count("process 4") == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a folder to another user needs root")
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_cache_folder_linked_into_another_users_folder_is_not_used(tmp_path, inside):
+    log = str(tmp_path / "log")
+    other = tmp_path / "other"
+    (other / "cache").mkdir(parents=True)  # ours, in a folder that is not
+    os.chown(other, 65534, 65534)  # nobody's
+    link = tmp_path / "cache"
+    link.symlink_to(other / "cache" if inside else other)
+    why = (r"lies in '.*other', which belongs to user id 65534" if inside
+           else "belongs to user id 65534, not to you")
+    with fd.config.set(cache_dir=str(link)):
+        with pytest.warns(fd.CacheWarning, match=rf"is not used: it \(a symbolic link to "
+                                                 rf"'.*other.*'\) {why}"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+        assert fd.cache.entries() == []
+
+
+def test_entries_of_the_older_format_are_not_trusted_but_cleared(folder, tmp_path):
+    import hashlib
+
+    import cloudpickle
+
+    from flowdispatch.cache import clear
+
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    entry = entry_of(folder, process(log, 4))
+    data = cloudpickle.dumps(99)  # what the older format held: no key
+    entry.write_bytes(b"flowdispatch-cache-1\n" + hashlib.sha256(data).digest() + data)
+    with pytest.warns(fd.CacheWarning, match="written by an older flowdispatch, whose entries "
+                                             "are not bound to their keys; their nodes run"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    entry.write_bytes(b"flowdispatch-cache-1\n" + hashlib.sha256(data).digest() + data)
+    assert clear()[0] == 1
