@@ -10,6 +10,7 @@ import functools
 import importlib
 import operator
 import os
+import re
 import sys
 import threading
 import warnings
@@ -386,3 +387,143 @@ def test_entries_of_the_older_format_are_not_trusted_but_cleared(folder, tmp_pat
         assert fd.compute(process(log, 4), executor="sync") == (40,)
     entry.write_bytes(b"flowdispatch-cache-1\n" + hashlib.sha256(data).digest() + data)
     assert clear()[0] == 1
+
+
+# -- signed entries ---------------------------------------------------------------------------
+
+SECRET = "a secret of the tests, 32 bytes"
+
+
+class Planted:
+    """A value whose unpickling writes a file: what a planted entry could do."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):
+        return (append_line, (self.flag, "unpickled"))
+
+
+def test_with_a_secret_entries_are_signed_and_read_back(folder, tmp_path):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=SECRET):
+        fd.compute(process(log, 4), executor="sync")
+        entry = entry_of(folder, process(log, 4))
+        assert entry.read_bytes().split(b"\n")[1] == b"hmac-sha256 " + entry.name.encode()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    with fd.config.set(cache_secret="another secret, also long enough"):
+        with pytest.warns(fd.CacheWarning, match=r"its signature does not match the cache "
+                                                 r"secret \(it was signed with another secret"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # without a secret: the checksum alone, as before
+        assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    assert calls(log) == ["process 4", "process 4"]
+
+
+def test_with_a_secret_an_unsigned_entry_is_not_read_and_is_replaced(folder, tmp_path):
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    with fd.config.set(cache_secret=SECRET):
+        with pytest.warns(fd.CacheWarning, match=r"unsigned entries in the cache folder '.*' "
+                                                 r"are not read: a cache_secret is set.*same "
+                                                 r"secret \(DASK_FLOWDISPATCH__CACHE_SECRET\)"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    assert calls(log) == ["process 4", "process 4"]
+
+
+def test_a_planted_pickle_is_never_unpickled_with_a_secret(folder, tmp_path):
+    import cloudpickle
+
+    from flowdispatch.cachefile import seal
+
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
+    fd.compute(process(log, 4), executor="sync")
+    entry = entry_of(folder, process(log, 4))
+    planted = seal(entry.name, cloudpickle.dumps(Planted(flag)), secret=None)  # valid checksum
+    entry.write_bytes(planted)
+    with fd.config.set(cache_secret=SECRET), pytest.warns(fd.CacheWarning, match="unsigned"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert not os.path.exists(flag)
+    forged = seal(entry.name, cloudpickle.dumps(Planted(flag)), secret=b"a guess" * 3)
+    entry.write_bytes(forged)
+    with fd.config.set(cache_secret=SECRET), pytest.warns(fd.CacheWarning, match="signature"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert not os.path.exists(flag)
+    entry.write_bytes(planted)  # the threat without a secret: the checksum does not stop it
+    assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    assert read_lines(flag) == ["unpickled"]
+
+
+@pytest.mark.parametrize("secret, why", [
+    ("short", r"cache_secret: expected at least 16 bytes, got 5; a short secret can be guessed"),
+    (1234567890123456789, r"cache_secret: expected a string, got int; dask reads "
+                          r"DASK_FLOWDISPATCH__CACHE_SECRET as a Python literal, so quote"),
+])
+def test_a_secret_that_cannot_be_one_is_refused(folder, tmp_path, secret, why):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=secret):
+        with pytest.warns(fd.CacheWarning, match=f"could not be saved to the cache.*{why}"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert not folder.exists()
+    fd.compute(process(log, 4), executor="sync")
+    with fd.config.set(cache_secret=secret), pytest.warns(fd.CacheWarning) as record:
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert [bool(re.search(f"cached values are not read: {why}", str(w.message)))
+            for w in record] == [True, False]  # not read, then not saved
+    assert calls(log) == ["process 4"] * 3
+
+
+def test_dask_workers_sign_with_the_secret_of_their_environment(folder, tmp_path):
+    from distributed import Client
+
+    from conftest import STARTUP_TIMEOUT, DaskProcesses
+    from flowdispatch.executors.dask import DaskExecutor
+
+    log = str(tmp_path / "log")
+    cluster = DaskProcesses(tmp_path / "cluster", n_workers=1,
+                            env={"DASK_FLOWDISPATCH__CACHE_SECRET": SECRET})
+    (tmp_path / "cluster").mkdir()
+    try:
+        cluster.start()
+        with Client(cluster.address, timeout=STARTUP_TIMEOUT, set_as_default=False) as client, \
+                DaskExecutor(client=client) as executor, fd.config.set(cache_secret=SECRET):
+            client.wait_for_workers(1, timeout=STARTUP_TIMEOUT)
+            assert fd.compute(report(log, process(log, 7)), executor=executor) == ("result 70",)
+            entry = entry_of(folder, process(log, 7))  # saved by the worker, signed
+            assert entry.read_bytes().split(b"\n")[1].startswith(b"hmac-sha256 ")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                again = fd.run(report(log, process(log, 7)), executor=executor)
+            assert again.counts == {"cached": 1, "done": 1}
+    finally:
+        cluster.stop()
+    assert calls(log) == ["process 7", "report 70", "report 70"]
+
+
+def test_values_saved_by_workers_without_the_secret_are_not_read(folder, tmp_path, dask_executor):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=SECRET):  # the session's workers have none
+        assert fd.compute(process(log, 7), executor=dask_executor) == (70,)
+        with pytest.warns(fd.CacheWarning, match="unsigned entries .* If dask workers wrote "
+                                                 "them, give the workers the same secret"):
+            assert fd.compute(process(log, 7), executor=dask_executor) == (70,)
+    assert calls(log) == ["process 7", "process 7"]
+
+
+def test_the_embedded_clusters_workers_take_the_secret_in_force_when_it_starts(folder, tmp_path):
+    from flowdispatch.executors.dask import DaskExecutor
+
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=SECRET), \
+            DaskExecutor(n_workers=1, threads_per_worker=1, processes=True) as executor:
+        assert fd.compute(process(log, 7), executor=executor) == (70,)
+        assert entry_of(folder, process(log, 7)).read_bytes().split(b"\n")[1].startswith(
+            b"hmac-sha256 ")
+        assert fd.run(process(log, 7), executor=executor).counts == {"cached": 1}
+    assert calls(log) == ["process 7"]
