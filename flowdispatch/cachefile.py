@@ -27,7 +27,7 @@ b'data'
 >>> unseal("77aa", blob, secret=None)
 Traceback (most recent call last):
 ...
-flowdispatch.cachefile.Untrusted: it holds the value of key '3f2a', not of '77aa' (a copied, moved or linked entry)
+flowdispatch.cachefile.Untrusted: it holds the value of key '3f2a', not of '77aa' (a copied, ...)
 >>> signed = seal("3f2a", b"data", secret=b"0123456789abcdef")
 >>> unseal("3f2a", signed, secret=b"0123456789abcdef")
 b'data'
@@ -125,7 +125,8 @@ def unseal(key: str, blob: bytes, secret: bytes | None) -> bytes:
         return data
     if scheme != _SIGNED:
         raise Unsigned("it is not signed, but a cache secret is set")
-    if not hmac.compare_digest(blob[end + 33:end + 65], hmac.digest(secret, header + data, "sha256")):
+    expected = hmac.digest(secret, header + data, "sha256")
+    if not hmac.compare_digest(blob[end + 33:end + 65], expected):
         raise Untrusted("its signature does not match the cache secret (it was signed with "
                         "another secret, or forged)")
     return data
