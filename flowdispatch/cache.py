@@ -143,6 +143,9 @@ def load(path: str) -> tuple[bool, Any]:
     """
     import pickle
 
+    problem = cachefile.entry_folder_problem(path)
+    if problem is not None:
+        return _distrusted(*problem)
     try:
         with open(path, "rb") as f:
             owner = os.fstat(f.fileno()).st_uid
@@ -154,9 +157,6 @@ def load(path: str) -> tuple[bool, Any]:
     if hasattr(os, "getuid") and owner != os.getuid():
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
                                  "a pickle can run code")
-    problem = cachefile.entry_folder_problem(path)
-    if problem is not None:
-        return _distrusted(*problem)
     try:
         data = cachefile.unseal(os.path.basename(path), blob, cachefile.secret())
     except (TypeError, ValueError) as exc:  # the cache_secret setting

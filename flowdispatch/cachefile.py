@@ -133,7 +133,7 @@ def unseal(key: str, blob: bytes, secret: bytes | None) -> bytes:
 
 
 def _owner_ok(uid: int) -> bool:
-    return not hasattr(os, "getuid") or uid in (os.getuid(), 0)
+    return uid in (os.getuid(), 0)
 
 
 def folder_problem(folder: str, own: int = 1) -> str | None:
@@ -142,8 +142,11 @@ def folder_problem(folder: str, own: int = 1) -> str | None:
     It, and every folder above it (after following symbolic links), must
     belong to the user or to root. It and the ``own - 1`` folders above it
     (the cache's own) must not be writable by every user; a folder further
-    up may be, with the sticky bit (as ``/tmp``).
+    up may be, with the sticky bit (as ``/tmp``). Where there are no user ids
+    (Windows), every folder passes.
     """
+    if not hasattr(os, "getuid"):
+        return None
     real = os.path.realpath(folder)
     where = "" if real == os.path.abspath(folder) else f" (a symbolic link to {real!r})"
     path, level = real, 0
@@ -167,6 +170,8 @@ def entry_folder_problem(path: str) -> tuple[str, str] | None:
     """``(folder, why)`` if the folders of the entry at ``path`` cannot be trusted: the
     cache folder (see :func:`folder_problem`), or its two-letter folder, which must be
     a plain folder of the user's that only the user may write."""
+    if not hasattr(os, "getuid"):
+        return None
     sub = os.path.dirname(path)
     root = os.path.dirname(sub)
     why = folder_problem(root)

@@ -103,6 +103,9 @@ def _decode(obj: Any, built: dict[str, Node]) -> Any:
             return tuple(_decode(item, built) for item in obj["__tuple__"])
         if "__set__" in obj:
             return {_decode(item, built) for item in obj["__set__"]}
+        if not isinstance(obj.get("__dict__"), dict):
+            raise GraphError(f"expected a tagged object ('__node__', '__tuple__', '__set__' or "
+                             f"'__dict__') in the JSON of Graph.to_json, got {obj!r}")
         return {k: _decode(v, built) for k, v in obj["__dict__"].items()}
     return obj
 
