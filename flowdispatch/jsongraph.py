@@ -191,7 +191,8 @@ def _paths(records: Iterable[dict[str, Any]]) -> list[str]:
     for record in records:
         if "fn" in record:
             paths.append(record["fn"])
-        retry_on = record.get("options", {}).get("retry_on", [])
+        options = record.get("options", {})
+        retry_on = options.get("retry_on", []) if isinstance(options, dict) else []
         paths.extend(retry_on if isinstance(retry_on, list) else [retry_on])
     for path in paths:
         split(path)

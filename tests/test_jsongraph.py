@@ -118,3 +118,9 @@ def test_a_name_that_is_not_an_import_path_is_refused(path):
 def test_malformed_records_are_refused():
     with pytest.raises(fd.GraphError, match=r"expected a list of node records with string keys"):
         fd.Graph.from_json(json.dumps({"format": "flowdispatch.graph/1", "nodes": [3]}))
+    data = json.loads(fd.Graph(double(1)).to_json())
+    data["nodes"][-1]["args"] = [{"x": 1}]
+    with pytest.raises(fd.GraphError, match=r"expected a tagged object \('__node__', "
+                                            r"'__tuple__', '__set__' or '__dict__'\) in the "
+                                            r"JSON of Graph.to_json, got \{'x': 1\}"):
+        fd.Graph.from_json(json.dumps(data), allow=[__name__])
