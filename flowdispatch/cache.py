@@ -158,9 +158,11 @@ def load(path: str) -> tuple[bool, Any]:
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
                                  "a pickle can run code")
     try:
-        data = cachefile.unseal(os.path.basename(path), blob, cachefile.secret())
+        signing = cachefile.secret()
     except (TypeError, ValueError) as exc:  # the cache_secret setting
         return _warn(f"flowdispatch: cached values are not read: {exc}", 3)
+    try:
+        data = cachefile.unseal(os.path.basename(path), blob, signing)
     except cachefile.OldFormat as exc:
         return _warn(f"flowdispatch: entries in the cache folder {_root(path)!r} are not "
                      f"read: {exc}; their nodes run again and replace them", 3)

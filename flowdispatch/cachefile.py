@@ -136,14 +136,13 @@ def _owner_ok(uid: int) -> bool:
     return uid in (os.getuid(), 0)
 
 
-def folder_problem(folder: str, own: int = 1) -> str | None:
+def folder_problem(folder: str) -> str | None:
     """Why the cache folder ``folder`` cannot be trusted, or ``None`` if it can.
 
     It, and every folder above it (after following symbolic links), must
-    belong to the user or to root. It and the ``own - 1`` folders above it
-    (the cache's own) must not be writable by every user; a folder further
-    up may be, with the sticky bit (as ``/tmp``). Where there are no user ids
-    (Windows), every folder passes.
+    belong to the user or to root. It must not be writable by every user; a
+    folder above it may be, with the sticky bit (as the shared temporary
+    folder). Where there are no user ids (Windows), every folder passes.
     """
     if not hasattr(os, "getuid"):
         return None
@@ -158,7 +157,7 @@ def folder_problem(folder: str, own: int = 1) -> str | None:
         what = f"it{where}" if level == 0 else f"it{where} lies in {path!r}, which"
         if not _owner_ok(info.st_uid):
             return f"{what} belongs to user id {info.st_uid}, not to you"
-        if info.st_mode & stat.S_IWOTH and (level < own or not info.st_mode & stat.S_ISVTX):
+        if info.st_mode & stat.S_IWOTH and (level == 0 or not info.st_mode & stat.S_ISVTX):
             return (f"{what} can be written by every user "
                     f"(mode {oct(info.st_mode & 0o7777)})")
         if path == os.path.dirname(path):

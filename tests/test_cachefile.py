@@ -70,7 +70,7 @@ def test_folders(tmp_path):
         str(root / "ef"), "it is a symbolic link; flowdispatch makes these folders itself")
     sticky = tmp_path / "shared"
     sticky.mkdir()
-    sticky.chmod(0o1777)  # as /tmp: fine above the cache folder, not as it
+    sticky.chmod(0o1777)  # shared and sticky: fine above the cache folder, not as it
     (sticky / "cache").mkdir(mode=0o700)
     assert folder_problem(str(sticky / "cache")) is None
     assert folder_problem(str(sticky)) == "it can be written by every user (mode 0o1777)"
