@@ -8,13 +8,36 @@ same inputs before, whichever run it was; a change to an op's code, or to any
 argument upstream, gives new keys to it and to everything downstream.
 
 Each value is one file, ``<cache_dir>/<key[:2]>/<key>``: the value pickled
-by cloudpickle, after a checksum, written to a temporary name first and
-renamed into place, so that a crash never leaves half a value behind. The
-folders are private to the user, and an entry that another user owns, or
-whose checksum fails, is not loaded (the node runs again). The directory comes from
-``fd.config.set(cache_dir=...)``; by default ``$XDG_CACHE_HOME/flowdispatch``
-(``~/.cache/flowdispatch``). On a dask cluster the workers read and write the
-same path: they need to share its file system.
+by cloudpickle, after a header that names its key and a checksum, written to a
+temporary name first and renamed into place, so that a crash never leaves half
+a value behind (the format is in :mod:`flowdispatch.cachefile`). The
+directory comes from ``fd.config.set(cache_dir=...)``; by default
+``$XDG_CACHE_HOME/flowdispatch`` (``~/.cache/flowdispatch``). On a dask
+cluster the workers read and write the same path: they need to share its file
+system.
+
+Who can write the cache folder can run code in every process that reads it:
+loading a value unpickles it, and unpickling can run any code. So an entry is
+not loaded (a :class:`~flowdispatch.CacheWarning` says why, and the node runs
+again) when another user owns it, when its name is not the key in its header
+(an entry copied, moved or linked into another's place), or when its checksum
+fails; and a cache folder that every user can write, or that lies in another
+user's folder (through a symbolic link, say), is not used at all. New folders
+are private to the user (mode 0o700).
+
+A checksum finds damage, not forgery: another process of the same user, or
+anything that can write the folder, can plant a valid entry. Against that,
+set a secret (``fd.config.set(cache_secret=...)``, dask's YAML files, or
+``DASK_FLOWDISPATCH__CACHE_SECRET`` in the environment; at least 16 bytes):
+entries are then signed with HMAC-SHA256 over their header, key and value,
+and an unsigned or badly signed entry is never unpickled. This protects only
+as far as the secret is kept: whoever can read it (the environment or the
+files it comes from) can sign entries too. Without a secret, entries are
+checked as above and not signed. Dask workers save values themselves, and
+each reads the secret from its own settings: start them with the same
+``DASK_FLOWDISPATCH__CACHE_SECRET`` (the embedded cluster's workers take the
+settings in force when it starts); values saved without it are not read by
+a client that has one (a warning says so).
 
 Executors call :func:`prepare` first: the nodes found on disk become values
 (``"cached"`` in the Results) and what only they needed is cut away; the
@@ -49,7 +72,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from . import cachefile, config
 from .errors import CacheWarning
 from .node import ancestors
 from .traverse import substitute
@@ -73,13 +96,11 @@ def cache_dir() -> str:
     return os.path.abspath(os.fspath(chosen))
 
 
-_MAGIC = b"flowdispatch-cache-1\n"
-
-
 def save(path: str, value: Any) -> None:
-    """Write ``value`` to ``path`` atomically, with a checksum; warn
-    (:class:`~flowdispatch.CacheWarning`) if it cannot be pickled or written: the
-    run goes on, and the node runs again next time.
+    """Write ``value`` to ``path`` atomically, with its key (the file's name) and a
+    checksum, signed when a ``cache_secret`` is set; warn
+    (:class:`~flowdispatch.CacheWarning`) if it cannot be pickled or written, or the
+    cache folder cannot be trusted: the run goes on, and the node runs again next time.
 
     New folders are private to the user (mode 0o700): the cache holds pickles,
     and loading a pickle can run code.
@@ -87,14 +108,20 @@ def save(path: str, value: Any) -> None:
     import cloudpickle
 
     try:
+        key = os.path.basename(path)
+        signing = cachefile.secret()
         data = cloudpickle.dumps(value)
         folder = os.path.dirname(path)
         os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        problem = cachefile.entry_folder_problem(path)
+        if problem is not None:
+            _distrusted(*problem)
+            return
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC + hashlib.sha256(data).digest() + data)
+                f.write(cachefile.seal(key, data, signing))
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -109,10 +136,16 @@ def load(path: str) -> tuple[bool, Any]:
     """``(True, value)`` from ``path``, or ``(False, None)`` if it is missing or cannot be
     trusted (then with a :class:`~flowdispatch.CacheWarning`, and the node runs again).
 
-    An entry is trusted when the current user owns it and its checksum holds.
+    An entry is trusted when the current user owns it and the folders it is in
+    (see :func:`flowdispatch.cachefile.folder_problem`), it holds the key it is
+    read under (its file name), and its checksum holds; with a ``cache_secret``
+    set, also its signature. Nothing else is unpickled.
     """
     import pickle
 
+    problem = cachefile.entry_folder_problem(path)
+    if problem is not None:
+        return _distrusted(*problem)
     try:
         with open(path, "rb") as f:
             owner = os.fstat(f.fileno()).st_uid
@@ -124,27 +157,57 @@ def load(path: str) -> tuple[bool, Any]:
     if hasattr(os, "getuid") and owner != os.getuid():
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
                                  "a pickle can run code")
-    head, digest, data = blob[:len(_MAGIC)], blob[len(_MAGIC):len(_MAGIC) + 32], blob[len(_MAGIC) + 32:]
-    if head != _MAGIC or hashlib.sha256(data).digest() != digest:
-        return _unreadable(path, "it is not a flowdispatch cache entry, or it is damaged "
-                                 "(checksum mismatch)")
+    try:
+        signing = cachefile.secret()
+    except (TypeError, ValueError) as exc:  # the cache_secret setting
+        return _warn(f"flowdispatch: cached values are not read: {exc}", 3)
+    try:
+        data = cachefile.unseal(os.path.basename(path), blob, signing)
+    except cachefile.OldFormat as exc:
+        return _warn(f"flowdispatch: entries in the cache folder {_root(path)!r} are not "
+                     f"read: {exc}; their nodes run again and replace them", 3)
+    except cachefile.Unsigned:
+        return _warn(
+            f"flowdispatch: unsigned entries in the cache folder {_root(path)!r} are not read: "
+            "a cache_secret is set; their nodes run again and replace them. If dask workers "
+            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)", 3)
+    except cachefile.Untrusted as exc:
+        return _unreadable(path, str(exc))
     try:
         return True, pickle.loads(data)
     except Exception as exc:
         return _unreadable(path, f"{type(exc).__name__}: {exc}")
 
 
-def _unreadable(path: str, why: str) -> tuple[bool, None]:
-    warnings.warn(f"flowdispatch: the cached value at {path!r} could not be read ({why}); "
-                  "its node runs again and replaces it", CacheWarning, stacklevel=3)
+def _root(path: str) -> str:
+    return os.path.dirname(os.path.dirname(path))
+
+
+def _warn(message: str, stacklevel: int = 4) -> tuple[bool, None]:
+    """Warn the caller of :func:`load` (or :func:`save`) that a value is not used."""
+    warnings.warn(message, CacheWarning, stacklevel=stacklevel)
     return False, None
+
+
+def _unreadable(path: str, why: str) -> tuple[bool, None]:
+    return _warn(f"flowdispatch: the cached value at {path!r} could not be read ({why}); "
+                 "its node runs again and replaces it")
+
+
+def _distrusted(folder: str, why: str) -> tuple[bool, None]:
+    return _warn(f"flowdispatch: the cache folder {folder!r} is not used: {why}. Whoever can "
+                 "write it can run code in the processes that read it: make it private to "
+                 "you (chmod 700), or choose another with fd.config.set(cache_dir=...)")
+
+
+_MAGICS = (cachefile.MAGIC, *cachefile.OLD_MAGICS)
 
 
 def entries(directory: str | None = None) -> list[str]:
     """The paths of the cache entries in ``directory`` (default: :func:`cache_dir`).
 
-    Only flowdispatch's own files count (by their header), whatever else the
-    folder holds.
+    Only flowdispatch's own files count (by their header, of this format or an
+    older one), whatever else the folder holds.
     """
     folder = cache_dir() if directory is None else os.path.abspath(directory)
     found = []
@@ -156,7 +219,7 @@ def entries(directory: str | None = None) -> list[str]:
             entry = os.path.join(path, name)
             try:
                 with open(entry, "rb") as f:
-                    if f.read(len(_MAGIC)) == _MAGIC:
+                    if f.read(len(cachefile.MAGIC)).startswith(_MAGICS):
                         found.append(entry)
             except OSError:  # a folder, or unreadable: not ours to count
                 pass

@@ -4,6 +4,10 @@ So they can be set in code (``fd.config.set(executor="sync")``, which is also a
 context manager), in dask's YAML files, or in the environment
 (``DASK_FLOWDISPATCH__EXECUTOR=sync``).
 
+The settings: ``executor``, the default executor's name; ``cache_dir``, the
+folder of the on-disk cache; ``cache_secret``, a secret (a string of at least
+16 bytes) that signs the cache's entries, see :mod:`flowdispatch.cache`.
+
 Examples
 --------
 >>> import flowdispatch as fd
@@ -28,6 +32,7 @@ __all__ = ["DEFAULTS", "get", "set"]
 DEFAULTS: dict[str, Any] = {
     "executor": "threads",
     "cache_dir": None,
+    "cache_secret": None,
 }
 
 dask.config.update_defaults({"flowdispatch": dict(DEFAULTS)})

@@ -4,7 +4,8 @@
 
     FlowDispatchError
      ├── GraphError (ValueError)
-     │    └── CycleError
+     │    ├── CycleError
+     │    └── NotAllowedError
      ├── UpstreamError (RuntimeError)
      ├── CancelledError (concurrent.futures.CancelledError)
      ├── OpTimeoutError (TimeoutError)
@@ -36,6 +37,7 @@ __all__ = [
     "ExecutorError",
     "FlowDispatchError",
     "GraphError",
+    "NotAllowedError",
     "OpTimeoutError",
     "SecurityWarning",
     "SerializationError",
@@ -74,6 +76,37 @@ class CycleError(GraphError):
 
     def __reduce__(self):
         return (type(self), (self.cycle,))
+
+
+class NotAllowedError(GraphError):
+    """A graph's JSON names functions that the caller did not allow; ``.names`` lists
+    them. Nothing was imported (see :meth:`Graph.from_json <flowdispatch.Graph.from_json>`).
+
+    Examples
+    --------
+    >>> err = NotAllowedError(["os:system"])
+    >>> err.names
+    ('os:system',)
+    >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
+    the JSON names functions that were not allowed: 'os:system'. Loading a graph imports the
+    modules it names, and running it calls its functions, so nothing was imported: pass
+    allow=[...] with those you trust, by exact name ('module:function'), module ('module')
+    or package ('package.'). Never run a graph from a source you do not trust.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        listed = ", ".join(repr(name) for name in self.names)
+        super().__init__(
+            f"the JSON names functions that were not allowed: {listed}. Loading a graph "
+            "imports the modules it names, and running it calls its functions, so nothing "
+            "was imported: pass allow=[...] with those you trust, by exact name "
+            "('module:function'), module ('module') or package ('package.'). Never run a "
+            "graph from a source you do not trust."
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.names,))
 
 
 class UpstreamError(FlowDispatchError, RuntimeError):

@@ -222,11 +222,45 @@ class Graph:
         return dumps(self)
 
     @classmethod
-    def from_json(cls, text: str) -> Graph:
-        """Rebuild a graph from :meth:`to_json` text, importing its ops by path."""
+    def from_json(cls, text: str, *, allow: Iterable[str] = ()) -> Graph:
+        """Rebuild a graph from :meth:`to_json` text, importing its ops by path.
+
+        Loading imports the modules the JSON names, which runs their code, and
+        running the graph calls its functions with arguments from the JSON. So
+        every name is checked before anything is imported: beyond
+        flowdispatch's own helpers and builtins that only compute on data
+        (:data:`~flowdispatch.allowlist.DEFAULT_ALLOW`), only what ``allow``
+        names is loaded, else :class:`~flowdispatch.NotAllowedError`.
+
+        .. warning:: Do not run a graph from a source you do not trust, even
+           with ``allow``: an allowed function may do whatever its arguments,
+           written by that source, ask.
+
+        Parameters
+        ----------
+        text
+            JSON written by :meth:`to_json`.
+        allow
+            What may be imported: exact names (``"mypackage.ops:fit"``), modules
+            (``"mypackage.ops"``, the functions defined in it) or packages with
+            everything in them (``"mypackage."``). See
+            :mod:`flowdispatch.allowlist`.
+
+        Examples
+        --------
+        >>> import flowdispatch as fd
+        >>> g = fd.Graph(fd.collect([fd.value(1), fd.value(2)]))
+        >>> fd.Graph.from_json(g.to_json()) == g
+        True
+        >>> text = g.to_json().replace("flowdispatch.node:_collect", "os:system")
+        >>> fd.Graph.from_json(text)
+        Traceback (most recent call last):
+        ...
+        flowdispatch.errors.NotAllowedError: ... not allowed: 'os:system'. ...
+        """
         from .jsongraph import loads
 
-        return loads(text)
+        return loads(text, allow)
 
     def to_dot(self, **kwargs: Any) -> str:
         """The DOT text of :meth:`visualize`."""

@@ -5,7 +5,16 @@ Each node is stored with its key, the import path of its function
 arguments, where a node inside an argument becomes ``{"__node__": key}``.
 Tuples and sets are tagged so they come back as themselves. Loading imports
 the functions again and rebuilds the nodes with the same keys, so
-``Graph.from_json(g.to_json()) == g``.
+``Graph.from_json(g.to_json(), allow=[...]) == g``.
+
+Loading imports the modules that the JSON names (which runs their import
+code), and running the graph calls its functions with arguments from the
+JSON. So :func:`loads` checks every name before it imports anything, and
+loads only what the caller allows (see :mod:`flowdispatch.allowlist`): by
+default flowdispatch's own helpers (behind ``node[i]``, the lazy operators
+and ``fd.collect``) and builtins that only compute on data. Even so, a graph
+from a source you do not trust must not be run: an allowed function may do
+whatever its arguments ask.
 
 Examples
 --------
@@ -14,22 +23,28 @@ Examples
 >>> total = add(add(1, 2), (3, 4)[0])
 >>> g = fd.Graph(total)
 >>> text = g.to_json()
->>> again = fd.Graph.from_json(text)
+>>> again = fd.Graph.from_json(text)  # operator.add is allowed by default
 >>> again == g, again.targets[0].op.settings.retries
 (True, 2)
 >>> fd.compute(again.targets[0], executor="sync")
 (6,)
+>>> planted = text.replace("_operator:add", "os:system")
+>>> fd.Graph.from_json(planted)
+Traceback (most recent call last):
+...
+flowdispatch.errors.NotAllowedError: the JSON names functions that were not allowed: 'os:system'...
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from .allowlist import Allow, load, resolve, split
 from .errors import GraphError, SerializationError
 from .node import Node, make_node
 from .op import Op, OpSettings
@@ -50,20 +65,12 @@ def _path(obj: Any) -> str | None:
     if not module or not qualname or "<" in qualname:
         return None
     try:
-        found = _import(f"{module}:{qualname}")
+        found = resolve(f"{module}:{qualname}")
     except (ImportError, AttributeError):
         return None
     if found is obj or (isinstance(found, Op) and found.__wrapped__ is obj):
         return f"{module}:{qualname}"
     return None
-
-
-def _import(path: str) -> Any:
-    module, _, qualname = path.partition(":")
-    found: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found
 
 
 def _encode(obj: Any, where: str) -> Any:
@@ -96,6 +103,9 @@ def _decode(obj: Any, built: dict[str, Node]) -> Any:
             return tuple(_decode(item, built) for item in obj["__tuple__"])
         if "__set__" in obj:
             return {_decode(item, built) for item in obj["__set__"]}
+        if not isinstance(obj.get("__dict__"), dict):
+            raise GraphError(f"expected a tagged object ('__node__', '__tuple__', '__set__' or "
+                             f"'__dict__') in the JSON of Graph.to_json, got {obj!r}")
         return {k: _decode(v, built) for k, v in obj["__dict__"].items()}
     return obj
 
@@ -123,7 +133,7 @@ def _encode_settings(settings: OpSettings, where: str) -> dict[str, Any]:
 def _decode_settings(options: dict[str, Any]) -> OpSettings:
     options = {k: _decode(v, {}) for k, v in options.items()}
     if "retry_on" in options:
-        found = tuple(_import(p) for p in options["retry_on"])
+        found = tuple(load(p) for p in options["retry_on"])
         options["retry_on"] = found[0] if len(found) == 1 else found
     if "tags" in options:
         options["tags"] = tuple(options["tags"])
@@ -175,14 +185,36 @@ def _refs(obj: Any, out: list[str]) -> None:
                 _refs(item, out)
 
 
-def loads(text: str) -> Graph:
-    """Rebuild the graph of :func:`dumps` text, importing its functions."""
+def _paths(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The import paths that the records name: their functions and ``retry_on``."""
+    paths = []
+    for record in records:
+        if "fn" in record:
+            paths.append(record["fn"])
+        options = record.get("options", {})
+        retry_on = options.get("retry_on", []) if isinstance(options, dict) else []
+        paths.extend(retry_on if isinstance(retry_on, list) else [retry_on])
+    for path in paths:
+        split(path)
+    return paths
+
+
+def loads(text: str, allow: Iterable[str] = ()) -> Graph:
+    """Rebuild the graph of :func:`dumps` text, importing its functions if ``allow``
+    (with :data:`~flowdispatch.allowlist.DEFAULT_ALLOW`) allows them all; else raise
+    :class:`~flowdispatch.NotAllowedError` before importing anything."""
     from .graph import Graph, check_acyclic
 
+    permitted = Allow(allow)
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise GraphError(f"expected JSON written by Graph.to_json ({FORMAT!r}), got {got!r}")
+    if not isinstance(data.get("nodes"), list) or not all(
+            isinstance(r, dict) and isinstance(r.get("key"), str) for r in data["nodes"]):
+        raise GraphError("expected a list of node records with string keys under 'nodes' "
+                         "in the JSON of Graph.to_json")
+    permitted.check(_paths(data["nodes"]))
     records = {r["key"]: r for r in data["nodes"]}
     g = nx.DiGraph()
     for key, record in records.items():
@@ -200,7 +232,9 @@ def loads(text: str) -> Graph:
         args = tuple(_decode(record.get("args", []), built))
         kwargs = _decode({"__dict__": record.get("kwargs", {})}, built)
         if "fn" in record:
-            op = Op(_import(record["fn"]), _decode_settings(record.get("options", {})))
+            fn = load(record["fn"])
+            fn = fn.__wrapped__ if isinstance(fn, Op) else fn  # a module-level op: its function
+            op = Op(fn, _decode_settings(record.get("options", {})))
             nout = record.get("nout", op._self_settings.nout)
             built[key] = make_node(key, op, op.__wrapped__, args, kwargs or None, nout)
         else:

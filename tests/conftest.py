@@ -66,8 +66,11 @@ def _environment() -> dict[str, str]:
 class DaskProcesses:
     """A running scheduler and its workers; ``stop()`` ends them all."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, env: dict[str, str] | None = None,
+                 n_workers: int = N_WORKERS):
         self.directory = directory
+        self.env = env or {}  # more environment variables for every process
+        self.n_workers = n_workers
         self.scheduler_file = directory / "scheduler.json"
         self.processes: list[subprocess.Popen] = []
         self.address = ""
@@ -76,7 +79,7 @@ class DaskProcesses:
         out = open(self.directory / log, "wb")  # noqa: SIM115 - closed by stop()
         kwargs = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory,
-                                   env=_environment(), **kwargs)
+                                   env={**_environment(), **self.env}, **kwargs)
         process.log = out  # type: ignore[attr-defined]
         self.processes.append(process)
         return process
@@ -95,7 +98,7 @@ class DaskProcesses:
             return ""
 
         self.address = wait_until(address, STARTUP_TIMEOUT, "the dask scheduler file")
-        for i in range(N_WORKERS):
+        for i in range(self.n_workers):
             self._spawn(
                 [*_dask_command("worker"), "--scheduler-file", str(self.scheduler_file),
                  "--host", "127.0.0.1", "--nthreads", "2", "--no-dashboard",

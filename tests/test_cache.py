@@ -10,6 +10,7 @@ import functools
 import importlib
 import operator
 import os
+import re
 import sys
 import threading
 import warnings
@@ -294,3 +295,235 @@ def test_entries_and_clear_touch_only_cached_values(folder, tmp_path):
     assert entries() == [] and (folder / "notes.txt").exists() and (folder / "ab" / "other").exists()
     assert fd.compute(process(log, 1), executor="sync") == (10,)  # runs again
     assert calls(log).count("process 1") == 2
+
+
+# -- entries bound to their keys, folders to trust ------------------------------------------
+
+
+def entry_of(folder, target):
+    from flowdispatch.cache import lineage_keys
+
+    key = lineage_keys(fd.Graph(target), {})[target.key]
+    return folder / key[:2] / key
+
+
+@pytest.mark.parametrize("swap", ["copy", "move", "symlink"])
+def test_an_entry_read_under_another_key_is_refused(folder, tmp_path, swap):
+    log = str(tmp_path / "log")
+    assert fd.compute(process(log, 1), process(log, 2), executor="sync") == (10, 20)
+    one, two = entry_of(folder, process(log, 1)), entry_of(folder, process(log, 2))
+    one.unlink()
+    if swap == "copy":
+        one.write_bytes(two.read_bytes())
+    elif swap == "move":
+        two.rename(one)
+    else:
+        one.symlink_to(two)
+    with pytest.warns(fd.CacheWarning, match=r"holds the value of key '\w+', not of '\w+' "
+                                             r"\(a copied, moved or linked entry\)"):
+        assert fd.compute(process(log, 1), executor="sync") == (10,)  # not 20
+    assert calls(log).count("process 1") == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # replaced by a plain entry of its own
+        assert fd.run(process(log, 1), executor="sync").counts == {"cached": 1}
+
+
+def test_a_cache_folder_every_user_can_write_is_not_used(folder, tmp_path):
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    folder.chmod(0o777)
+    with pytest.warns(fd.CacheWarning, match=r"the cache folder '.*cache' is not used: it can be "
+                                             r"written by every user \(mode 0o777\)\. Whoever"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert calls(log) == ["process 4", "process 4"]
+    entry, = entries(folder)
+    entry.unlink()
+    with pytest.warns(fd.CacheWarning, match="is not used: it can be written by every user"):
+        fd.compute(process(log, 4), executor="sync")
+    assert entries(folder) == []  # nothing saved there either
+    folder.chmod(0o700)
+    fd.compute(process(log, 4), executor="sync")
+    (sub,) = folder.iterdir()
+    sub.chmod(0o777)  # a two-letter folder is checked as well
+    with pytest.warns(fd.CacheWarning, match=rf"the cache folder '.*{sub.name}' is not used: "
+                                             "it can be written by every user"):
+        fd.compute(process(log, 4), executor="sync")
+    assert calls(log).count("process 4") == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a folder to another user needs root")
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_cache_folder_linked_into_another_users_folder_is_not_used(tmp_path, inside):
+    log = str(tmp_path / "log")
+    other = tmp_path / "other"
+    (other / "cache").mkdir(parents=True)  # ours, in a folder that is not
+    os.chown(other, 65534, 65534)  # nobody's
+    link = tmp_path / "cache"
+    link.symlink_to(other / "cache" if inside else other)
+    why = (r"lies in '.*other', which belongs to user id 65534" if inside
+           else "belongs to user id 65534, not to you")
+    with fd.config.set(cache_dir=str(link)):
+        with pytest.warns(fd.CacheWarning, match=rf"is not used: it \(a symbolic link to "
+                                                 rf"'.*other.*'\) {why}"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+        assert fd.cache.entries() == []
+
+
+def test_entries_of_the_older_format_are_not_trusted_but_cleared(folder, tmp_path):
+    import hashlib
+
+    import cloudpickle
+
+    from flowdispatch.cache import clear
+
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    entry = entry_of(folder, process(log, 4))
+    data = cloudpickle.dumps(99)  # what the older format held: no key
+    entry.write_bytes(b"flowdispatch-cache-1\n" + hashlib.sha256(data).digest() + data)
+    with pytest.warns(fd.CacheWarning, match="written by an older flowdispatch, whose entries "
+                                             "are not bound to their keys; their nodes run"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    entry.write_bytes(b"flowdispatch-cache-1\n" + hashlib.sha256(data).digest() + data)
+    assert clear()[0] == 1
+
+
+# -- signed entries ---------------------------------------------------------------------------
+
+SECRET = "a secret of the tests, 32 bytes"
+
+
+class Planted:
+    """A value whose unpickling writes a file: what a planted entry could do."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):
+        return (append_line, (self.flag, "unpickled"))
+
+
+def test_with_a_secret_entries_are_signed_and_read_back(folder, tmp_path):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=SECRET):
+        fd.compute(process(log, 4), executor="sync")
+        entry = entry_of(folder, process(log, 4))
+        assert entry.read_bytes().split(b"\n")[1] == b"hmac-sha256 " + entry.name.encode()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    with fd.config.set(cache_secret="another secret, also long enough"):
+        with pytest.warns(fd.CacheWarning, match=r"its signature does not match the cache "
+                                                 r"secret \(it was signed with another secret"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # without a secret: the checksum alone, as before
+        assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    assert calls(log) == ["process 4", "process 4"]
+
+
+def test_with_a_secret_an_unsigned_entry_is_not_read_and_is_replaced(folder, tmp_path):
+    log = str(tmp_path / "log")
+    fd.compute(process(log, 4), executor="sync")
+    with fd.config.set(cache_secret=SECRET):
+        with pytest.warns(fd.CacheWarning, match=r"unsigned entries in the cache folder '.*' "
+                                                 r"are not read: a cache_secret is set.*same "
+                                                 r"secret \(DASK_FLOWDISPATCH__CACHE_SECRET\)"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    assert calls(log) == ["process 4", "process 4"]
+
+
+def test_a_planted_pickle_is_never_unpickled_with_a_secret(folder, tmp_path):
+    import cloudpickle
+
+    from flowdispatch.cachefile import seal
+
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
+    fd.compute(process(log, 4), executor="sync")
+    entry = entry_of(folder, process(log, 4))
+    planted = seal(entry.name, cloudpickle.dumps(Planted(flag)), secret=None)  # valid checksum
+    entry.write_bytes(planted)
+    with fd.config.set(cache_secret=SECRET), pytest.warns(fd.CacheWarning, match="unsigned"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert not os.path.exists(flag)
+    forged = seal(entry.name, cloudpickle.dumps(Planted(flag)), secret=b"a guess" * 3)
+    entry.write_bytes(forged)
+    with fd.config.set(cache_secret=SECRET), pytest.warns(fd.CacheWarning, match="signature"):
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert not os.path.exists(flag)
+    entry.write_bytes(planted)  # the threat without a secret: the checksum does not stop it
+    assert fd.run(process(log, 4), executor="sync").counts == {"cached": 1}
+    assert read_lines(flag) == ["unpickled"]
+
+
+@pytest.mark.parametrize("secret, why", [
+    ("short", r"cache_secret: expected at least 16 bytes, got 5; a short secret can be guessed"),
+    (1234567890123456789, r"cache_secret: expected a string, got int; dask reads "
+                          r"DASK_FLOWDISPATCH__CACHE_SECRET as a Python literal, so quote"),
+])
+def test_a_secret_that_cannot_be_one_is_refused(folder, tmp_path, secret, why):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=secret):
+        with pytest.warns(fd.CacheWarning, match=f"could not be saved to the cache.*{why}"):
+            assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert not folder.exists()
+    fd.compute(process(log, 4), executor="sync")
+    with fd.config.set(cache_secret=secret), pytest.warns(fd.CacheWarning) as record:
+        assert fd.compute(process(log, 4), executor="sync") == (40,)
+    assert [bool(re.search(f"cached values are not read: {why}", str(w.message)))
+            for w in record] == [True, False]  # not read, then not saved
+    assert calls(log) == ["process 4"] * 3
+
+
+def test_dask_workers_sign_with_the_secret_of_their_environment(folder, tmp_path):
+    from distributed import Client
+
+    from conftest import STARTUP_TIMEOUT, DaskProcesses
+    from flowdispatch.executors.dask import DaskExecutor
+
+    log = str(tmp_path / "log")
+    cluster = DaskProcesses(tmp_path / "cluster", n_workers=1,
+                            env={"DASK_FLOWDISPATCH__CACHE_SECRET": SECRET})
+    (tmp_path / "cluster").mkdir()
+    try:
+        cluster.start()
+        with Client(cluster.address, timeout=STARTUP_TIMEOUT, set_as_default=False) as client, \
+                DaskExecutor(client=client) as executor, fd.config.set(cache_secret=SECRET):
+            client.wait_for_workers(1, timeout=STARTUP_TIMEOUT)
+            assert fd.compute(report(log, process(log, 7)), executor=executor) == ("result 70",)
+            entry = entry_of(folder, process(log, 7))  # saved by the worker, signed
+            assert entry.read_bytes().split(b"\n")[1].startswith(b"hmac-sha256 ")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                again = fd.run(report(log, process(log, 7)), executor=executor)
+            assert again.counts == {"cached": 1, "done": 1}
+    finally:
+        cluster.stop()
+    assert calls(log) == ["process 7", "report 70", "report 70"]
+
+
+def test_values_saved_by_workers_without_the_secret_are_not_read(folder, tmp_path, dask_executor):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=SECRET):  # the session's workers have none
+        assert fd.compute(process(log, 7), executor=dask_executor) == (70,)
+        with pytest.warns(fd.CacheWarning, match="unsigned entries .* If dask workers wrote "
+                                                 "them, give the workers the same secret"):
+            assert fd.compute(process(log, 7), executor=dask_executor) == (70,)
+    assert calls(log) == ["process 7", "process 7"]
+
+
+def test_the_embedded_clusters_workers_take_the_secret_in_force_when_it_starts(folder, tmp_path):
+    from flowdispatch.executors.dask import DaskExecutor
+
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_secret=SECRET), \
+            DaskExecutor(n_workers=1, threads_per_worker=1, processes=True) as executor:
+        assert fd.compute(process(log, 7), executor=executor) == (70,)
+        assert entry_of(folder, process(log, 7)).read_bytes().split(b"\n")[1].startswith(
+            b"hmac-sha256 ")
+        assert fd.run(process(log, 7), executor=executor).counts == {"cached": 1}
+    assert calls(log) == ["process 7"]

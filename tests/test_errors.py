@@ -13,6 +13,7 @@ from flowdispatch import errors
     (fd.FlowDispatchError, (Exception,)),
     (fd.GraphError, (fd.FlowDispatchError, ValueError)),
     (fd.CycleError, (fd.GraphError, ValueError)),
+    (fd.NotAllowedError, (fd.GraphError, ValueError)),
     (fd.UpstreamError, (fd.FlowDispatchError, RuntimeError)),
     (fd.CancelledError, (fd.FlowDispatchError, concurrent.futures.CancelledError)),
     (fd.OpTimeoutError, (fd.FlowDispatchError, TimeoutError)),
@@ -27,8 +28,8 @@ def test_each_error_subclasses_its_documented_bases(cls, bases):
 def test_every_error_is_exported():
     assert sorted(errors.__all__) == [
         "CacheWarning", "CancelledError", "CycleError", "DotNotFoundError", "ExecutorError",
-        "FlowDispatchError",
-        "GraphError", "OpTimeoutError", "SecurityWarning", "SerializationError",
+        "FlowDispatchError", "GraphError", "NotAllowedError", "OpTimeoutError", "SecurityWarning",
+        "SerializationError",
         "UnknownExecutorError", "UpstreamError"]
     assert all(getattr(fd, name) is getattr(errors, name) for name in errors.__all__)
     warnings = [name for name in errors.__all__ if name.endswith("Warning")]
@@ -62,6 +63,7 @@ def test_upstream_error():
 
 @pytest.mark.parametrize("err", [
     fd.CycleError(["a", "b"]),
+    fd.NotAllowedError(["os:system"]),
     fd.UpstreamError("a", "b", ValueError("v")),
     fd.GraphError("bad graph"),
     fd.SerializationError("cannot pickle"),
@@ -78,6 +80,7 @@ def test_pickled_errors_keep_their_fields():
     again = pickle.loads(pickle.dumps(fd.UpstreamError("a", "b", ValueError("v"))))
     assert (again.key, again.upstream, str(again.error)) == ("a", "b", "v")
     assert pickle.loads(pickle.dumps(fd.CycleError(["x", "y"]))).cycle == ("x", "y")
+    assert pickle.loads(pickle.dumps(fd.NotAllowedError(["m:f"]))).names == ("m:f",)
 
 
 def test_a_timeout_is_caught_as_a_builtin_timeout():
