@@ -11,12 +11,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .callbacks import ProgressBar
-from .errors import CancelledError
+from .errors import CancelledError, GraphError
 from .executors import resolve
 from .graph import Graph, as_nodes
-from .node import Node
+from .node import Node, ancestors
+from .op import Op
 from .results import Results
-from .traverse import scan, substitute
+from .traverse import materialize, scan, substitute
 
 __all__ = ["compute", "persist", "run", "run_graph", "submit"]
 
@@ -39,7 +40,32 @@ def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
 def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
     nodes = as_nodes(targets, strict=False)
     graph = Graph._cut(nodes, frozenset(overrides))
+    missing = [k for k in overrides if k not in graph]
+    if missing:  # cut away by another override, or not an ancestor at all?
+        known = ancestors(nodes)
+        unknown = [k for k in missing if k not in known]
+        if unknown:
+            raise GraphError(
+                f"overrides: node {unknown[0]!r} is not one of the targets or their "
+                f"ancestors ({len(known)} nodes), so its value would not be used: override "
+                "a node the targets need (a typo, or a node from another graph?)")
     return graph, {k: v for k, v in overrides.items() if k in graph}
+
+
+def _check_targets(targets: tuple, what: str) -> tuple:
+    """The targets, iterators made lists; an op among them (not called) is refused."""
+    if not targets and what == "run":
+        raise TypeError("run: expected nodes to run, got none: fd.run(node, ...)")
+    targets = materialize(targets)
+    for target in targets:
+        items = target.values() if isinstance(target, dict) else (
+            target if isinstance(target, (list, tuple, set)) else (target,))
+        for item in items:
+            if isinstance(item, Op):
+                raise TypeError(
+                    f"{what}: {item.op_name!r} is an op: call it to make a node, e.g. "
+                    f"fd.{what}({item.op_name}(...))")
+    return targets
 
 
 def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None = None,
@@ -105,6 +131,7 @@ def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
     >>> res[b], res.state(a), res.state(b)
     (11, 'skipped', 'done')
     """
+    targets = _check_targets(targets, "run")
     keyed = _override_keys(overrides)
     graph, keyed = _graph(targets, keyed)
     return run_graph(graph, executor=executor, overrides=keyed, progress=progress,
@@ -127,6 +154,7 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = Non
     >>> fd.compute(a, {"twice": add(a, a)}, "as is", executor="sync")
     (3, {'twice': 6}, 'as is')
     """
+    targets = _check_targets(targets, "compute")
     if not any(scan(target, {}) for target in targets):
         return targets  # nothing lazy: as dask.compute, values pass through
     keyed = _override_keys(overrides)

@@ -4,6 +4,15 @@ So they can be set in code (``fd.config.set(executor="sync")``, which is also a
 context manager), in dask's YAML files, or in the environment
 (``DASK_FLOWDISPATCH__EXECUTOR=sync``).
 
+``executor``
+    The default executor (``"threads"``).
+``cache_dir``
+    Where ``cache=True`` ops keep their values (``None``: the user's cache folder).
+``pure``
+    What ``fd.op(pure=None)`` and ``fd.value(pure=None)`` mean (``False``): with
+    ``True``, every node's key follows its op and arguments, as dask's
+    ``delayed_pure`` setting.
+
 Examples
 --------
 >>> import flowdispatch as fd
@@ -28,6 +37,7 @@ __all__ = ["DEFAULTS", "get", "set"]
 DEFAULTS: dict[str, Any] = {
     "executor": "threads",
     "cache_dir": None,
+    "pure": False,
 }
 
 dask.config.update_defaults({"flowdispatch": dict(DEFAULTS)})

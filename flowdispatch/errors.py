@@ -8,6 +8,7 @@
      ├── UpstreamError (RuntimeError)
      ├── CancelledError (concurrent.futures.CancelledError)
      ├── OpTimeoutError (TimeoutError)
+     ├── NoutError (ValueError)
      ├── ExecutorError (RuntimeError)
      │    └── UnknownExecutorError (LookupError)
      └── SerializationError (TypeError)
@@ -32,6 +33,7 @@ __all__ = [
     "ExecutorError",
     "FlowDispatchError",
     "GraphError",
+    "NoutError",
     "OpTimeoutError",
     "SecurityWarning",
     "SerializationError",
@@ -103,6 +105,10 @@ class CancelledError(FlowDispatchError, concurrent.futures.CancelledError):
 
 class OpTimeoutError(FlowDispatchError, TimeoutError):
     """An op ran longer than its ``timeout``."""
+
+
+class NoutError(FlowDispatchError, ValueError):
+    """An op with ``nout=N`` returned something other than ``N`` values."""
 
 
 class ExecutorError(FlowDispatchError, RuntimeError):

@@ -24,6 +24,7 @@ complete still needs, are kept. So ``rerun()`` can go on from there.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import CancelledError
@@ -110,6 +111,11 @@ class Results:
 
     def __len__(self) -> int:
         return len(self.states)
+
+    def __iter__(self) -> Iterator[Node]:
+        """The run's nodes, in topological order (every node after its dependencies)."""
+        states = self.states
+        return (node for node in self.graph if node._key in states)
 
     def state(self, node: Node | str) -> str:
         """One of ``STATES``: what happened to ``node``."""
