@@ -14,6 +14,7 @@ from .callbacks import ProgressBar
 from .errors import CancelledError, GraphError
 from .executors import resolve
 from .graph import Graph, as_nodes
+from .mainguard import check_main_guard
 from .node import Node, ancestors
 from .op import Op
 from .results import Results
@@ -86,6 +87,7 @@ def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None =
         )
     chosen, owned = resolve(executor)
     try:
+        check_main_guard(chosen)
         return chosen.run(graph, overrides=_override_keys(overrides), fail_fast=fail_fast,
                           callbacks=callbacks)
     finally:
@@ -171,9 +173,16 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = Non
     return tuple(substitute(target, results._values) for target in targets)
 
 
-def _dask_executor(executor: Any):
+def _dask_executor(executor: Any, what: str):
     from .executors.dask import DaskExecutor
 
+    if isinstance(executor, str) and "://" in executor:
+        raise TypeError(
+            f"{what}: expected a distributed.Client or an fd.DaskExecutor that outlives the "
+            f"futures, got the address {executor!r}: a client made for this call alone would "
+            "stay connected, with nothing to close it. Connect one yourself, and close it "
+            f"when you are done with the futures: client = distributed.Client({executor!r}); "
+            f"fd.{what}(..., {'client' if what == 'submit' else 'executor'}=client)")
     chosen, owned = resolve("dask" if executor is None else executor)
     if not isinstance(chosen, DaskExecutor):
         if owned:
@@ -188,19 +197,20 @@ def _dask_executor(executor: Any):
 def persist(*targets: Any, executor: Any) -> dict[Node, Any]:
     """Start computing the targets on a dask cluster; ``{node: distributed.Future}``.
 
-    The futures keep their values on the workers, so the cluster must outlive
-    them: pass one that you keep running (an ``fd.DaskExecutor``, a
-    ``distributed.Client``, or a scheduler address).
+    The futures keep their values on the workers, so the cluster, and the
+    client that holds them, must outlive them: pass an ``fd.DaskExecutor`` or a
+    ``distributed.Client`` that you keep open (and close when you are done).
     """
     if executor is None or executor == "dask":
         raise TypeError(
-            "persist: expected a cluster that outlives the futures (an fd.DaskExecutor, "
-            f"a distributed.Client or a scheduler address), got {executor!r}: an embedded "
+            "persist: expected a cluster that outlives the futures (an fd.DaskExecutor "
+            f"or a distributed.Client), got {executor!r}: an embedded "
             "cluster made for one call would stop when the call returns"
         )
-    return _dask_executor(executor).submit(*targets)
+    return _dask_executor(executor, "persist").submit(*targets)
 
 
 def submit(*targets: Any, client: Any) -> dict[Node, Any]:
-    """Lower the targets' graph to futures on ``client``: ``{node: distributed.Future}``."""
-    return _dask_executor(client).submit(*targets)
+    """Lower the targets' graph to futures on ``client`` (a ``distributed.Client`` or an
+    ``fd.DaskExecutor``): ``{node: distributed.Future}``."""
+    return _dask_executor(client, "submit").submit(*targets)
