@@ -31,7 +31,7 @@ from typing import Any
 
 import dask.config
 
-__all__ = ["DEFAULTS", "get", "set"]
+__all__ = ["DEFAULTS", "get", "pure", "set"]
 
 #: The settings flowdispatch knows, with their defaults.
 DEFAULTS: dict[str, Any] = {
@@ -60,6 +60,18 @@ def get(name: str) -> Any:
     """
     _check(name)
     return dask.config.get(f"flowdispatch.{name}", DEFAULTS[name])
+
+
+def pure() -> bool:
+    """The setting ``pure``, read fast: it is read for every node that is built.
+
+    Examples
+    --------
+    >>> pure()
+    False
+    """
+    section = dask.config.config.get("flowdispatch")
+    return bool(section.get("pure")) if section else False
 
 
 def set(**settings: Any) -> dask.config.set:  # noqa: A001 - mirrors dask.config.set

@@ -245,7 +245,7 @@ class Node(Ref, Generic[T]):
 
 
 _COMPARISONS = {operator.lt: "<", operator.le: "<=", operator.gt: ">", operator.ge: ">="}
-_METHODS = ("compute", "persist", "visualize")
+_METHODS = ("compute", "persist", "visualize", "dependencies")
 
 
 def _short_repr(obj: Any) -> str:
@@ -270,9 +270,10 @@ def _one_edit(a: str, b: str) -> bool:
 def _warn_if_misspelt(name: str) -> None:
     for method in _METHODS:
         if _one_edit(name, method):
+            call = "" if method == "dependencies" else "()"
             warnings.warn(
                 f"node.{name} is a lazy attribute of the node's value, not a method of the "
-                f"node: did you mean node.{method}()?", UserWarning, stacklevel=3)
+                f"node: did you mean node.{method}{call}?", UserWarning, stacklevel=3)
 
 
 def _first(results: Any) -> Any:
@@ -360,11 +361,13 @@ def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
     deep: bool | None = None  # not looked into
     if traverse:
         try:
-            deep = _scan_call(key, args, kwargs, found)
+            deep = _scan_call(args, kwargs, found)
         except HasIterator:
             args, kwargs = materialize(args), materialize(kwargs)
             found.clear()
-            deep = _scan_call(key, args, kwargs, found)
+            deep = _scan_call(args, kwargs, found)
+        except RecursionError:
+            raise _nesting_error(key, args, kwargs) from None
     for ref in found.values():
         if not isinstance(ref, Node):
             raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
@@ -382,29 +385,32 @@ def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
     return node
 
 
-def _scan_call(key: str, args: tuple, kwargs: dict | None, found: dict[str, Ref]) -> bool:
+def _scan_call(args: tuple, kwargs: dict | None, found: dict[str, Ref]) -> bool:
     """Add the nodes in a call's arguments to ``found``; True if some are nested."""
     deep = False
-    for i, arg in enumerate(args):
+    for arg in args:
         if isinstance(arg, Node):
             found.setdefault(arg._key, arg)
-        elif type(arg) not in _ATOMS:
-            deep = _scan_argument(arg, found, key, i) or deep
+        elif type(arg) not in _ATOMS and scan(arg, found):
+            deep = True
     if kwargs:
-        for name, arg in kwargs.items():
+        for arg in kwargs.values():
             if isinstance(arg, Node):
                 found.setdefault(arg._key, arg)
-            elif type(arg) not in _ATOMS:
-                deep = _scan_argument(arg, found, key, name) or deep
+            elif type(arg) not in _ATOMS and scan(arg, found):
+                deep = True
     return deep
 
 
-def _scan_argument(arg: Any, found: dict[str, Ref], key: str, where: int | str) -> bool:
-    try:
-        return scan(arg, found)
-    except RecursionError:
-        what = f"argument {where}" if isinstance(where, int) else f"argument {where!r}"
-        raise nesting_error(arg, f"{what} of {key.rsplit('-', 1)[0]!r}") from None
+def _nesting_error(key: str, args: tuple, kwargs: dict | None) -> ValueError:
+    """The error for the first argument too deep to look into (see :func:`nesting_error`)."""
+    for where, arg in [*enumerate(args), *(kwargs or {}).items()]:
+        try:
+            scan(arg, {})
+        except RecursionError:
+            what = f"argument {where}" if isinstance(where, int) else f"argument {where!r}"
+            return nesting_error(arg, f"{what} of {key.rsplit('-', 1)[0]!r}")
+    return nesting_error(args, f"the arguments of {key.rsplit('-', 1)[0]!r}")
 
 
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -449,7 +455,7 @@ def value(obj: T, name: str | None = None, pure: bool | None = None,
     if pure is None:
         from . import config
 
-        pure = config.get("pure")
+        pure = config.pure()
     key = keys.pure_key(label, obj) if pure else keys.unique_key(label)
     return make_node(key, None, None, (obj,), None, nout, traverse=traverse)
 

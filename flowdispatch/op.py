@@ -259,7 +259,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
                     ) from None
         settings = self._self_settings
         if pure is None:
-            pure = settings.pure if settings.pure is not None else config.get("pure")
+            pure = settings.pure if settings.pure is not None else config.pure()
         if pure:  # the key follows the arguments: iterators become lists first
             args, kwargs = materialize(args), materialize(kwargs) if kwargs else kwargs
             key = keys.pure_key(self._self_name, self.__dask_tokenize__(), args, kwargs)
