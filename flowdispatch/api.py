@@ -11,12 +11,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .callbacks import ProgressBar
-from .errors import CancelledError
+from .errors import CancelledError, GraphError
 from .executors import resolve
 from .graph import Graph, as_nodes
-from .node import Node
+from .mainguard import check_main_guard
+from .node import Node, ancestors
+from .op import Op
 from .results import Results
-from .traverse import scan, substitute
+from .traverse import materialize, scan, substitute
 
 __all__ = ["compute", "persist", "run", "run_graph", "submit"]
 
@@ -39,7 +41,32 @@ def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
 def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
     nodes = as_nodes(targets, strict=False)
     graph = Graph._cut(nodes, frozenset(overrides))
+    missing = [k for k in overrides if k not in graph]
+    if missing:  # cut away by another override, or not an ancestor at all?
+        known = ancestors(nodes)
+        unknown = [k for k in missing if k not in known]
+        if unknown:
+            raise GraphError(
+                f"overrides: node {unknown[0]!r} is not one of the targets or their "
+                f"ancestors ({len(known)} nodes), so its value would not be used: override "
+                "a node the targets need (a typo, or a node from another graph?)")
     return graph, {k: v for k, v in overrides.items() if k in graph}
+
+
+def _check_targets(targets: tuple, what: str) -> tuple:
+    """The targets, iterators made lists; an op among them (not called) is refused."""
+    if not targets and what == "run":
+        raise TypeError("run: expected nodes to run, got none: fd.run(node, ...)")
+    targets = materialize(targets)
+    for target in targets:
+        items = target.values() if isinstance(target, dict) else (
+            target if isinstance(target, (list, tuple, set)) else (target,))
+        for item in items:
+            if isinstance(item, Op):
+                raise TypeError(
+                    f"{what}: {item.op_name!r} is an op: call it to make a node, e.g. "
+                    f"fd.{what}({item.op_name}(...))")
+    return targets
 
 
 def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None = None,
@@ -60,6 +87,7 @@ def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None =
         )
     chosen, owned = resolve(executor)
     try:
+        check_main_guard(chosen)
         return chosen.run(graph, overrides=_override_keys(overrides), fail_fast=fail_fast,
                           callbacks=callbacks)
     finally:
@@ -105,6 +133,7 @@ def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
     >>> res[b], res.state(a), res.state(b)
     (11, 'skipped', 'done')
     """
+    targets = _check_targets(targets, "run")
     keyed = _override_keys(overrides)
     graph, keyed = _graph(targets, keyed)
     return run_graph(graph, executor=executor, overrides=keyed, progress=progress,
@@ -127,6 +156,7 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = Non
     >>> fd.compute(a, {"twice": add(a, a)}, "as is", executor="sync")
     (3, {'twice': 6}, 'as is')
     """
+    targets = _check_targets(targets, "compute")
     if not any(scan(target, {}) for target in targets):
         return targets  # nothing lazy: as dask.compute, values pass through
     keyed = _override_keys(overrides)
@@ -136,16 +166,23 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = Non
     first = results.first_error()
     if first is not None:
         raise first[1]
-    unfinished = [t._key for t in graph.targets if t._key not in results._values]
+    unfinished = [t._key for t in graph.targets if t._key not in results.values]
     if unfinished:  # an executor that stopped without a failure to show for it
         raise CancelledError(f"nodes {unfinished} were cancelled before they finished, "
                              "without an error of their own; run them again")
-    return tuple(substitute(target, results._values) for target in targets)
+    return tuple(substitute(target, results.values) for target in targets)
 
 
-def _dask_executor(executor: Any):
+def _dask_executor(executor: Any, what: str):
     from .executors.dask import DaskExecutor
 
+    if isinstance(executor, str) and "://" in executor:
+        raise TypeError(
+            f"{what}: expected a distributed.Client or an fd.DaskExecutor that outlives the "
+            f"futures, got the address {executor!r}: a client made for this call alone would "
+            "stay connected, with nothing to close it. Connect one yourself, and close it "
+            f"when you are done with the futures: client = distributed.Client({executor!r}); "
+            f"fd.{what}(..., {'client' if what == 'submit' else 'executor'}=client)")
     chosen, owned = resolve("dask" if executor is None else executor)
     if not isinstance(chosen, DaskExecutor):
         if owned:
@@ -160,19 +197,20 @@ def _dask_executor(executor: Any):
 def persist(*targets: Any, executor: Any) -> dict[Node, Any]:
     """Start computing the targets on a dask cluster; ``{node: distributed.Future}``.
 
-    The futures keep their values on the workers, so the cluster must outlive
-    them: pass one that you keep running (an ``fd.DaskExecutor``, a
-    ``distributed.Client``, or a scheduler address).
+    The futures keep their values on the workers, so the cluster, and the
+    client that holds them, must outlive them: pass an ``fd.DaskExecutor`` or a
+    ``distributed.Client`` that you keep open (and close when you are done).
     """
     if executor is None or executor == "dask":
         raise TypeError(
-            "persist: expected a cluster that outlives the futures (an fd.DaskExecutor, "
-            f"a distributed.Client or a scheduler address), got {executor!r}: an embedded "
+            "persist: expected a cluster that outlives the futures (an fd.DaskExecutor "
+            f"or a distributed.Client), got {executor!r}: an embedded "
             "cluster made for one call would stop when the call returns"
         )
-    return _dask_executor(executor).submit(*targets)
+    return _dask_executor(executor, "persist").submit(*targets)
 
 
 def submit(*targets: Any, client: Any) -> dict[Node, Any]:
-    """Lower the targets' graph to futures on ``client``: ``{node: distributed.Future}``."""
-    return _dask_executor(client).submit(*targets)
+    """Lower the targets' graph to futures on ``client`` (a ``distributed.Client`` or an
+    ``fd.DaskExecutor``): ``{node: distributed.Future}``."""
+    return _dask_executor(client, "submit").submit(*targets)

@@ -4,9 +4,17 @@ So they can be set in code (``fd.config.set(executor="sync")``, which is also a
 context manager), in dask's YAML files, or in the environment
 (``DASK_FLOWDISPATCH__EXECUTOR=sync``).
 
-The settings: ``executor``, the default executor's name; ``cache_dir``, the
-folder of the on-disk cache; ``cache_secret``, a secret (a string of at least
-16 bytes) that signs the cache's entries, see :mod:`flowdispatch.cache`.
+``executor``
+    The default executor (``"threads"``).
+``cache_dir``
+    Where ``cache=True`` ops keep their values (``None``: the user's cache folder).
+``cache_secret``
+    A secret (a string of at least 16 bytes) that signs the cache's entries, see
+    :mod:`flowdispatch.cache`.
+``pure``
+    What ``fd.op(pure=None)`` and ``fd.value(pure=None)`` mean (``False``): with
+    ``True``, every node's key follows its op and arguments, as dask's
+    ``delayed_pure`` setting.
 
 Examples
 --------
@@ -26,13 +34,14 @@ from typing import Any
 
 import dask.config
 
-__all__ = ["DEFAULTS", "get", "set"]
+__all__ = ["DEFAULTS", "get", "pure", "set"]
 
 #: The settings flowdispatch knows, with their defaults.
 DEFAULTS: dict[str, Any] = {
     "executor": "threads",
     "cache_dir": None,
     "cache_secret": None,
+    "pure": False,
 }
 
 dask.config.update_defaults({"flowdispatch": dict(DEFAULTS)})
@@ -55,6 +64,18 @@ def get(name: str) -> Any:
     """
     _check(name)
     return dask.config.get(f"flowdispatch.{name}", DEFAULTS[name])
+
+
+def pure() -> bool:
+    """The setting ``pure``, read fast: it is read for every node that is built.
+
+    Examples
+    --------
+    >>> pure()
+    False
+    """
+    section = dask.config.config.get("flowdispatch")
+    return bool(section.get("pure")) if section else False
 
 
 def set(**settings: Any) -> dask.config.set:  # noqa: A001 - mirrors dask.config.set

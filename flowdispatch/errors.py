@@ -9,6 +9,7 @@
      ├── UpstreamError (RuntimeError)
      ├── CancelledError (concurrent.futures.CancelledError)
      ├── OpTimeoutError (TimeoutError)
+     ├── NoutError (ValueError)
      ├── ExecutorError (RuntimeError)
      │    └── UnknownExecutorError (LookupError)
      ├── SerializationError (TypeError)
@@ -38,6 +39,7 @@ __all__ = [
     "FlowDispatchError",
     "GraphError",
     "NotAllowedError",
+    "NoutError",
     "OpTimeoutError",
     "SecurityWarning",
     "SerializationError",
@@ -140,6 +142,10 @@ class CancelledError(FlowDispatchError, concurrent.futures.CancelledError):
 
 class OpTimeoutError(FlowDispatchError, TimeoutError):
     """An op ran longer than its ``timeout``."""
+
+
+class NoutError(FlowDispatchError, ValueError):
+    """An op with ``nout=N`` returned something other than ``N`` values."""
 
 
 class ExecutorError(FlowDispatchError, RuntimeError):

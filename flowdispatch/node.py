@@ -21,11 +21,12 @@ TypeError: the truth value of node ... is not known until it runs: compute it fi
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import keys
-from .traverse import Ref, scan, template
+from .traverse import HasIterator, Ref, materialize, nesting_error, scan, template
 
 if TYPE_CHECKING:
     import graphviz
@@ -49,6 +50,8 @@ class Node(Ref, Generic[T]):
     :func:`value` and :func:`collect`.
     """
 
+    # _deep: whether nodes are nested inside the arguments (None: the arguments
+    # are opaque data, not looked into: fd.value(..., traverse=False))
     __slots__ = ("_op", "_fn", "_args", "_kwargs", "_deps", "_deep", "_nout")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -106,7 +109,8 @@ class Node(Ref, Generic[T]):
         # Flat: one record per ancestor, never a linked structure (which would
         # recurse once per link when pickled).
         records = [
-            (n._key, n._op, template(n._args), template(n._kwargs), n._nout)
+            (n._key, n._op, template(n._args) if n._deps else n._args,
+             template(n._kwargs) if n._deps else n._kwargs, n._nout, n._deep is None)
             for n in ancestors([self]).values()
         ]
         return (_unflatten, (records,))
@@ -175,6 +179,14 @@ class Node(Ref, Generic[T]):
 
     # -- laziness: honest about what is unknown ------------------------------------
     def __bool__(self) -> bool:
+        fn = self._fn
+        if fn in _COMPARISONS and self._op is not None and len(self._args) == 2:
+            left, right = (_short_repr(arg) for arg in self._args)
+            raise TypeError(
+                f"{left} {_COMPARISONS[fn]} {right} compares a lazy node, so its truth is "
+                "not known until it runs: max(), min(), sorted() and if need values. "
+                "Compute first (node.compute()), or do it inside an op "
+                "(e.g. fd.op(max)([a, b]))")
         raise TypeError(
             f"the truth value of node {self._key!r} is not known until it runs: "
             "compute it first (node.compute()), or branch inside an op"
@@ -200,13 +212,68 @@ class Node(Ref, Generic[T]):
     def __getattr__(self, name: str) -> Node:
         if name.startswith("_") or name in _OWN_NAMES:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        _warn_if_misspelt(name)
         return _helper(getattr, "getattr", pure=True)(self, name)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+    def __call__(self, *args: Any, pure: bool | None = None, **kwargs: Any) -> Node:
+        """A lazy call; ``pure=True`` gives it a deterministic key (as in dask), and is
+        not passed on to the call."""
         if self._fn is getattr and self._op is not None and len(self._args) == 2:
             obj, method = self._args  # node.attr(...): one node named after the method
-            return _helper(_call_method, keys.clean_name(method))(obj, method, *args, **kwargs)
-        return _helper(_call, "call")(self, *args, **kwargs)
+            return _helper(_call_method, keys.clean_name(method))._node(
+                (obj, method, *args), kwargs, pure)
+        return _helper(_call, "call")._node((self, *args), kwargs, pure)
+
+    # -- numbers: a node has none until it runs -------------------------------------
+    def _no_number(self, kind: str) -> TypeError:
+        return TypeError(
+            f"node {self._key!r} is lazy: it has no {kind} value until it runs. Call "
+            f"functions such as math.sqrt inside an op (fd.op(math.sqrt)(node)), or "
+            "compute it first (node.compute())")
+
+    def __float__(self) -> float:
+        raise self._no_number("float")
+
+    def __int__(self) -> int:
+        raise self._no_number("int")
+
+    def __index__(self) -> int:
+        raise self._no_number("integer")
+
+    def __complex__(self) -> complex:
+        raise self._no_number("complex")
+
+
+_COMPARISONS = {operator.lt: "<", operator.le: "<=", operator.gt: ">", operator.ge: ">="}
+_METHODS = ("compute", "persist", "visualize", "dependencies")
+
+
+def _short_repr(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by one insertion, deletion, substitution or swap."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):
+        return a[i:] == b[i + 1:]
+    return a[i + 1:] == b[i + 1:] or (a[i + 2:] == b[i + 2:] and a[i:i + 2] == b[i + 1::-1][:2])
+
+
+def _warn_if_misspelt(name: str) -> None:
+    for method in _METHODS:
+        if _one_edit(name, method):
+            call = "" if method == "dependencies" else "()"
+            warnings.warn(
+                f"node.{name} is a lazy attribute of the node's value, not a method of the "
+                f"node: did you mean node.{method}{call}?", UserWarning, stacklevel=3)
 
 
 def _first(results: Any) -> Any:
@@ -236,7 +303,7 @@ def _collect(*items: Any) -> list:
 _helpers: dict[tuple, Op] = {}
 
 
-def _helper(fn: Callable, name: str, pure: bool = False) -> Op:
+def _helper(fn: Callable, name: str, pure: bool | None = None) -> Op:
     """The internal op behind a lazy operator (made once, then reused)."""
     found = _helpers.get((fn, name, pure))
     if found is None:
@@ -284,24 +351,28 @@ _set_kwargs, _set_deps, _set_deep, _set_nout = (
 
 
 def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
-              kwargs: dict | None, nout: int | None) -> Node:
-    """Build a node, finding the nodes inside its arguments (its dependencies)."""
+              kwargs: dict | None, nout: int | None, traverse: bool = True) -> Node:
+    """Build a node, finding the nodes inside its arguments (its dependencies).
+
+    Iterators and generators among the arguments are made lists first. With
+    ``traverse=False`` (a data node only) the arguments are not looked into.
+    """
     found: dict[str, Ref] = {}
-    deep = False
-    for arg in args:
-        if isinstance(arg, Node):
-            found.setdefault(arg._key, arg)
-        elif type(arg) not in _ATOMS and scan(arg, found):
-            deep = True
-    if kwargs:
-        for arg in kwargs.values():
-            if isinstance(arg, Node):
-                found.setdefault(arg._key, arg)
-            elif type(arg) not in _ATOMS and scan(arg, found):
-                deep = True
+    deep: bool | None = None  # not looked into
+    if traverse:
+        try:
+            deep = _scan_call(args, kwargs, found)
+        except HasIterator:
+            args, kwargs = materialize(args), materialize(kwargs)
+            found.clear()
+            deep = _scan_call(args, kwargs, found)
+        except RecursionError:
+            raise _nesting_error(key, args, kwargs) from None
     for ref in found.values():
         if not isinstance(ref, Node):
             raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
+    if op is not None and nout is not None:
+        fn = op._checked(fn, nout)
     node = _new(Node)
     _set_key(node, key)
     _set_op(node, op)
@@ -314,11 +385,55 @@ def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
     return node
 
 
+def _scan_call(args: tuple, kwargs: dict | None, found: dict[str, Ref]) -> bool:
+    """Add the nodes in a call's arguments to ``found``; True if some are nested."""
+    deep = False
+    for arg in args:
+        if isinstance(arg, Node):
+            found.setdefault(arg._key, arg)
+        elif type(arg) not in _ATOMS and scan(arg, found):
+            deep = True
+    if kwargs:
+        for arg in kwargs.values():
+            if isinstance(arg, Node):
+                found.setdefault(arg._key, arg)
+            elif type(arg) not in _ATOMS and scan(arg, found):
+                deep = True
+    return deep
+
+
+def _nesting_error(key: str, args: tuple, kwargs: dict | None) -> ValueError:
+    """The error for the first argument too deep to look into (see :func:`nesting_error`)."""
+    for where, arg in [*enumerate(args), *(kwargs or {}).items()]:
+        try:
+            scan(arg, {})
+        except RecursionError:
+            what = f"argument {where}" if isinstance(where, int) else f"argument {where!r}"
+            return nesting_error(arg, f"{what} of {key.rsplit('-', 1)[0]!r}")
+    return nesting_error(args, f"the arguments of {key.rsplit('-', 1)[0]!r}")
+
+
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def value(obj: T, name: str | None = None) -> Node[T]:
+def value(obj: T, name: str | None = None, pure: bool | None = None,
+          nout: int | None = None, traverse: bool = True) -> Node[T]:
     """A data node: a literal input, shown in the graph as an ellipse.
+
+    Parameters
+    ----------
+    obj
+        The value. Nodes inside it (in lists, dicts, ...) become dependencies
+        and are replaced by their values, as in an op's arguments.
+    name
+        The name of the node (default ``"value"``); its key starts with it.
+    pure
+        ``True``: the key follows ``obj`` (dask's ``tokenize``), so the same
+        data gives the same node. ``None`` follows ``fd.config.set(pure=...)``.
+    nout
+        The length of ``obj``, so that the node can be unpacked (``a, b = node``).
+    traverse
+        ``False`` passes ``obj`` as it is, nodes inside it included, as opaque data.
 
     Examples
     --------
@@ -328,9 +443,36 @@ def value(obj: T, name: str | None = None) -> Node[T]:
     'rows'
     >>> fd.op(sorted)(rows).compute(executor="sync")
     [1, 2, 3]
+    >>> first, second = fd.value(("a", "b"), nout=2)
+    >>> fd.value([1, 2], pure=True).key == fd.value([1, 2], pure=True).key
+    True
     """
     label = keys.clean_name(name) if name else "value"
-    return make_node(keys.unique_key(label), None, None, (obj,), None, None)
+    if traverse:
+        obj = materialize(obj)
+    if nout is not None:
+        _check_value_nout(obj, nout)
+    if pure is None:
+        from . import config
+
+        pure = config.pure()
+    key = keys.pure_key(label, obj) if pure else keys.unique_key(label)
+    return make_node(key, None, None, (obj,), None, nout, traverse=traverse)
+
+
+def _check_value_nout(obj: Any, nout: int) -> None:
+    if not isinstance(nout, int) or isinstance(nout, bool):
+        raise TypeError(f"value: nout= expected a whole number >= 0, got {nout!r}")
+    if nout < 0:
+        raise ValueError(f"value: nout= expected a whole number >= 0, got {nout!r}")
+    try:
+        length = len(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"value: nout={nout} needs a value with a length, got "
+                        f"{type(obj).__name__}") from None
+    if length != nout:
+        raise ValueError(f"value: nout={nout} but the value has {length} items; "
+                         f"give nout={length}, or leave it out")
 
 
 def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list]:
@@ -376,8 +518,9 @@ def _unflatten(records: list) -> Node:
     from .traverse import substitute
 
     built: dict[str, Node] = {}
-    for key, op, args, kwargs, nout in records:
+    for key, op, args, kwargs, nout, opaque in records:
         fn = None if op is None else op.__wrapped__
-        built[key] = make_node(key, op, fn, substitute(args, built),
-                               substitute(kwargs, built) if kwargs else None, nout)
+        if not opaque:
+            args, kwargs = substitute(args, built), substitute(kwargs, built) if kwargs else None
+        built[key] = make_node(key, op, fn, args, kwargs, nout, traverse=not opaque)
     return built[records[-1][0]]

@@ -39,10 +39,12 @@ from typing import Any, Generic, TypeVar
 
 import wrapt
 
-from . import keys
+from . import config, keys
+from .errors import NoutError
 from .node import Node, make_node
+from .traverse import Ref, materialize
 
-__all__ = ["Op", "OpSettings", "op", "unmapped"]
+__all__ = ["Checked", "Op", "OpSettings", "op", "unmapped"]
 
 T = TypeVar("T")
 
@@ -59,7 +61,7 @@ class OpSettings:
 
     name: str | None = None
     nout: int | None = None
-    pure: bool = False
+    pure: bool | None = None
     retries: int = 0
     retry_on: _RetryOn = Exception
     retry_delay: float = 0.0
@@ -75,27 +77,39 @@ class OpSettings:
     tags: tuple = ()
 
     def __post_init__(self) -> None:
-        def bad(option: str, expected: str, got: Any) -> TypeError:
-            return TypeError(f"op option {option}= expected {expected}, got {got!r}")
+        def bad(option: str, expected: str, got: Any, kind: type = TypeError) -> Exception:
+            return kind(f"op option {option}= expected {expected}, got {got!r}")
 
-        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if self.name is not None and not isinstance(self.name, str):
             raise bad("name", "a non-empty string", self.name)
+        if self.name == "":
+            raise bad("name", "a non-empty string", self.name, ValueError)
         for option in ("nout", "retries"):
             value = getattr(self, option)
             if value is None and option == "nout":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise bad(option, "a whole number >= 0", value)
+            if value < 0:
+                raise bad(option, "a whole number >= 0", value, ValueError)
         for option in ("retry_delay", "max_delay", "timeout"):
             value = getattr(self, option)
             if value is None and option != "retry_delay":
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if not number(value):
                 raise bad(option, "a number of seconds >= 0", value)
+            if value < 0:
+                raise bad(option, "a number of seconds >= 0", value, ValueError)
         if self.timeout == 0:
-            raise bad("timeout", "a number of seconds > 0 (or None for no limit)", 0)
-        if not isinstance(self.backoff, (int, float)) or self.backoff < 1:
+            raise bad("timeout", "a number of seconds > 0 (or None for no limit)", 0, ValueError)
+        if not number(self.backoff):
             raise bad("backoff", "a factor >= 1 (1 keeps the delay constant)", self.backoff)
+        if self.backoff < 1:
+            raise bad("backoff", "a factor >= 1 (1 keeps the delay constant)", self.backoff,
+                      ValueError)
         retry_on = self.retry_on
         if isinstance(retry_on, tuple):
             if not all(_is_exception_type(t) for t in retry_on):
@@ -108,7 +122,9 @@ class OpSettings:
             raise bad("resources", "a dict such as {'GPU': 1}", self.resources)
         if self.version is not None and not isinstance(self.version, (str, int)):
             raise bad("version", "a string (or an integer) naming the op's code", self.version)
-        for option in ("pure", "cache", "allow_other_workers"):
+        if self.pure is not None and not isinstance(self.pure, bool):
+            raise bad("pure", "True, False or None (the configured default)", self.pure)
+        for option in ("cache", "allow_other_workers"):
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False", getattr(self, option))
         if isinstance(self.tags, str) or not isinstance(self.tags, (tuple, list, set, frozenset)):
@@ -170,8 +186,10 @@ class _Binder:
     __slots__ = ("op",)
 
     def __call__(self, wrapped, instance, args, kwargs):
-        if instance is not None and hasattr(wrapped, "__self__"):
-            args = (wrapped.__self__, *args)  # a method call: self becomes an argument
+        if instance is not None:  # a method call: self becomes an argument
+            # obj.method(...) binds ``wrapped`` to obj; Class.method(obj, ...) gives
+            # obj as ``instance`` and ``wrapped`` as a partial that holds it
+            args = (getattr(wrapped, "__self__", instance), *args)
         return self.op._node(args, kwargs)
 
 
@@ -195,6 +213,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         self._self_fast = _positional_range(sig)
         self._self_name = keys.clean_name(settings.name) if settings.name else _name_of(fn)
         self._self_token = None
+        self._self_checked: Checked | None = None
 
     # cloudpickle takes anything whose class is a function for a plain function and
     # drops the wrapper; an op reports its own class so that __reduce_ex__ is used.
@@ -226,7 +245,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
     def __call__(self, *args: Any, **kwargs: Any) -> Node[T]:
         return self._node(args, kwargs)
 
-    def _node(self, args: tuple, kwargs: dict) -> Node[T]:
+    def _node(self, args: tuple, kwargs: dict, pure: bool | None = None) -> Node[T]:
         fast = self._self_fast
         if kwargs or fast is None or not fast[0] <= len(args) <= fast[1]:
             sig = self._self_sig
@@ -239,11 +258,30 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
                         f"signature: {exc}. Call it as you would call the plain function."
                     ) from None
         settings = self._self_settings
-        if settings.pure:
+        if pure is None:
+            pure = settings.pure if settings.pure is not None else config.pure()
+        if pure:  # the key follows the arguments: iterators become lists first
+            args, kwargs = materialize(args), materialize(kwargs) if kwargs else kwargs
             key = keys.pure_key(self._self_name, self.__dask_tokenize__(), args, kwargs)
         else:
             key = keys.unique_key(self._self_name)
         return make_node(key, self, self.__wrapped__, args, kwargs, settings.nout)
+
+    def _checked(self, fn: Callable, nout: int) -> Checked:
+        """``fn`` wrapped to check that it returns ``nout`` values (one per op and nout)."""
+        found = self._self_checked
+        if found is None or found.fn is not fn or found.nout != nout:
+            found = Checked(fn, nout, self._self_name)
+            if fn is self.__wrapped__:
+                self._self_checked = found
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _NODE_METHODS and not hasattr(self.__wrapped__, name):
+            raise AttributeError(
+                f"{self._self_name!r} is an op, not a node: call it to make a node, "
+                f"e.g. {self._self_name}(...).{name}()")
+        return super().__getattr__(name)
 
     def __dask_tokenize__(self) -> str:
         if self._self_token is None:
@@ -330,6 +368,55 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         return nodes
 
 
+_NODE_METHODS = frozenset({"compute", "persist", "visualize", "dependencies", "key"})
+
+
+class Checked:
+    """An op's function, checked to return ``nout`` values: what its nodes call.
+
+    A wrong count fails the op's own node with :class:`~flowdispatch.NoutError`
+    (else unpacking would cut the values short, or fail later in a ``[i]`` node).
+
+    Examples
+    --------
+    >>> Checked(divmod, 2, "divmod")(7, 2)
+    (3, 1)
+    >>> Checked(lambda: (1, 2, 3), 2, "split")()
+    Traceback (most recent call last):
+    ...
+    flowdispatch.errors.NoutError: op 'split' has nout=2 but returned 3 values (a tuple): return exactly 2, or change its nout= (or its '-> tuple[...]' annotation)
+    """
+
+    __slots__ = ("fn", "nout", "name")
+
+    def __init__(self, fn: Callable, nout: int, name: str):
+        self.fn = fn
+        self.nout = nout
+        self.name = name
+
+    def __reduce__(self):
+        return (Checked, (self.fn, self.nout, self.name))
+
+    def __repr__(self) -> str:
+        return f"<{self.name} checked for nout={self.nout}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.fn(*args, **kwargs)
+        if isinstance(result, Ref):  # a node, to expand: its value is checked when it runs
+            return result
+        try:
+            count = len(result)
+        except TypeError:
+            count = None
+        if count != self.nout:
+            got = "no sequence" if count is None else f"{count} values"
+            raise NoutError(
+                f"op {self.name!r} has nout={self.nout} but returned {got} (a "
+                f"{type(result).__name__}): return exactly {self.nout}, or change its nout= "
+                "(or its '-> tuple[...]' annotation)")
+        return result
+
+
 def _rebuild_op(fn: Callable, settings: OpSettings) -> Op:
     return Op(fn, settings)
 
@@ -349,7 +436,7 @@ def op(
     *,
     name: str | None = None,
     nout: int | None = None,
-    pure: bool = False,
+    pure: bool | None = None,
     retries: int = 0,
     retry_on: _RetryOn = Exception,
     retry_delay: float = 0.0,
@@ -380,7 +467,8 @@ def op(
         (``a, b = split(x)``). Read from a ``-> tuple[A, B]`` annotation if not given.
     pure
         Same arguments give the same key (and one node): use for functions
-        without side effects.
+        without side effects. ``None`` (the default) follows the setting
+        ``fd.config.set(pure=...)``, which is ``False`` unless changed.
     retries, retry_on, retry_delay, backoff, max_delay
         Run a failing call again up to ``retries`` more times, when the error
         matches ``retry_on`` (exception types, or a predicate on the exception),

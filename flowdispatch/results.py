@@ -141,8 +141,9 @@ class Results:
         return len(self.states)
 
     def __iter__(self) -> Iterator[Node]:
-        """The nodes of the run, in topological order."""
-        return (self.graph[key] for key in self.states)
+        """The run's nodes, in topological order (every node after its dependencies)."""
+        states = self.states
+        return (node for node in self.graph if node._key in states)
 
     @property
     def values(self) -> dict[str, Any]:

@@ -15,16 +15,20 @@ True
 ['a-1', 'b-2']
 >>> substitute([1, {"x": a}, (b, 3)], {"a-1": 10, "b-2": 20})
 [1, {'x': 10}, (20, 3)]
+>>> materialize([(x for x in (a, 2))])
+[[Ref('a-1'), 2]]
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+import io
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["Ref", "scan", "substitute", "template"]
+__all__ = ["HasIterator", "Ref", "materialize", "nesting_error", "scan", "substitute",
+           "template"]
 
 
 class Ref:
@@ -50,12 +54,34 @@ class Ref:
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
+_UNSET = object()
+
+
+class HasIterator(Exception):
+    """Raised by :func:`scan` when ``obj`` holds an iterator: :func:`materialize` it first."""
+
+
 def _is_dataclass_instance(obj: Any) -> bool:
     return hasattr(type(obj), "__dataclass_fields__") and not isinstance(obj, type)
 
 
+def _is_iterator(obj: Any) -> bool:
+    """An iterator or generator to turn into a list (an open file is passed as it is)."""
+    return isinstance(obj, Iterator) and not isinstance(obj, io.IOBase)
+
+
+def _fields(obj: Any) -> list[tuple[str, Any]]:
+    """A dataclass's ``(name, value)`` pairs, leaving out fields that are not set
+    (``field(init=False)`` without a default)."""
+    pairs = ((f.name, getattr(obj, f.name, _UNSET)) for f in dataclasses.fields(obj))
+    return [(name, value) for name, value in pairs if value is not _UNSET]
+
+
 def scan(obj: Any, found: dict[str, Ref]) -> bool:
-    """Add every reference inside ``obj`` to ``found`` (key -> ref); True if any."""
+    """Add every reference inside ``obj`` to ``found`` (key -> ref); True if any.
+
+    Raises :class:`HasIterator` if ``obj`` holds an iterator (see :func:`materialize`).
+    """
     if isinstance(obj, Ref):
         found.setdefault(obj._key, obj)
         return True
@@ -63,10 +89,12 @@ def scan(obj: Any, found: dict[str, Ref]) -> bool:
         return _scan_all(obj.values(), found)
     if isinstance(obj, _CONTAINERS):
         return _scan_all(obj, found)
+    if isinstance(obj, slice):
+        return _scan_all((obj.start, obj.stop, obj.step), found)
     if _is_dataclass_instance(obj):
-        return _scan_all(
-            (getattr(obj, f.name) for f in dataclasses.fields(obj)), found
-        )
+        return _scan_all((value for _, value in _fields(obj)), found)
+    if _is_iterator(obj):
+        raise HasIterator
     return False
 
 
@@ -118,6 +146,10 @@ def _map_refs(obj: Any, f) -> Any:
         rebuilt = copy.copy(obj)
         rebuilt.update(new)
         return rebuilt
+    if isinstance(obj, slice):
+        bounds = [_map_refs(item, f) for item in (obj.start, obj.stop, obj.step)]
+        return slice(*bounds) if any(a is not b for a, b in
+                                     zip(bounds, (obj.start, obj.stop, obj.step))) else obj
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = [_map_refs(item, f) for item in obj]
         if all(a is b for a, b in zip(items, obj)):
@@ -126,13 +158,59 @@ def _map_refs(obj: Any, f) -> Any:
             return type(obj)._make(items)
         return type(obj)(items)
     if _is_dataclass_instance(obj):
-        fields = dataclasses.fields(obj)
-        old = [getattr(obj, field.name) for field in fields]
-        new_values = [_map_refs(value, f) for value in old]
-        if all(a is b for a, b in zip(new_values, old)):
+        old = _fields(obj)
+        new_values = [_map_refs(value, f) for _, value in old]
+        if all(a is b for a, (_, b) in zip(new_values, old)):
             return obj
         rebuilt = copy.copy(obj)
-        for field, value in zip(fields, new_values):
-            object.__setattr__(rebuilt, field.name, value)
+        for (name, _), value in zip(old, new_values):
+            object.__setattr__(rebuilt, name, value)
         return rebuilt
+    if f is _listed:
+        return _map_refs(list(obj), f) if _is_iterator(obj) else obj
     return obj
+
+
+def _listed(ref: Ref) -> Ref:
+    return ref
+
+
+def materialize(obj: Any) -> Any:
+    """``obj`` with every iterator or generator inside it replaced by a list of its items.
+
+    What is left holds no iterators, so :func:`scan` can look into it. Containers
+    without iterators come back as they are.
+
+    Examples
+    --------
+    >>> materialize((iter([1, 2]), {"k": map(str, [3])}))
+    ([1, 2], {'k': ['3']})
+    """
+    if _is_iterator(obj):
+        obj = list(obj)
+    return _map_refs(obj, _listed)
+
+
+def nesting_error(arg: Any, where: str) -> ValueError:
+    """The error for an argument too deep to traverse: one that contains itself, or
+    one nested deeper than Python's recursion limit allows."""
+    path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(arg, False)]
+    while stack:  # depth-first, iteratively: is some container inside itself?
+        obj, leaving = stack.pop()
+        if leaving:
+            path.discard(id(obj))
+            continue
+        if id(obj) in path:
+            return ValueError(
+                f"{where} contains itself (a {type(obj).__name__} inside itself), so its "
+                "nodes cannot be found: pass a structure without cycles, or wrap it in "
+                "fd.value(..., traverse=False) to pass it as opaque data")
+        if isinstance(obj, (*_CONTAINERS, dict)):
+            path.add(id(obj))
+            stack.append((obj, True))
+            stack.extend((item, False) for item in (obj.values() if isinstance(obj, dict) else obj))
+    return ValueError(
+        f"{where} is nested too deeply to look for nodes inside it (deeper than Python's "
+        "recursion limit): flatten it, or wrap it in fd.value(..., traverse=False) to pass "
+        "it as opaque data")

@@ -89,8 +89,44 @@ def test_overrides_must_be_a_mapping_of_nodes():
         fd.compute(a, executor="sync", overrides={1: 2})
 
 
-def test_an_override_for_a_node_outside_the_graph_is_ignored():
-    assert fd.compute(inc(1), executor="sync", overrides={inc(5): 0}) == (2,)
+def test_an_override_for_a_node_outside_the_graph_is_refused():
+    stray = inc(5)
+    with pytest.raises(fd.GraphError, match=rf"overrides: node {stray.key!r} is not one of "
+                                            r"the targets or their ancestors \(1 nodes\)"):
+        fd.compute(inc(1), executor="sync", overrides={stray: 0})
+    with pytest.raises(fd.GraphError, match="overrides: node 'inc-typo' is not one of"):
+        fd.run(inc(1), executor="sync", overrides={"inc-typo": 0})
+
+
+@pytest.mark.parametrize("call", [fd.run, fd.compute])
+def test_an_op_that_was_not_called_is_refused(call):
+    what = call.__name__
+    with pytest.raises(TypeError, match=rf"^{what}: 'inc' is an op: call it to make a node, "
+                                        rf"e.g. fd.{what}\(inc\(...\)\)"):
+        call(inc, executor="sync")
+    with pytest.raises(TypeError, match=rf"^{what}: 'add' is an op"):
+        call([inc(1), add], executor="sync")
+
+
+def test_run_without_targets_is_refused():
+    with pytest.raises(TypeError, match=r"^run: expected nodes to run, got none: "
+                                        r"fd.run\(node, ...\)"):
+        fd.run()
+    assert fd.compute() == ()
+
+
+def test_targets_may_be_iterators():
+    a, b = inc(1), inc(2)
+    assert fd.compute(iter([a, b]), executor="sync") == ([2, 3],)
+    assert fd.compute((n for n in [a]), b, executor="sync") == ([2], 3)
+    assert fd.run(iter([a]), executor="sync")[a] == 2
+
+
+def test_an_override_cut_away_by_another_override_is_fine():
+    a = inc(1)
+    b = inc(a)
+    res = fd.run(inc(b), executor="sync", overrides={a: 10, b: 20})
+    assert res[b] == 20 and a not in res
 
 
 @pytest.mark.parametrize("executor", ["sync", "threads"])

@@ -537,6 +537,40 @@ def test_persist_needs_a_cluster_that_outlives_the_futures():
             fd.persist(node, executor=executor)
 
 
+@pytest.mark.parametrize("call", ["persist", "submit"])
+def test_persist_and_submit_refuse_an_address(call):
+    node = fd.op(sum)([1, 2])
+    keyword = "executor" if call == "persist" else "client"
+    before = threading.active_count()
+    with pytest.raises(TypeError, match=rf"^{call}: expected a distributed.Client or an "
+                                        r"fd.DaskExecutor that outlives the futures, got the "
+                                        r"address 'tcp://127.0.0.1:1': .* Connect one yourself"):
+        getattr(fd, call)(node, **{keyword: "tcp://127.0.0.1:1"})
+    assert threading.active_count() == before
+
+
+@fd.op
+def scheduler_of_worker():
+    from distributed import get_worker
+
+    return get_worker().scheduler.address
+
+
+def test_the_dask_scheduler_address_setting_is_honoured(dask_processes):
+    import dask.config
+
+    with dask.config.set({"scheduler-address": dask_processes.address}):
+        executor = DaskExecutor()
+        assert executor.address == dask_processes.address
+        with executor:
+            assert fd.compute(scheduler_of_worker(), executor=executor) == (
+                dask_processes.address,)
+            assert executor.cluster is None
+        assert fd.compute(scheduler_of_worker(), executor="dask") == (dask_processes.address,)
+        assert DaskExecutor(n_workers=1).address is None  # cluster options: embedded
+    assert DaskExecutor().address is None
+
+
 def test_the_live_graph_follows_a_run_on_the_cluster(dask_executor):
     from flowdispatch.live import LiveGraph
     from test_live import STEPS, Screen, histories

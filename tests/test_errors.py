@@ -17,6 +17,7 @@ from flowdispatch import errors
     (fd.UpstreamError, (fd.FlowDispatchError, RuntimeError)),
     (fd.CancelledError, (fd.FlowDispatchError, concurrent.futures.CancelledError)),
     (fd.OpTimeoutError, (fd.FlowDispatchError, TimeoutError)),
+    (fd.NoutError, (fd.FlowDispatchError, ValueError)),
     (fd.ExecutorError, (fd.FlowDispatchError, RuntimeError)),
     (fd.UnknownExecutorError, (fd.ExecutorError, LookupError)),
     (fd.SerializationError, (fd.FlowDispatchError, TypeError)),
@@ -28,8 +29,8 @@ def test_each_error_subclasses_its_documented_bases(cls, bases):
 def test_every_error_is_exported():
     assert sorted(errors.__all__) == [
         "CacheWarning", "CancelledError", "CycleError", "DotNotFoundError", "ExecutorError",
-        "FlowDispatchError", "GraphError", "NotAllowedError", "OpTimeoutError", "SecurityWarning",
-        "SerializationError",
+        "FlowDispatchError", "GraphError", "NotAllowedError", "NoutError", "OpTimeoutError",
+        "SecurityWarning", "SerializationError",
         "UnknownExecutorError", "UpstreamError"]
     assert all(getattr(fd, name) is getattr(errors, name) for name in errors.__all__)
     warnings = [name for name in errors.__all__ if name.endswith("Warning")]

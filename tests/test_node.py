@@ -387,3 +387,155 @@ def test_dask_protocol_methods():
     assert set(a.__dask_graph__()) == {a.key}
     assert set(a.dask) == {a.key}
     assert dask.is_dask_collection(a)
+
+
+# -- arguments: iterators, unset dataclass fields, deep nesting ----------------------------
+@pytest.mark.parametrize("executor", ["sync", "threads"])
+def test_iterators_and_generators_of_nodes_are_materialised_and_traversed(executor):
+    a, b = inc(1), inc(2)
+    total = fd.op(sum)(iter([a, b]))
+    assert total.dependencies == (a, b) and total.args == ([a, b],)
+    assert total.compute(executor=executor) == 5
+    assert fd.op(sum)(x for x in (a, b)).compute(executor=executor) == 5
+    nested = echo([iter([a])], key=zip([b], [1]))
+    assert nested.compute(executor=executor) == (([[2]],), {"key": [(3, 1)]})
+    assert fd.op(sum, pure=True)(iter([a])).key == fd.op(sum, pure=True)([a]).key
+
+
+def test_an_open_file_is_passed_as_it_is(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("x\n")
+    with open(path) as handle:
+        assert fd.op(lambda f: f.read())(handle).compute(executor="sync") == "x\n"
+
+
+@dataclasses.dataclass
+class Derived:
+    item: object
+    total: int = dataclasses.field(init=False)
+
+
+def test_a_dataclass_with_a_field_that_is_not_set():
+    a = inc(1)
+    node = fd.op(lambda d: (d.item, hasattr(d, "total")))(Derived(a))
+    assert node.dependencies == (a,)
+    assert node.compute(executor="sync") == (2, False)
+    assert fd.op(lambda d: d.item, pure=True)(Derived(3)).compute(executor="sync") == 3
+
+
+def test_an_argument_that_contains_itself_is_refused_by_name():
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(ValueError, match=r"^argument 0 of 'inc' contains itself \(a list "
+                                         r"inside itself\), so its nodes cannot be found"):
+        inc(loop)
+    mapping: dict = {}
+    mapping["me"] = mapping
+    with pytest.raises(ValueError, match=r"^argument 'y' of 'echo' contains itself"):
+        echo(1, y=mapping)
+
+
+def test_an_argument_100000_deep_is_refused_by_name():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match=r"^argument 1 of 'echo' is nested too deeply to look "
+                                         r"for nodes inside it"):
+        echo(1, deep)
+    assert fd.value(deep, traverse=False).dependencies == ()
+
+
+# -- slices, hints ---------------------------------------------------------------------------
+def test_a_lazy_slice_bound():
+    text = fd.value("abcdef")
+    stop = inc(2)
+    head = text[:stop]
+    assert stop in head.dependencies
+    assert fd.compute(head, text[inc(0):inc(4):2], executor="sync") == ("abc", "bd")
+
+
+def test_math_on_a_node_says_that_it_is_lazy():
+    import math
+
+    node = inc(1)
+    with pytest.raises(TypeError, match=rf"^node {node.key!r} is lazy: it has no float value "
+                                        r"until it runs. Call functions such as math.sqrt "
+                                        r"inside an op \(fd.op\(math.sqrt\)\(node\)\)"):
+        math.sqrt(node)
+    with pytest.raises(TypeError, match="it has no integer value until it runs"):
+        [1, 2][node]
+    with pytest.raises(TypeError, match="it has no int value until it runs"):
+        int(node)
+
+
+def test_max_of_nodes_names_the_comparison_not_an_internal_node():
+    node = inc(1)
+    with pytest.raises(TypeError, match=rf"^Node\({node.key!r}\) < 2 compares a lazy node, so "
+                                        r"its truth is not known until it runs: max\(\), min\(\), "
+                                        r"sorted\(\) and if need values"):
+        max([node, 2])
+
+
+@pytest.mark.parametrize("name, method", [("comptue", "compute"), ("visualise", "visualize"),
+                                          ("persits", "persist"), ("compute_", "compute"),
+                                          ("dependancies", "dependencies")])
+def test_a_misspelt_node_method_warns(name, method):
+    node = inc(1)
+    call = "" if method == "dependencies" else r"\(\)"
+    with pytest.warns(UserWarning, match=rf"node.{name} is a lazy attribute of the node's "
+                                         rf"value, not a method of the node: did you mean "
+                                         rf"node.{method}{call}\?") as record:
+        getattr(node, name)
+    assert record[0].filename == __file__
+
+
+def test_other_lazy_attributes_do_not_warn(recwarn):
+    node = fd.value({"a": 1})
+    node.keys()
+    node.items
+    node.compound
+    assert not recwarn.list
+
+
+# -- per-call purity, data node options, the pure setting -----------------------------------
+def test_pure_on_a_lazy_method_call_is_not_passed_to_the_method():
+    text = fd.value("a b")
+    first, second = text.split(" ", pure=True), text.split(" ", pure=True)
+    assert first.key == second.key
+    assert "pure" not in first.kwargs
+    assert first.compute(executor="sync") == ["a", "b"]
+    assert text.split(" ").key != text.split(" ").key
+    maker = fd.value(lambda y: y * 3)
+    assert maker(5, pure=True).key == maker(5, pure=True).key
+    assert maker(5, pure=True).compute(executor="sync") == 15
+
+
+def test_value_options():
+    assert fd.value([1, 2], pure=True).key == fd.value([1, 2], pure=True).key
+    assert fd.value([1, 2], pure=True).key != fd.value([1, 3], pure=True).key
+    first, second = fd.value(("a", "b"), name="pair", nout=2)
+    assert fd.compute(first, second, executor="sync") == ("a", "b")
+    with pytest.raises(ValueError, match=r"value: nout=3 but the value has 2 items; give "
+                                         r"nout=2, or leave it out"):
+        fd.value(("a", "b"), nout=3)
+    with pytest.raises(ValueError, match=r"value: nout= expected a whole number >= 0, got -1"):
+        fd.value(("a", "b"), nout=-1)
+    a = inc(1)
+    opaque = fd.value([a], traverse=False)
+    assert opaque.dependencies == ()
+    assert fd.op(lambda items: items[0].key)(opaque).compute(executor="sync") == a.key
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_an_opaque_value_travels_with_its_nodes(executor):
+    a = inc(1)
+    assert fd.compute(echo(fd.value([a], traverse=False)), executor=executor) == ((([a],), {}),)
+
+
+def test_the_pure_setting_is_the_default_purity():
+    with fd.config.set(pure=True):
+        assert inc(5).key == inc(5).key
+        assert fd.value(3).key == fd.value(3).key
+        assert fd.op(lambda x: x, pure=False)(1).key != fd.op(lambda x: x, pure=False)(1).key
+    assert inc(5).key != inc(5).key
+    assert fd.value(3).key != fd.value(3).key

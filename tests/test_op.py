@@ -107,6 +107,17 @@ def test_a_decorated_method_called_on_an_instance_is_a_node():
     assert node.compute(executor="sync") == 15
 
 
+def test_a_decorated_method_called_through_the_class_is_a_node():
+    obj = Scaler(10)
+    node = Scaler.shifted(obj, 5)
+    assert node.args == (obj, 5)
+    assert node.compute(executor="sync") == 15
+    assert Scaler.shifted(obj, x=1).compute(executor="sync") == 11
+    with pytest.raises(TypeError, match=r"shifted\(self, x\) got arguments that do not fit its "
+                                        r"signature: missing a required argument: 'x'"):
+        Scaler.shifted(obj)
+
+
 def test_on_functools_partial():
     add_ten = fd.op(functools.partial(add.fn, y=10))
     assert add_ten.op_name == "add"
@@ -218,17 +229,24 @@ def test_keyword_only_and_var_arguments_bind():
     ({"priority": 1.5}, "op option priority= expected an integer, got 1.5"),
     ({"resources": ["GPU"]}, "op option resources= expected a dict such as {'GPU': 1}, got "
                              "['GPU']"),
-    ({"pure": "yes"}, "op option pure= expected True or False, got 'yes'"),
+    ({"pure": "yes"}, "op option pure= expected True, False or None (the configured default), "
+                      "got 'yes'"),
     ({"cache": 1}, "op option cache= expected True or False, got 1"),
     ({"tags": "io"}, "op option tags= expected a tuple of strings, got 'io'"),
     ({"name": ""}, "op option name= expected a non-empty string, got ''"),
     ({"name": 5}, "op option name= expected a non-empty string, got 5"),
 ])
 def test_options_are_validated_when_the_decorator_is_applied(options, message):
-    with pytest.raises(TypeError) as info:
+    # a value of the wrong type is a TypeError; of the right type but out of range, a
+    # ValueError (as dask does)
+    out_of_range = [{"nout": -1}, {"retries": -1}, {"max_delay": -1}, {"timeout": 0},
+                    {"timeout": -2.0}, {"backoff": 0.5}, {"name": ""}]
+    kind = ValueError if options in out_of_range else TypeError
+    with pytest.raises(kind) as info:
         fd.op(**options)
+    assert type(info.value) is kind
     assert str(info.value) == message
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(kind) as info:
         add.options(**options)
     assert str(info.value) == message
 
@@ -416,3 +434,53 @@ def test_ops_copy_as_themselves():
     assert copy.copy(add) is add
     assert copy.deepcopy(add) is add
     assert copy.deepcopy({"op": add})["op"] is add
+
+
+# -- nout is checked when the op returns -----------------------------------------------------
+@fd.op
+def three_for_two() -> tuple[int, int]:
+    return 1, 2, 3
+
+
+@fd.op(nout=2)
+def one_for_two():
+    return 1
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
+def test_a_wrong_number_of_values_fails_the_ops_own_node(executor):
+    node = three_for_two()
+    item = node[0]
+    res = fd.run(item, executor=executor)
+    assert (res.state(node), res.state(item)) == ("failed", "upstream_failed")
+    error = res.error(node)
+    assert type(error) is fd.NoutError and isinstance(error, ValueError)
+    assert str(error) == ("op 'three_for_two' has nout=2 but returned 3 values (a tuple): "
+                          "return exactly 2, or change its nout= (or its '-> tuple[...]' "
+                          "annotation)")
+    with pytest.raises(fd.NoutError, match=r"^op 'one_for_two' has nout=2 but returned no "
+                                           r"sequence \(a int\)"):
+        fd.compute(one_for_two()[0], executor=executor)
+
+
+def test_a_wrong_number_of_values_fails_the_ops_own_node_on_dask(dask_executor):
+    node = three_for_two()
+    item = node[0]
+    res = fd.run(item, executor=dask_executor)
+    assert (res.state(node), res.state(item)) == ("failed", "upstream_failed")
+    assert type(res.error(node)) is fd.NoutError
+    assert "has nout=2 but returned 3 values" in str(res.error(node))
+
+
+def test_the_check_keeps_the_plain_function_and_the_right_count():
+    assert three_for_two.fn() == (1, 2, 3)
+    assert fd.op(divmod, nout=2)(7, 2).compute(executor="sync") == (3, 1)
+
+
+# -- forgetting to call an op ----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["compute", "visualize", "persist"])
+def test_a_node_method_on_an_op_says_to_call_it(name):
+    with pytest.raises(AttributeError, match=rf"^'add' is an op, not a node: call it to make a "
+                                             rf"node, e.g. add\(...\).{name}\(\)"):
+        getattr(add, name)()
+    assert not hasattr(add, "compute")

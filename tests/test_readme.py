@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import flowdispatch as fd
@@ -28,6 +31,17 @@ def test_the_tour_runs_and_its_comments_hold(tmp_path, monkeypatch):
     assert ns["fetch"].settings.retries == 3
     for name in ("total.svg", "run.svg"):
         assert "<svg" in (tmp_path / name).read_text()
+
+
+def test_the_script_example_runs_with_its_guard(tmp_path):
+    text = README.read_text()
+    code = re.search(r"```python\n(# pipeline.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "pipeline.py"
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(README.parent)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "(285,)\n", "")
 
 
 def test_no_machine_paths_in_the_readme():

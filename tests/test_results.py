@@ -58,6 +58,19 @@ def test_a_successful_run():
     assert res.first_error() is None
 
 
+def test_results_iterate_over_the_runs_nodes_in_topological_order():
+    a = inc(1)
+    b, c = inc(a), half(a)
+    d = fd.collect([c, b])
+    res = fd.run(d, executor="threads", overrides={a: 4})
+    assert list(res) == list(fd.Graph(d))
+    order = [node.key for node in res]
+    assert order.index(a.key) < order.index(b.key) < order.index(d.key)
+    assert order.index(c.key) < order.index(d.key)
+    assert {node: res.state(node) for node in res} == {
+        a: "skipped", b: "done", c: "done", d: "done"}
+
+
 def test_intermediate_values_are_released_but_targets_kept():
     a = inc(1)
     b = inc(a)

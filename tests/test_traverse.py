@@ -6,7 +6,8 @@ import pickle
 
 import pytest
 
-from flowdispatch.traverse import Ref, scan, substitute, template
+from flowdispatch.traverse import (HasIterator, Ref, materialize, nesting_error, scan, substitute,
+                                   template)
 
 a, b = Ref("a-1"), Ref("b-2")
 VALUES = {"a-1": 10, "b-2": 20}
@@ -103,3 +104,55 @@ def test_template_turns_nodes_into_bare_refs():
     assert template([a])[0] is a
     plain = [1, 2]
     assert template(plain) is plain
+
+
+@dataclasses.dataclass
+class Later:
+    item: object
+    derived: int = dataclasses.field(init=False)
+
+
+def test_dataclass_fields_that_are_not_set_are_skipped():
+    unset = Later(a)
+    found = {}
+    assert scan(unset, found) is True and list(found) == ["a-1"]
+    swapped = substitute(unset, VALUES)
+    assert swapped.item == 10 and not hasattr(swapped, "derived")
+    assert template(unset) is unset
+
+
+def test_slices_are_traversed():
+    found = {}
+    assert scan(slice(a, None, b), found) is True and list(found) == ["a-1", "b-2"]
+    assert substitute(slice(None, a), VALUES) == slice(None, 10)
+    plain = slice(1, 2)
+    assert substitute(plain, VALUES) is plain
+
+
+def test_scan_refuses_an_iterator_and_materialize_makes_it_a_list():
+    with pytest.raises(HasIterator):
+        scan([1, iter([a])], {})
+    assert materialize((iter([a, 1]), {"k": (x for x in [b])})) == ([a, 1], {"k": [b]})
+    assert materialize(iter([iter([a])])) == [[a]]
+    same = [1, {"k": (a,)}]
+    assert materialize(same) is same
+
+
+def test_an_open_file_is_not_an_iterator_to_materialize(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("one\ntwo\n")
+    with open(path) as handle:
+        assert materialize([handle])[0] is handle
+        assert scan(handle, {}) is False
+
+
+def test_nesting_error_tells_a_cycle_from_depth():
+    loop = [1]
+    loop.append({"again": loop})
+    message = str(nesting_error(loop, "argument 0 of 'f'"))
+    assert message.startswith("argument 0 of 'f' contains itself (a list inside itself)")
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    message = str(nesting_error(deep, "argument 'x' of 'f'"))
+    assert message.startswith("argument 'x' of 'f' is nested too deeply")

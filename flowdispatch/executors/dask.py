@@ -108,13 +108,23 @@ def _warn_if_exposed(address: str) -> None:
             SecurityWarning, stacklevel=3)
 
 
+def _configured_address() -> str | None:
+    """dask's ``scheduler-address`` setting, if it is set (as ``distributed.Client()`` reads it)."""
+    import dask.config
+
+    return dask.config.get("scheduler-address", None) or None
+
+
 class DaskExecutor(Executor):
     """Runs graphs on a dask cluster, each graph lowered to one submission.
 
     Parameters
     ----------
     address
-        A running ``dask scheduler``, such as ``"tcp://127.0.0.1:8786"``.
+        A running ``dask scheduler``, such as ``"tcp://127.0.0.1:8786"``. Without
+        ``address``, ``client`` or cluster options, dask's ``scheduler-address``
+        setting (``DASK_SCHEDULER_ADDRESS``) is used when it is set, as
+        ``distributed.Client()`` does; else an embedded cluster is started.
     client
         A ``distributed.Client`` to use; it is never closed here.
     connect_timeout
@@ -162,6 +172,8 @@ class DaskExecutor(Executor):
                  **cluster_kwargs: Any):
         if address is not None and client is not None:
             raise TypeError("DaskExecutor: expected address= or client=, got both")
+        if address is None and client is None and not cluster_kwargs and security is not True:
+            address = _configured_address()
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address: expected a scheduler address such as "
                             f"'tcp://127.0.0.1:8786', got {type(address).__name__}")

@@ -255,7 +255,9 @@ def _pickled_call(node: Node) -> bytes | None:
     """cloudpickle of the node's argument templates (nodes replaced by references)."""
     import cloudpickle
 
-    args, kwargs = template(node._args), template(node._kwargs or _EMPTY)
+    args, kwargs = node._args, node._kwargs or _EMPTY
+    if node._deps:  # else no node inside, or opaque data (fd.value(..., traverse=False))
+        args, kwargs = template(args), template(kwargs)
     if not args and not kwargs:
         return None
     if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values()):
@@ -429,7 +431,7 @@ class Lowered:
         if op is None:
             return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
         try:
-            return Code(op.op_name, cloudpickle.dumps((op.__wrapped__, op._self_settings)), run,
+            return Code(op.op_name, cloudpickle.dumps((node._fn, op._self_settings)), run,
                         starts)
         except Exception as exc:
             error = unpicklable(node, [("the op", op.__wrapped__),
