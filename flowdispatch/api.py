@@ -40,7 +40,7 @@ def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
 
 def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
     nodes = as_nodes(targets, strict=False)
-    graph = Graph._cut(nodes, frozenset(overrides))
+    graph = Graph.cut(nodes, frozenset(overrides))
     missing = [k for k in overrides if k not in graph]
     if missing:  # cut away by another override, or not an ancestor at all?
         known = ancestors(nodes)

@@ -261,8 +261,8 @@ def _code_digest(node: Node) -> str:
     op = node._op
     fn = op.__wrapped__
     name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
-    if op._self_settings.version is not None:
-        return f"{name} version {op._self_settings.version!r}"
+    if op.settings.version is not None:
+        return f"{name} version {op.settings.version!r}"
     try:
         source = inspect.getsource(fn)
     except (OSError, TypeError):
@@ -281,7 +281,7 @@ def lineage_keys(graph: Graph, overrides: dict[str, Any],
     """
     from dask.tokenize import tokenize
 
-    nodes = graph if of is None else ancestors(of, graph._inputs).values()  # topological
+    nodes = graph if of is None else ancestors(of, {n.key for n in graph.inputs}).values()
     keys: dict[str, str | BaseException] = {}
     digests: dict[int, str] = {}
     for node in nodes:
@@ -325,7 +325,7 @@ class CachePlan:
 
 def _cached(node: Node) -> bool:
     op = node._op
-    return op is not None and op._self_settings.cache
+    return op is not None and op.settings.cache
 
 
 def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any], CachePlan | None]:
@@ -356,7 +356,7 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
     hits: dict[str, Any] = {}
     cut = graph
     while present:
-        cut = graph._cut(graph._targets, frozenset(overrides) | present)
+        cut = graph.cut(graph.targets, frozenset(overrides) | present)
         unreadable = set()
         for key in present:
             if key in cut and key not in hits:

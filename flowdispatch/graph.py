@@ -24,7 +24,7 @@ True
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -72,7 +72,10 @@ class Graph:
         self._nodes = ancestors(self._targets)
 
     @classmethod
-    def _cut(cls, targets: tuple[Node, ...], inputs: frozenset[str]) -> Graph:
+    def cut(cls, targets: tuple[Node, ...], inputs: frozenset[str]) -> Graph:
+        """The ``targets`` and their ancestors, cut at the node keys ``inputs``: those
+        stay, as sources whose values must be given, and their ancestors go unless
+        another kept node needs them. Unlike :meth:`subgraph`, it checks nothing."""
         graph = cls.__new__(cls)
         graph._targets = targets
         graph._nodes = ancestors(targets, inputs)
@@ -84,6 +87,11 @@ class Graph:
     def targets(self) -> tuple[Node, ...]:
         """The nodes the graph was built for."""
         return self._targets
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        """``{key: node}`` in topological order (read it; never change it)."""
+        return self._nodes
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -181,7 +189,7 @@ class Graph:
         cut = nodes(inputs, "inputs") if inputs is not None else ()
         for node in (*chosen, *cut):
             self._key(node)
-        return Graph._cut(chosen, self._inputs | {n._key for n in cut})
+        return Graph.cut(chosen, self._inputs | {n._key for n in cut})
 
     def to_dask(self, values: dict[str, Any] | None = None) -> dict:
         """A plain dask graph, ``{key: task}``, that any dask scheduler runs.
@@ -197,23 +205,9 @@ class Graph:
         >>> dask.get(fd.Graph(n).to_dask(), n.key)
         3
         """
-        from dask.task_spec import DataNode
+        from .executors.dasktasks import to_dask
 
-        from .executors.dasktasks import Lowered
-
-        values = values or {}
-        missing = [n._key for n in self.inputs if n._key not in values]
-        if missing:
-            raise GraphError(
-                f"nodes {missing} are inputs of this subgraph: their ancestors were cut "
-                "away, so their values must be supplied (overrides={node: value})"
-            )
-        lowered = Lowered(self, values, run=None)
-        for error in lowered.broken.values():
-            raise error
-        dsk = {task.key: task for task in lowered.tasks.values()}
-        dsk.update((key, DataNode(key, value)) for key, value in lowered.scatter.items())
-        return dsk
+        return to_dask(self, values or {})
 
     def to_json(self) -> str:
         """The graph as JSON text; ops are stored by import path (see :meth:`from_json`)."""

@@ -156,10 +156,10 @@ def dumps(graph: Graph) -> str:
                     "so define it at module level"
                 )
             record["fn"] = path
-            options = _encode_settings(node._op._self_settings, where)
+            options = _encode_settings(node._op.settings, where)
             if options:
                 record["options"] = options
-        if node._nout is not None and node._op is not None and node._nout != node._op._self_settings.nout:
+        if node._nout is not None and node._op is not None and node._nout != node._op.settings.nout:
             record["nout"] = node._nout
         record["args"] = _encode(list(node._args), f"{where} argument")
         if node._kwargs:
@@ -235,9 +235,9 @@ def loads(text: str, allow: Iterable[str] = ()) -> Graph:
             fn = load(record["fn"])
             fn = fn.__wrapped__ if isinstance(fn, Op) else fn  # a module-level op: its function
             op = Op(fn, _decode_settings(record.get("options", {})))
-            nout = record.get("nout", op._self_settings.nout)
+            nout = record.get("nout", op.settings.nout)
             built[key] = make_node(key, op, op.__wrapped__, args, kwargs or None, nout)
         else:
             built[key] = make_node(key, None, None, args, None, None)
     targets = tuple(built[k] for k in data["targets"])
-    return Graph._cut(targets, frozenset(data.get("inputs", ())))
+    return Graph.cut(targets, frozenset(data.get("inputs", ())))

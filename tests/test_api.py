@@ -286,12 +286,20 @@ def test_register_executor_checks_its_arguments(monkeypatch):
         fd.register_executor("tcp://x", fd.SyncExecutor)
     with pytest.raises(ValueError, match=r"got ''"):
         fd.register_executor("", fd.SyncExecutor)
-    with pytest.raises(TypeError, match=r"executor factory: expected a callable, got str"):
+    with pytest.raises(TypeError, match=r"executor factory: expected a callable or a dotted "
+                                        r"path 'package.module:name', got str 'sync'"):
         fd.register_executor("x", "sync")
     fd.register_executor("not-an-executor", lambda: "nope")
     with pytest.raises(fd.UnknownExecutorError, match=r"executor factory for 'not-an-executor' "
                                                       r"returned str, expected an fd.Executor"):
         inc(1).compute(executor="not-an-executor")
+
+
+def test_register_executor_takes_a_dotted_path_imported_when_first_asked_for(monkeypatch):
+    monkeypatch.setattr(registry, "_factories", dict(registry._factories))
+    fd.register_executor("by-path", "flowdispatch.executors.local:SyncExecutor")
+    assert registry._factories["by-path"] == "flowdispatch.executors.local:SyncExecutor"
+    assert fd.compute(inc(1), executor="by-path") == (2,)
 
 
 def test_an_owned_executor_is_closed_and_a_given_one_is_not(monkeypatch):

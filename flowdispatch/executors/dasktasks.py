@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ..graph import Graph
     from ..node import Node
 
-__all__ = ["TOPIC", "Chain", "Code", "Lowered", "Step"]
+__all__ = ["TOPIC", "Chain", "Code", "Lowered", "Step", "to_dask"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
@@ -274,7 +274,7 @@ def _annotations(node: Node) -> tuple:
     op = node._op
     if op is None:
         return ()
-    s = op._self_settings
+    s = op.settings
     out: list[tuple] = []
     if s.priority:
         out.append(("priority", s.priority))
@@ -431,11 +431,11 @@ class Lowered:
         if op is None:
             return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
         try:
-            return Code(op.op_name, cloudpickle.dumps((node._fn, op._self_settings)), run,
+            return Code(op.op_name, cloudpickle.dumps((node._fn, op.settings)), run,
                         starts)
         except Exception as exc:
             error = unpicklable(node, [("the op", op.__wrapped__),
-                                       ("the op's options", op._self_settings)], _WORKERS, exc)
+                                       ("the op's options", op.settings)], _WORKERS, exc)
             raise error from error.__cause__
 
     def graph(self) -> Any:
@@ -481,3 +481,18 @@ def _expression_kinds() -> tuple | None:
     if "_determ_token" not in inspect.signature(Expr.__new__).parameters:  # pragma: no cover
         return None
     return LLGExpr, HLGExpr
+
+
+def to_dask(graph: Graph, values: dict[str, Any]) -> dict:
+    """``graph`` as a plain dask graph (see :meth:`flowdispatch.Graph.to_dask`)."""
+    from dask.task_spec import DataNode
+
+    from .record import check_inputs
+
+    values = check_inputs(graph, values)
+    lowered = Lowered(graph, values, run=None)
+    for error in lowered.broken.values():
+        raise error
+    dsk = {task.key: task for task in lowered.tasks.values()}
+    dsk.update((key, DataNode(key, value)) for key, value in lowered.scatter.items())
+    return dsk

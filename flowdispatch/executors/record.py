@@ -102,7 +102,7 @@ class RunRecord:
         overrides = check_inputs(graph, overrides or {})
         graph, overrides, plan = cache.prepare(graph, overrides)
         self.graph = graph
-        self.nodes: dict[str, Node] = graph._nodes
+        self.nodes: Mapping[str, Node] = graph.nodes
         self.overrides = overrides
         self.hits: dict[str, Any] = plan.hits if plan else {}
         #: key -> the cache file its value is saved to once it completes.
@@ -126,7 +126,7 @@ class RunRecord:
                        for name in HOOKS}
         self._on_node_start = self._hooks["on_node_start"]
         self._on_node_finish = self._hooks["on_node_finish"]
-        self._keep = {t._key for t in graph._targets} | overrides.keys()
+        self._keep = {t._key for t in graph.targets} | overrides.keys()
         self._count()
         for fire in self._hooks["on_start"]:
             fire(graph=graph)

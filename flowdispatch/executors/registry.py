@@ -19,6 +19,7 @@ flowdispatch.errors.UnknownExecutorError: unknown executor 'warp-drive'; expecte
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -26,25 +27,36 @@ from typing import Any
 from .. import config
 from ..errors import UnknownExecutorError
 from .base import Executor
-from .local import PoolExecutor, ProcessExecutor, SyncExecutor, ThreadExecutor
 
 __all__ = ["register_executor", "resolve"]
 
 ENTRY_POINT_GROUP = "flowdispatch.executors"
 
 
-def _dask_executor(**kwargs: Any) -> Executor:
-    from .dask import DaskExecutor
-
-    return DaskExecutor(**kwargs)
-
-
-_factories: dict[str, Callable[[], Executor]] = {
-    "sync": SyncExecutor,
-    "threads": ThreadExecutor,
-    "processes": ProcessExecutor,
-    "dask": _dask_executor,
+#: The built-in backends, by dotted path: none is imported until it is asked for.
+BUILT_IN = {
+    "sync": "flowdispatch.executors.local:SyncExecutor",
+    "threads": "flowdispatch.executors.local:ThreadExecutor",
+    "processes": "flowdispatch.executors.local:ProcessExecutor",
+    "dask": "flowdispatch.executors.dask:DaskExecutor",
 }
+_POOL = "flowdispatch.executors.local:PoolExecutor"
+
+_factories: dict[str, Callable[..., Executor] | str] = dict(BUILT_IN)
+
+
+def load(path: str) -> Any:
+    """The object that a dotted path ``"package.module:name"`` names, imported now."""
+    module, _, name = path.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _factory(name: str) -> Callable[..., Executor] | None:
+    factory = _factories.get(name) or _from_entry_point(name)
+    return load(factory) if isinstance(factory, str) else factory
 
 
 def is_client(obj: Any) -> bool:
@@ -52,8 +64,11 @@ def is_client(obj: Any) -> bool:
     return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
 
 
-def register_executor(name: str, factory: Callable[[], Executor]) -> None:
+def register_executor(name: str, factory: Callable[[], Executor] | str) -> None:
     """Make ``executor=name`` create executors with ``factory()``.
+
+    ``factory`` may be a dotted path, ``"package.module:name"``, imported
+    only when an executor of that name is first asked for.
 
     Examples
     --------
@@ -64,8 +79,9 @@ def register_executor(name: str, factory: Callable[[], Executor]) -> None:
     """
     if not isinstance(name, str) or not name or "://" in name:
         raise ValueError(f"executor name: expected a non-empty name without '://', got {name!r}")
-    if not callable(factory):
-        raise TypeError(f"executor factory: expected a callable, got {type(factory).__name__}")
+    if not callable(factory) and not (isinstance(factory, str) and ":" in factory):
+        raise TypeError(f"executor factory: expected a callable or a dotted path "
+                        f"'package.module:name', got {type(factory).__name__} {factory!r}")
     _factories[name] = factory
 
 
@@ -91,8 +107,8 @@ def resolve(executor: Any) -> tuple[Executor, bool]:
         return executor, False
     if isinstance(executor, str):
         if "://" in executor:
-            return _dask_executor(address=executor), True
-        factory = _factories.get(executor) or _from_entry_point(executor)
+            return load(BUILT_IN["dask"])(address=executor), True
+        factory = _factory(executor)
         if factory is None:
             raise UnknownExecutorError(
                 f"unknown executor {executor!r}; expected one of {_known()}, a scheduler "
@@ -107,9 +123,9 @@ def resolve(executor: Any) -> tuple[Executor, bool]:
             )
         return made, True
     if isinstance(executor, cf.Executor):
-        return PoolExecutor(executor), True
+        return load(_POOL)(executor), True
     if is_client(executor):
-        return _dask_executor(client=executor), True
+        return load(BUILT_IN["dask"])(client=executor), True
     raise UnknownExecutorError(
         f"executor=: expected a name ({_known()}), a scheduler address, an fd.Executor, "
         f"a distributed.Client or a concurrent.futures.Executor; got {type(executor).__name__}"
