@@ -6,7 +6,7 @@ until it starts, ``running`` (with its attempt and the time so far), then
 ``done`` or ``failed``, and ``upstream_failed`` for the descendants of a
 failure; nodes given in ``overrides`` are ``skipped``. Each drawing is a
 :class:`Frame`, drawn by :func:`flowdispatch.visualize`, which shows in
-Jupyter as an SVG. The first frame is shown with
+Jupyter as an SVG and a PNG. The first frame is shown with
 ``IPython.display.display(frame, display_id=True)`` and later ones replace
 it with ``handle.update(frame)``: no server and no widget, only the kernel.
 
@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import Callback, ProgressBar
 from .errors import UpstreamError
-from .render import _RANKDIRS, LIVE_STATES, DotNotFoundError, _threshold, visualize
+from .render import (_RANKDIRS, LIVE_STATES, DotNotFoundError, _threshold, results_bundle,
+                     visualize)
 from .results import STATES, Results
 
 if TYPE_CHECKING:
@@ -67,8 +68,10 @@ _SLOWDOWN = 9  # wait at least this many times as long as the last drawing took
 class Frame:
     """One drawing of a run: the states of its nodes at one moment.
 
-    Shown by Jupyter as an SVG of the graph (``image/svg+xml``), with a text
-    summary for other front ends. The drawing is made when first asked for.
+    Shown by Jupyter as the graph, in SVG and PNG (which untrusted notebooks
+    show), with a text summary for other front ends; the last frame shows
+    what displaying the results does: the count per state and the failures,
+    then the drawing. The drawing is made when first asked for.
 
     Attributes
     ----------
@@ -112,11 +115,13 @@ class Frame:
         return f"<LiveGraph frame: {counts}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        if self.final:  # what displaying the results shows: the summary, then the drawing
+            return results_bundle(self.results, self.dot, include, exclude)
         try:
-            svg = self.dot.pipe(format="svg", encoding="utf-8")
+            bundle = self.dot._repr_mimebundle_(include, exclude)
         except DotNotFoundError as exc:
             return {"text/plain": f"{self!r}\n{exc}"}
-        return {"image/svg+xml": svg, "text/plain": repr(self)}
+        return {**bundle, "text/plain": repr(self)}
 
 
 def _notebook_display() -> Any:

@@ -6,6 +6,8 @@ with their name and a short repr. Edges follow data, from dependency to
 dependent. Literal arguments are not drawn; a node's tooltip shows the call.
 After a run (a :class:`~flowdispatch.Results`), nodes are coloured by state,
 with durations and attempts in the label, errors in the tooltip, and a legend.
+Jupyter gets each drawing twice: as SVG (with tooltips) and as PNG, which
+untrusted notebooks, GitHub and nbviewer show too (they show no SVG).
 While a run goes on (:mod:`flowdispatch.live`), two more states are drawn:
 ``running`` and ``pending`` (not started yet).
 
@@ -34,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import html
 import inspect
 import operator
@@ -52,8 +55,8 @@ from .graph import Graph
 from .node import Node, _call_method, _collect
 from .results import STATES, Results
 
-__all__ = ["FORMATS", "LIVE_STATES", "STATE_COLORS", "DotNotFoundError", "results_html",
-           "visualize"]
+__all__ = ["FORMATS", "LIVE_STATES", "STATE_COLORS", "DotNotFoundError", "results_bundle",
+           "results_html", "visualize"]
 
 FORMATS = ("dot", "gv", "pdf", "png", "svg")
 """The formats :func:`visualize` writes (``dot`` and ``gv`` are DOT source)."""
@@ -83,6 +86,7 @@ _RANKDIRS = ("TB", "LR", "BT", "RL")
 _COLLAPSE_AT = 100
 _FONT = "Helvetica"
 _DETAIL = '<BR/><FONT POINT-SIZE="9" COLOR="#555555">{}</FONT>'
+_PNG_DPI = "96"  # the size at which browsers show the SVG
 
 
 class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):
@@ -115,6 +119,27 @@ class _Digraph(graphviz.Digraph):
             return super().render(*args, **kwargs)
         except graphviz.ExecutableNotFound as exc:
             raise DotNotFoundError() from exc
+
+    def png(self) -> bytes:
+        """The drawing as a PNG of 96 dpi, with a palette when Graphviz has gd (a third the size)."""
+        copy = self.copy()
+        copy.attr(dpi=_PNG_DPI)
+        try:
+            return copy.pipe(format="png", renderer="cairo", formatter="gd")
+        except graphviz.CalledProcessError:  # a Graphviz built without gd
+            return copy.pipe(format="png")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
+                          **_: Any) -> dict[str, str]:
+        """SVG for trusted notebooks, and a PNG that untrusted ones, GitHub and nbviewer show."""
+        wanted = {"image/svg+xml", "image/png"} if include is None else set(include)
+        wanted -= set(exclude or ())
+        bundle = {}
+        if "image/svg+xml" in wanted:
+            bundle["image/svg+xml"] = self.pipe(format="svg", encoding="utf-8")
+        if "image/png" in wanted:
+            bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        return bundle
 
 
 def visualize(*items: Any, filename: str | os.PathLike | None = None,
@@ -528,8 +553,9 @@ def results_html(results: Results, drawing: bool = False) -> str:
     results
         What :func:`flowdispatch.run` returned.
     drawing
-        Add the graph coloured by state, as inline SVG, under the table (what a
-        notebook shows; without Graphviz's ``dot``, a note saying how to get it).
+        Add the graph coloured by state under the tables, as a PNG image (what
+        a notebook shows, trusted or not; without Graphviz's ``dot``, a note
+        saying how to get it).
 
     Examples
     --------
@@ -540,6 +566,59 @@ def results_html(results: Results, drawing: bool = False) -> str:
     >>> "ZeroDivisionError: division by zero" in page
     True
     """
+    picture = ""
+    if drawing:
+        try:
+            picture = _img(base64.b64encode(visualize(results).png()).decode("ascii"))
+        except DotNotFoundError as exc:
+            picture = f"<p><em>{html.escape(str(exc))}</em></p>"
+    return _summary_html(results) + picture + "</div>"
+
+
+def results_bundle(results: Results, dot: graphviz.Digraph | None = None, include: Any = None,
+                   exclude: Any = None) -> dict[str, str]:
+    """What Jupyter shows for the results of a run (their ``_repr_mimebundle_``).
+
+    ``text/html``: the summary of :func:`results_html` with the drawing as a
+    PNG image, which notebooks keep even when untrusted; ``image/svg+xml``:
+    the drawing alone, for front ends without HTML (``image/png`` too when
+    asked for with ``include``); and ``text/plain``. ``dot`` is the drawing
+    (by default ``visualize(results)``).
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> from flowdispatch.render import results_bundle
+    >>> res = fd.run(fd.op(sum)([1, 2]), executor="sync")
+    >>> sorted(results_bundle(res))
+    ['image/svg+xml', 'text/html', 'text/plain']
+    >>> '<img src="data:image/png;base64,' in results_bundle(res)["text/html"]
+    True
+    """
+    dot = visualize(results) if dot is None else dot
+    wanted = set(include) if include is not None else {"text/html", "image/svg+xml"}
+    wanted -= set(exclude or ())
+    html_too = "text/html" in wanted
+    try:
+        bundle = dot._repr_mimebundle_(include=wanted | ({"image/png"} if html_too else set()))
+        picture = _img(bundle["image/png"]) if html_too else ""
+    except DotNotFoundError as exc:
+        bundle, picture = {}, f"<p><em>{html.escape(str(exc))}</em></p>"
+    bundle = {mime: data for mime, data in bundle.items() if mime in wanted}
+    if html_too:
+        bundle["text/html"] = _summary_html(results) + picture + "</div>"
+    bundle["text/plain"] = repr(results)
+    return bundle
+
+
+def _img(png: str) -> str:
+    """An ``<img>`` of a base64 PNG, which HTML sanitizers keep (unlike inline SVG)."""
+    return (f'<img src="data:image/png;base64,{png}" alt="the graph of the run, coloured by '
+            f'state" style="max-width:100%">')
+
+
+def _summary_html(results: Results) -> str:
+    """The opening ``<div>``, the count per state and the failures (not closed)."""
     counts = Counter(results.states.values())
     rows = "".join(
         f'<tr><td><span style="display:inline-block;width:0.9em;height:0.9em;'
@@ -564,11 +643,4 @@ def results_html(results: Results, drawing: bool = False) -> str:
         more = f"<p>... and {len(failed) - 10} more</p>" if len(failed) > 10 else ""
         out.append(f"<table><thead><tr><th>failed</th><th>error</th></tr></thead>"
                    f"<tbody>{items}</tbody></table>{more}")
-    if drawing:
-        try:
-            svg = visualize(results).pipe(format="svg", encoding="utf-8")
-            out.append(svg[svg.index("<svg"):])
-        except DotNotFoundError as exc:
-            out.append(f"<p><em>{html.escape(str(exc))}</em></p>")
-    out.append("</div>")
     return "".join(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import shutil
@@ -290,13 +291,15 @@ def test_bad_options_fail_when_made():
 
 
 @needs_dot
-def test_a_frame_shows_as_svg_with_a_text_summary():
+def test_a_frame_shows_as_svg_and_png_with_a_text_summary():
     screen = Screen()
     inc = fd.op(lambda x: x + 1, name="inc")
     fd.run(inc(inc(1)), executor="sync", callbacks=[LiveGraph(screen, rankdir="LR")])
     first = screen.frames[0]._repr_mimebundle_()
     assert first["image/svg+xml"].lstrip().startswith("<?xml")
     assert "<svg" in first["image/svg+xml"]
+    assert base64.b64decode(first["image/png"]).startswith(b"\x89PNG")
     assert first["text/plain"] == "<LiveGraph frame: 2 pending>"
+    assert "text/html" not in first
     assert screen.frames[-1]._repr_mimebundle_()["text/plain"] == "<Results: 2 done>"
     assert "rankdir=LR" in screen.frames[0].dot.source

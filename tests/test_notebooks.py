@@ -32,13 +32,21 @@ CELL_TIMEOUT = 120  # seconds; each notebook takes well under 30 s in all
 
 
 def drawings(nb) -> int:
-    """How many outputs hold an SVG (as ``image/svg+xml`` or inside HTML)."""
+    """How many outputs hold a drawing that shows untrusted: a PNG, alone or in HTML.
+
+    An untrusted notebook (one opened fresh, or on a code host) shows no
+    ``image/svg+xml`` and strips ``<svg>`` from HTML, so every output with an
+    SVG must carry a PNG as well.
+    """
     count = 0
     for cell in nb.cells:
         for output in cell.get("outputs", ()):
             data = output.get("data", {})
-            if "image/svg+xml" in data or "<svg" in data.get("text/html", ""):
-                count += 1
+            page = data.get("text/html", "")
+            shown = "image/png" in data or '<img src="data:image/png;base64,' in page
+            assert "<svg" not in page, f"inline SVG, which untrusted notebooks strip: {page[:80]}"
+            assert shown or "image/svg+xml" not in data, f"an SVG without a PNG: {cell.source}"
+            count += shown
     return count
 
 
@@ -83,4 +91,4 @@ def test_notebook_runs_and_draws_the_graph(name, kernel):
     client.execute()  # raises CellExecutionError, naming the cell, if one fails
 
     assert not errors(nb)
-    assert drawings(nb) >= 1, f"{path.name}: no image/svg+xml (or <svg> in HTML) in its outputs"
+    assert drawings(nb) >= 1, f"{path.name}: no image/png (or PNG <img> in HTML) in its outputs"
