@@ -386,6 +386,16 @@ def test_unknown_formats_name_the_supported_ones(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_node_shows_the_first_words_of_its_error_under_its_name():
+    bad = half(3)
+    res = fd.run(add(bad), executor="sync")
+    line = next(x for x in visualize(res).source.splitlines() if x.startswith(f'\t"{bad.key}"'))
+    assert '<FONT POINT-SIZE="9" COLOR="#7A1A00">3 is odd</FONT>' in line
+    long = fd.op(lambda: {}["a much longer key than fits"], name="look")()
+    dot = visualize(fd.run(long, executor="sync"))
+    assert ">'a much longer ke…</FONT>" in dot.source  # 18 characters at most
+
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
