@@ -6,8 +6,8 @@ until it starts, ``running`` (with its attempt and the time so far), then
 ``done`` or ``failed``, and ``upstream_failed`` for the descendants of a
 failure; nodes given in ``overrides`` are ``skipped``. Each drawing is a
 :class:`Frame`, drawn by :func:`flowdispatch.visualize`, which shows in
-Jupyter as an SVG and a PNG. The first frame is shown with
-``IPython.display.display(frame, display_id=True)`` and later ones replace
+Jupyter as an SVG (the last one as the results do). The first frame is
+shown with ``IPython.display.display(frame, display_id=True)`` and later ones replace
 it with ``handle.update(frame)``: no server and no widget, only the kernel.
 
 Throttling: a hook only records the change and, if none is running, starts a
@@ -77,10 +77,11 @@ _TEMPLATE_SECONDS = 0.888  # a duration as wide as most ("888 ms", "12.5 s")
 class Frame:
     """One drawing of a run: the states of its nodes at one moment.
 
-    Shown by Jupyter as the graph, in SVG and PNG (which untrusted notebooks
-    show), with a text summary for other front ends; the last frame shows
-    what displaying the results does: the count per state and the failures,
-    then the drawing. The drawing is made when first asked for.
+    Shown by Jupyter as an SVG of the graph, with a text summary for other
+    front ends. The last frame, which stays in the notebook, shows what
+    displaying the results does: the count per state and the failures, then
+    the drawing, as a PNG that untrusted notebooks show too. The drawing is
+    made when first asked for.
 
     Attributes
     ----------
@@ -132,8 +133,10 @@ class Frame:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         if self.final:  # what displaying the results shows: the summary, then the drawing
             return results_bundle(self.results, self.dot, include, exclude)
+        # Only the last frame stays in the notebook (and needs a PNG for untrusted views);
+        # the others show while the cell runs, trusted, and drawing only SVG halves their cost.
         try:
-            bundle = self.dot._repr_mimebundle_(include, exclude)
+            bundle = self.dot._repr_mimebundle_(include or ["image/svg+xml"], exclude)
         except DotNotFoundError as exc:
             return {"text/plain": f"{self!r}\n{exc}"}
         return {**bundle, "text/plain": repr(self)}

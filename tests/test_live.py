@@ -348,15 +348,18 @@ def test_bad_options_fail_when_made():
 
 
 @needs_dot
-def test_a_frame_shows_as_svg_and_png_with_a_text_summary():
+def test_a_frame_shows_as_svg_and_the_last_one_as_the_results_do():
     screen = Screen()
     inc = fd.op(lambda x: x + 1, name="inc")
     fd.run(inc(inc(1)), executor="sync", callbacks=[LiveGraph(screen, rankdir="LR")])
     first = screen.frames[0]._repr_mimebundle_()
     assert first["image/svg+xml"].lstrip().startswith("<?xml")
     assert "<svg" in first["image/svg+xml"]
-    assert base64.b64decode(first["image/png"]).startswith(b"\x89PNG")
+    assert "image/png" not in first and "text/html" not in first  # not kept: no need
+    png = screen.frames[0]._repr_mimebundle_(include=["image/png"])["image/png"]
+    assert base64.b64decode(png).startswith(b"\x89PNG")
     assert first["text/plain"] == "<LiveGraph frame: 2 pending>"
-    assert "text/html" not in first
+    last = screen.frames[-1]._repr_mimebundle_()
+    assert '<img src="data:image/png;base64,' in last["text/html"]
     assert screen.frames[-1]._repr_mimebundle_()["text/plain"] == "<Results: 2 done>"
     assert "rankdir=LR" in screen.frames[0].dot.source
