@@ -56,6 +56,24 @@ def test_the_docs_use_the_pydata_theme_and_show_drawings_at_their_own_size(built
     assert len(images) == 2 and not any("width" in img for img in images), images
 
 
+def test_in_a_browser_the_front_page_fits_and_its_drawings_keep_their_size(built, tmp_path):
+    import browser
+
+    if browser.missing():
+        pytest.skip(browser.missing())
+    with browser.chromium(tmp_path / "profile") as driver:  # a window 1300 px wide
+        driver.get((built / "index.html").as_uri())
+        code = driver.execute_script(
+            "const pre = document.querySelector('article pre');"
+            "return [pre.scrollWidth, pre.clientWidth];")
+        images = driver.execute_script(
+            "return [...document.querySelectorAll('article img')].map("
+            "img => [img.complete, img.naturalWidth, img.width]);")
+    assert code[0] <= code[1], f"the first code block overflows sideways: {code}"
+    assert len(images) == 2
+    assert all(done and shown == natural > 300 for done, natural, shown in images), images
+
+
 def test_each_step_of_the_tutorial_shows_its_graph(built):
     page = (built / "tutorial.html").read_text(encoding="utf-8")
     sections = dict(re.findall(r'<section id="([\w-]+)">(.*?)(?=<section id=|$)', page, re.S))
