@@ -54,6 +54,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import graphviz
+
 from .callbacks import Callback, ProgressBar
 from .errors import UpstreamError
 from .render import (_RANKDIRS, LIVE_STATES, DotNotFoundError, _draw, _Layout, _measure,
@@ -61,8 +63,6 @@ from .render import (_RANKDIRS, LIVE_STATES, DotNotFoundError, _draw, _Layout, _
 from .results import STATES, Results
 
 if TYPE_CHECKING:
-    import graphviz
-
     from .graph import Graph
     from .node import Node
 
@@ -346,6 +346,9 @@ class LiveGraph(Callback):
                             _threshold(self._options["collapse"]), legend)
         except DotNotFoundError:
             return None  # each frame says how to install it
+        except graphviz.CalledProcessError:  # a Graphviz too old for JSON output
+            _log.warning("the live graph's layout may move: measuring it failed", exc_info=True)
+            return None
 
     def _show(self, frame: Frame, display: Any = None, final: bool = False) -> None:
         with self._drawing:
