@@ -4,7 +4,9 @@
 #   make test    run the test suite (doctests of the package included)
 #
 # Both create the virtualenv .venv (and install Graphviz's `dot` with apt-get
-# when it is missing) the first time. Needs only python3 to start from.
+# when it is missing) the first time; `make test` also installs Chromium and
+# its driver with apt-get when they are missing (the notebooks and the docs
+# are checked in a real browser). Needs only python3 to start from.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,13 +20,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dot demo test bench docs clean distclean
+.PHONY: help venv dot browser demo test bench docs clean distclean
 
 help:
 	@echo "make demo       run the demo workflow (writes demo.svg, demo-run.svg)"
 	@echo "make test       run the test suite"
 	@echo "make venv       create $(VENV) and install flowdispatch with its test extras"
 	@echo "make dot        install Graphviz's dot with apt-get if it is missing"
+	@echo "make browser    install Chromium and chromedriver with apt-get if they are missing"
 	@echo "make bench      run benchmarks/run.py"
 	@echo "make docs       build the HTML docs (when docs/conf.py exists)"
 	@echo "make clean      remove build and test leftovers (make distclean: also $(VENV))"
@@ -59,11 +62,23 @@ dot:
 	    $(APT_GET) update && $(APT_GET) install -y graphviz; \
 	fi
 
+# -- a browser for the tests ------------------------------------------------------
+# Debian's packages: the tests drive them with Selenium (from the test extras).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	    if ! command -v apt-get >/dev/null 2>&1; then \
+	        echo "warning: Chromium or chromedriver is not on PATH; the browser tests will be skipped" >&2; \
+	        exit 0; \
+	    fi; \
+	    echo "Chromium or chromedriver is not on PATH; installing them with apt-get"; \
+	    $(APT_GET) update && $(APT_GET) install -y chromium chromium-driver; \
+	fi
+
 # -- the two commands ----------------------------------------------------------------
 demo: venv dot
 	$(BIN)/flowdispatch demo --executor dask -o demo.svg
 
-test: venv dot
+test: venv dot browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # -- the rest ---------------------------------------------------------------------------

@@ -34,10 +34,14 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
-html_theme = "alabaster"
+# The theme of dask's and networkx's docs.
+html_theme = "pydata_sphinx_theme"
 html_theme_options = {
-    "description": "Plain Python functions as a graph you can see and run anywhere.",
-    "fixed_sidebar": True,
+    "navbar_align": "left",
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
 }
-html_static_path: list[str] = []
+html_sidebars = {"**": []}  # the pages are short: the whole width for text and drawings
+html_static_path = ["_static"]
+html_css_files = ["flowdispatch.css"]
 html_title = f"flowdispatch {release}"

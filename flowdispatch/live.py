@@ -6,8 +6,8 @@ until it starts, ``running`` (with its attempt and the time so far), then
 ``done`` or ``failed``, or ``upstream_failed`` when the run says an
 ancestor failed; nodes given in ``overrides`` are ``skipped``. Each drawing is a
 :class:`Frame`, drawn by :func:`flowdispatch.visualize`, which shows in
-Jupyter as an SVG. The first frame is shown with
-``IPython.display.display(frame, display_id=True)`` and later ones replace
+Jupyter as an SVG (the last one as the results do). The first frame is
+shown with ``IPython.display.display(frame, display_id=True)`` and later ones replace
 it with ``handle.update(frame)``: no server and no widget, only the kernel.
 
 Throttling: a hook only records the change and, if none is running, starts a
@@ -16,7 +16,14 @@ drawing thread. That thread draws the latest states at most once every
 least ``9 t``, so drawing takes at most a tenth of a run however large the
 graph (large graphs collapse as in :func:`~flowdispatch.visualize`). It ends
 as soon as nothing is left to draw. The last frame is drawn from the run's
-:class:`~flowdispatch.Results`, exactly as ``res.visualize()`` draws them.
+:class:`~flowdispatch.Results`, and shows what displaying them shows: the
+count per state and the table of failures, then the drawing.
+
+The layout stays put: before the first frame, the run is drawn (not shown)
+in made-up states that give each node its widest label, and every frame
+draws each node at least that large, with the same rows in the legend, so
+``dot`` places everything where it was. A failed node shows the first words
+of its error under its name.
 
 Outside a notebook (no IPython kernel to display in), a ``LiveGraph``
 without a ``handle`` shows the tqdm progress bar of ``progress=True``.
@@ -47,14 +54,15 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import graphviz
+
 from .callbacks import Callback, ProgressBar
 from .errors import DotNotFoundError
-from .render import _RANKDIRS, LIVE_STATES, _threshold, visualize
+from .render import (_RANKDIRS, LIVE_STATES, _draw, _Layout, _measure, _threshold,
+                     results_bundle, visualize)
 from .results import STATES, Results
 
 if TYPE_CHECKING:
-    import graphviz
-
     from .graph import Graph
     from .node import Node
 
@@ -62,13 +70,18 @@ __all__ = ["Frame", "LiveGraph"]
 
 _log = logging.getLogger(__name__)
 _SLOWDOWN = 9  # wait at least this many times as long as the last drawing took
+_LEGEND = ("pending", "running", "done", "failed", "upstream_failed")  # in every frame
+_TEMPLATE_SECONDS = 0.888  # a duration as wide as most ("888 ms", "12.5 s")
 
 
 class Frame:
     """One drawing of a run: the states of its nodes at one moment.
 
-    Shown by Jupyter as an SVG of the graph (``image/svg+xml``), with a text
-    summary for other front ends. The drawing is made when first asked for.
+    Shown by Jupyter as an SVG of the graph, with a text summary for other
+    front ends. The last frame, which stays in the notebook, shows what
+    displaying the results does: the count per state and the failures, then
+    the drawing, as a PNG that untrusted notebooks show too. The drawing is
+    made when first asked for.
 
     Attributes
     ----------
@@ -79,12 +92,14 @@ class Frame:
         True for the last frame, drawn from the run's own results.
     """
 
-    __slots__ = ("_dot", "_options", "final", "results")
+    __slots__ = ("_dot", "_layout", "_options", "final", "results")
 
-    def __init__(self, results: Results, final: bool = False, **options: Any):
+    def __init__(self, results: Results, final: bool = False, *, layout: _Layout | None = None,
+                 **options: Any):
         self.results = results
         self.final = final
         self._options = options
+        self._layout = layout  # the same in every frame of a run
         self._dot: graphviz.Digraph | None = None
 
     @property
@@ -101,8 +116,12 @@ class Frame:
     @property
     def dot(self) -> graphviz.Digraph:
         """The drawing (see :func:`flowdispatch.visualize`)."""
-        if self._dot is None:
+        if self._dot is None and self._layout is None:
             self._dot = visualize(self.results, **self._options)
+        elif self._dot is None:  # the last frame's legend, as the results', has no 0 rows
+            layout = self._layout._replace(legend=()) if self.final else self._layout
+            self._dot = _draw(self.results.graph, self.results, self._options["rankdir"],
+                              _threshold(self._options["collapse"]), layout)
         return self._dot
 
     def __repr__(self) -> str:
@@ -112,11 +131,15 @@ class Frame:
         return f"<LiveGraph frame: {counts}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        if self.final:  # what displaying the results shows: the summary, then the drawing
+            return results_bundle(self.results, self.dot, include, exclude)
+        # Only the last frame stays in the notebook (and needs a PNG for untrusted views);
+        # the others show while the cell runs, trusted, and drawing only SVG halves their cost.
         try:
-            svg = self.dot.pipe(format="svg", encoding="utf-8")
+            bundle = self.dot._repr_mimebundle_(include or ["image/svg+xml"], exclude)
         except DotNotFoundError as exc:
             return {"text/plain": f"{self!r}\n{exc}"}
-        return {"image/svg+xml": svg, "text/plain": repr(self)}
+        return {**bundle, "text/plain": repr(self)}
 
 
 def _notebook_display() -> Any:
@@ -185,6 +208,7 @@ class LiveGraph(Callback):
         self._durations: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._started: dict[str, float] = {}
+        self._layout: _Layout | None = None
         self._version = self._drawn = 0
         self._next_at = 0.0
         self._finished = False
@@ -204,8 +228,10 @@ class LiveGraph(Callback):
             if self._bar is not None:
                 self._bar.on_start(graph=graph)
                 return
+            self._layout = self._measure()
             self._show(self._frame(), display)
         else:
+            self._layout = self._measure()
             self._show(self._frame())
 
     def on_node_start(self, *, node: Node, attempt: int) -> None:
@@ -259,7 +285,7 @@ class LiveGraph(Callback):
             self._finished = True
             thread = self._thread
         self._stop.set()
-        self._show(Frame(results, final=True, **self._options), final=True)
+        self._show(Frame(results, final=True, layout=self._layout, **self._options), final=True)
         if thread is not None:
             thread.join(timeout=5)
 
@@ -294,7 +320,36 @@ class LiveGraph(Callback):
             durations[key] = now - started
         results = Results(self._graph, dict(self._states), errors=dict(self._errors),
                           durations=durations, attempts=dict(self._attempts))
-        return Frame(results, **self._options)
+        return Frame(results, layout=self._layout, **self._options)
+
+    def _measure(self) -> _Layout | None:
+        """The layout of every frame: each node as large as its widest label in any state.
+
+        The run is drawn (not shown) in made-up states: all running, all failed,
+        all upstream failed, and the states in turn (for collapsed groups).
+        """
+        keys = [key for key, state in self._states.items() if state == "pending"]
+        turns = ("done", "failed", "upstream_failed", "running", "pending")
+        tries = {n._key: n._op.settings.retries + 1 for n in self._graph if n._op is not None}
+        templates = []
+        for made_up in ({k: turns[i % len(turns)] for i, k in enumerate(keys)},
+                        *(dict.fromkeys(keys, state) for state in turns[1:4])):
+            states = {**self._states, **made_up}
+            errors = {k: ValueError("o" * 200) for k, s in states.items() if s == "failed"}
+            ran = [k for k in keys if states[k] in ("running", "done", "failed")]
+            templates.append(Results(self._graph, states, errors=errors,
+                                     durations=dict.fromkeys(ran, _TEMPLATE_SECONDS),
+                                     attempts={k: tries[k] for k in ran if k in tries}))
+        legend = tuple(s for s in (*STATES, *LIVE_STATES)
+                       if s in _LEGEND or s in self._states.values())
+        try:
+            return _measure(self._graph, templates, self._options["rankdir"],
+                            _threshold(self._options["collapse"]), legend)
+        except DotNotFoundError:
+            return None  # each frame says how to install it
+        except graphviz.CalledProcessError:  # a Graphviz too old for JSON output
+            _log.warning("the live graph's layout may move: measuring it failed", exc_info=True)
+            return None
 
     def _show(self, frame: Frame, display: Any = None, final: bool = False) -> None:
         with self._drawing:

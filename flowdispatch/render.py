@@ -5,7 +5,10 @@ with the op name, data nodes (:func:`~flowdispatch.value`) ellipses labelled
 with their name and a short repr. Edges follow data, from dependency to
 dependent. Literal arguments are not drawn; a node's tooltip shows the call.
 After a run (a :class:`~flowdispatch.Results`), nodes are coloured by state,
-with durations and attempts in the label, errors in the tooltip, and a legend.
+with durations and attempts in the label, the first words of an error under
+a failed node's name, the whole error in the tooltip, and a legend.
+Jupyter gets each drawing twice: as SVG (with tooltips) and as PNG, which
+untrusted notebooks, GitHub and nbviewer show too (they show no SVG).
 While a run goes on (:mod:`flowdispatch.live`), two more states are drawn:
 ``running`` and ``pending`` (not started yet).
 
@@ -34,8 +37,10 @@ True
 
 from __future__ import annotations
 
+import base64
 import html
 import inspect
+import json
 import operator
 import os
 import reprlib
@@ -43,7 +48,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import graphviz
 
@@ -52,8 +57,8 @@ from .graph import Graph
 from .node import Node, _call_method, _collect
 from .results import STATES, Results
 
-__all__ = ["FORMATS", "LIVE_STATES", "STATE_COLORS", "DotNotFoundError", "results_html",
-           "visualize"]
+__all__ = ["FORMATS", "LIVE_STATES", "STATE_COLORS", "DotNotFoundError", "results_bundle",
+           "results_html", "visualize"]
 
 FORMATS = ("dot", "gv", "pdf", "png", "svg")
 """The formats :func:`visualize` writes (``dot`` and ``gv`` are DOT source)."""
@@ -83,6 +88,9 @@ _RANKDIRS = ("TB", "LR", "BT", "RL")
 _COLLAPSE_AT = 100
 _FONT = "Helvetica"
 _DETAIL = '<BR/><FONT POINT-SIZE="9" COLOR="#555555">{}</FONT>'
+_NOTE = '<BR/><FONT POINT-SIZE="9" COLOR="#7A1A00">{}</FONT>'
+_NOTE_CHARS = 18  # an error under a node is cut to this, or to the node's name if longer
+_PNG_DPI = "96"  # the size at which browsers show the SVG
 
 
 class _Digraph(graphviz.Digraph):
@@ -99,6 +107,27 @@ class _Digraph(graphviz.Digraph):
             return super().render(*args, **kwargs)
         except graphviz.ExecutableNotFound as exc:
             raise DotNotFoundError() from exc
+
+    def png(self) -> bytes:
+        """The drawing as a PNG of 96 dpi, with a palette when Graphviz has gd (a third the size)."""
+        copy = self.copy()
+        copy.attr(dpi=_PNG_DPI)
+        try:
+            return copy.pipe(format="png", renderer="cairo", formatter="gd")
+        except graphviz.CalledProcessError:  # a Graphviz built without gd
+            return copy.pipe(format="png")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
+                          **_: Any) -> dict[str, str]:
+        """SVG for trusted notebooks, and a PNG that untrusted ones, GitHub and nbviewer show."""
+        wanted = {"image/svg+xml", "image/png"} if include is None else set(include)
+        wanted -= set(exclude or ())
+        bundle = {}
+        if "image/svg+xml" in wanted:
+            bundle["image/svg+xml"] = self.pipe(format="svg", encoding="utf-8")
+        if "image/png" in wanted:
+            bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        return bundle
 
 
 def visualize(*items: Any, filename: str | os.PathLike | None = None,
@@ -158,6 +187,31 @@ def visualize(*items: Any, filename: str | os.PathLike | None = None,
     if rankdir not in _RANKDIRS:
         raise ValueError(f"rankdir: expected one of {', '.join(_RANKDIRS)}, got {rankdir!r}")
     threshold = _threshold(collapse)
+    dot = _draw(graph, results if by_state else None, rankdir, threshold)
+    if fmt is not None:
+        dot.format = fmt
+    if filename is not None:
+        _write(dot, filename, fmt)
+    return dot
+
+
+class _Layout(NamedTuple):
+    """What keeps the layout of a live run's drawings the same from frame to frame.
+
+    ``sizes``: ``{DOT node id: (width, height)}`` in inches, the least size of
+    each node (the size of its widest label in any state); ``legend``: the
+    states the legend lists, with a count of 0 too; ``counts``: the counts the
+    legend shows instead of the real ones (when measuring).
+    """
+
+    sizes: dict[str, tuple[str, str]]
+    legend: tuple[str, ...]
+    counts: dict[str, int] | None = None
+
+
+def _draw(graph: Graph, results: Results | None, rankdir: str, threshold: int | None,
+          layout: _Layout | None = None) -> _Digraph:
+    """The drawing of :func:`visualize`, from checked options."""
     dot = _Digraph(
         "flowdispatch",
         graph_attr={"rankdir": rankdir, "fontname": _FONT, "nodesep": "0.3", "ranksep": "0.4"},
@@ -166,22 +220,49 @@ def visualize(*items: Any, filename: str | os.PathLike | None = None,
                    "height": "0.3"},
         edge_attr={"color": "#777777", "arrowsize": "0.6"},
     )
-    shown = results if by_state else None
+    sizes = layout.sizes if layout is not None else {}
     targets = {t._key for t in graph.targets}
     if threshold is not None and len(graph) > threshold:
-        _draw_groups(dot, graph, shown, targets)
+        _draw_groups(dot, graph, results, targets, sizes)
     else:
-        _draw_nodes(dot, graph, shown, targets)
+        _draw_nodes(dot, graph, results, targets, sizes)
         for node in graph:
             for dep in graph.deps_of(node._key):
                 dot.edge(dep._key, node._key)
-    if shown is not None:
-        _draw_legend(dot, shown)
-    if fmt is not None:
-        dot.format = fmt
-    if filename is not None:
-        _write(dot, filename, fmt)
+    if results is not None:
+        _draw_legend(dot, results, layout)
     return dot
+
+
+def _measure(graph: Graph, templates: list[Results], rankdir: str, threshold: int | None,
+             legend: tuple[str, ...]) -> _Layout:
+    """The layout that fits every template: each node as large as in any of them.
+
+    The templates are the run in made-up states that give each node its
+    widest label (one ``dot`` call each); the legend's rows all get the width
+    of the widest, drawn with the largest count.
+    """
+    most: dict[str, tuple[float, float]] = {}
+    counts = dict.fromkeys(legend, len(graph))
+    for results in templates:
+        dot = _draw(graph, results, rankdir, threshold, _Layout({}, legend, counts))
+        for obj in json.loads(dot.pipe(format="json"))["objects"]:
+            if "width" in obj:  # a node, not the legend's cluster
+                w, h = most.get(obj["name"], (0.0, 0.0))
+                most[obj["name"]] = max(w, float(obj["width"])), max(h, float(obj["height"]))
+    rows = [f"legend {state}" for state in legend]
+    widest = max((most[row][0] for row in rows if row in most), default=0.0)
+    for row in rows:
+        if row in most:
+            most[row] = widest, most[row][1]
+    # a little more than measured, so that rounding never makes a label grow its node
+    return _Layout({name: (f"{w + 0.01:.3f}", f"{h + 0.01:.3f}") for name, (w, h) in most.items()},
+                   legend)
+
+
+def _size(sizes: dict[str, tuple[str, str]], name: str) -> dict[str, str]:
+    found = sizes.get(name)
+    return {} if found is None else {"width": found[0], "height": found[1]}
 
 
 # -- what to draw, and how ---------------------------------------------------------
@@ -251,20 +332,23 @@ def _write(dot: _Digraph, filename: Any, fmt: str | None) -> None:
 
 # -- one DOT node per node ---------------------------------------------------------
 def _draw_nodes(dot: _Digraph, nodes: Iterable[Node], results: Results | None,
-                targets: set) -> None:
+                targets: set, sizes: dict[str, tuple[str, str]]) -> None:
     for node in nodes:
         key = node._key
         state = results.states.get(key) if results is not None else None
         details = _details(node, key, state, results)
         tooltip = [_call_text(node)]
+        title, note = _title(node, count=True), ""
         if state is not None:
             tooltip.append(_state_line(key, state, results))
             error = results._errors.get(key)
             if error is not None and state in ("failed", "upstream_failed"):
                 tooltip.append(_error_text(error))
+            if error is not None and state == "failed":
+                note = _error_note(error, max(_NOTE_CHARS, len(title)))
         look = _look(node._op is None, state, key in targets)
-        dot.node(key, _label(_title(node, count=True), " · ".join(details)),
-                 tooltip=_tooltip(tooltip), **look)
+        dot.node(key, _label(title, " · ".join(details), note), tooltip=_tooltip(tooltip),
+                 **look, **_size(sizes, key))
 
 
 def _details(node: Node, key: str, state: str | None, results: Results | None) -> list[str]:
@@ -297,22 +381,28 @@ def _look(data: bool, state: str | None, target: bool) -> dict[str, str]:
     return look
 
 
-def _draw_legend(dot: _Digraph, results: Results) -> None:
+def _draw_legend(dot: _Digraph, results: Results, layout: _Layout | None) -> None:
     counts = Counter(results.states.values())
     shown = [state for state in _ALL_STATES if counts[state]]
+    sizes = {}
+    if layout is not None:  # the same rows in every frame of a live run
+        counts = Counter(layout.counts or counts)
+        shown = [state for state in _ALL_STATES if state in layout.legend or counts[state]]
+        sizes = layout.sizes
     with dot.subgraph(name="cluster_legend") as legend:
         legend.attr(label="states", fontsize="10", fontcolor="#555555", style="rounded",
                     color="#BBBBBB", margin="6")
         for state in shown:
             legend.node(f"legend {state}", _label(f"{counts[state]} {state.replace('_', ' ')}"),
                         tooltip=f"{counts[state]} node(s) {state.replace('_', ' ')}",
-                        **_look(False, state, False))
+                        **_look(False, state, False), **_size(sizes, f"legend {state}"))
         for above, below in zip(shown, shown[1:]):
             legend.edge(f"legend {above}", f"legend {below}", style="invis")
 
 
 # -- collapsing: one DOT node per group ----------------------------------------------
-def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: set) -> None:
+def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: set,
+                 sizes: dict[str, tuple[str, str]]) -> None:
     depth: dict[str, int] = {}
     group_of: dict[str, int] = {}
     index: dict[tuple, int] = {}
@@ -334,16 +424,16 @@ def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: 
     for gid, members in enumerate(groups):
         if len(members) == 1:
             ids.append(members[0]._key)
-            _draw_nodes(dot, members, results, targets)
+            _draw_nodes(dot, members, results, targets, sizes)
         else:
             ids.append(f"{members[0].name} ×{len(members)} (group {gid})")
-            _draw_group(dot, ids[-1], members, results, targets)
+            _draw_group(dot, ids[-1], members, results, targets, sizes)
     for tail, head in edges:
         dot.edge(ids[tail], ids[head])
 
 
 def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results | None,
-                targets: set) -> None:
+                targets: set, sizes: dict[str, tuple[str, str]]) -> None:
     first = members[0]
     title = f"{_title(first)} ×{len(members)}"
     tooltip = [f"{len(members)} calls like {_call_text(first)}"]
@@ -363,7 +453,7 @@ def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results |
             tooltip.append(f"... and {len(errors) - 3} more failed")
     look = _look(first._op is None, state, any(n._key in targets for n in members))
     dot.node(gid, _label(title, detail), tooltip=_tooltip(tooltip),
-             peripheries="2", **look)
+             peripheries="2", **look, **_size(sizes, gid))
 
 
 # -- text --------------------------------------------------------------------------
@@ -495,12 +585,20 @@ def _tooltip(lines: list[str]) -> str:
     return graphviz.nohtml(_escape("\n".join(lines)))
 
 
-def _label(title: str, detail: str = "") -> str:
-    """An HTML-like label: the title, and a smaller grey detail line."""
+def _label(title: str, detail: str = "", note: str = "") -> str:
+    """An HTML-like label: the title, a smaller grey detail line, and a note (an error)."""
     text = _escape(html.escape(" ".join(title.split()), quote=False))
     if detail:
         text += _DETAIL.format(_escape(html.escape(" ".join(detail.split()), quote=False)))
+    if note:
+        text += _NOTE.format(_escape(html.escape(" ".join(note.split()), quote=False)))
     return f"<{text}>"
+
+
+def _error_note(error: BaseException, limit: int) -> str:
+    """A failed node's error in a few words, for under its name: the message, or the type."""
+    lines = str(error).strip().splitlines()
+    return _truncate(lines[0] if lines else type(error).__name__, limit)
 
 
 # -- a table for Jupyter ---------------------------------------------------------------
@@ -512,8 +610,9 @@ def results_html(results: Results, drawing: bool = False) -> str:
     results
         What :func:`flowdispatch.run` returned.
     drawing
-        Add the graph coloured by state, as inline SVG, under the table (what a
-        notebook shows; without Graphviz's ``dot``, a note saying how to get it).
+        Add the graph coloured by state under the tables, as a PNG image (what
+        a notebook shows, trusted or not; without Graphviz's ``dot``, a note
+        saying how to get it).
 
     Examples
     --------
@@ -524,6 +623,59 @@ def results_html(results: Results, drawing: bool = False) -> str:
     >>> "ZeroDivisionError: division by zero" in page
     True
     """
+    picture = ""
+    if drawing:
+        try:
+            picture = _img(base64.b64encode(visualize(results).png()).decode("ascii"))
+        except DotNotFoundError as exc:
+            picture = f"<p><em>{html.escape(str(exc))}</em></p>"
+    return _summary_html(results) + picture + "</div>"
+
+
+def results_bundle(results: Results, dot: graphviz.Digraph | None = None, include: Any = None,
+                   exclude: Any = None) -> dict[str, str]:
+    """What Jupyter shows for the results of a run (their ``_repr_mimebundle_``).
+
+    ``text/html``: the summary of :func:`results_html` with the drawing as a
+    PNG image, which notebooks keep even when untrusted; ``image/svg+xml``:
+    the drawing alone, for front ends without HTML (``image/png`` too when
+    asked for with ``include``); and ``text/plain``. ``dot`` is the drawing
+    (by default ``visualize(results)``).
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> from flowdispatch.render import results_bundle
+    >>> res = fd.run(fd.op(sum)([1, 2]), executor="sync")
+    >>> sorted(results_bundle(res))
+    ['image/svg+xml', 'text/html', 'text/plain']
+    >>> '<img src="data:image/png;base64,' in results_bundle(res)["text/html"]
+    True
+    """
+    dot = visualize(results) if dot is None else dot
+    wanted = set(include) if include is not None else {"text/html", "image/svg+xml"}
+    wanted -= set(exclude or ())
+    html_too = "text/html" in wanted
+    try:
+        bundle = dot._repr_mimebundle_(include=wanted | ({"image/png"} if html_too else set()))
+        picture = _img(bundle["image/png"]) if html_too else ""
+    except DotNotFoundError as exc:
+        bundle, picture = {}, f"<p><em>{html.escape(str(exc))}</em></p>"
+    bundle = {mime: data for mime, data in bundle.items() if mime in wanted}
+    if html_too:
+        bundle["text/html"] = _summary_html(results) + picture + "</div>"
+    bundle["text/plain"] = repr(results)
+    return bundle
+
+
+def _img(png: str) -> str:
+    """An ``<img>`` of a base64 PNG, which HTML sanitizers keep (unlike inline SVG)."""
+    return (f'<img src="data:image/png;base64,{png}" alt="the graph of the run, coloured by '
+            f'state" style="max-width:100%">')
+
+
+def _summary_html(results: Results) -> str:
+    """The opening ``<div>``, the count per state and the failures (not closed)."""
     counts = Counter(results.states.values())
     rows = "".join(
         f'<tr><td><span style="display:inline-block;width:0.9em;height:0.9em;'
@@ -548,11 +700,4 @@ def results_html(results: Results, drawing: bool = False) -> str:
         more = f"<p>... and {len(failed) - 10} more</p>" if len(failed) > 10 else ""
         out.append(f"<table><thead><tr><th>failed</th><th>error</th></tr></thead>"
                    f"<tbody>{items}</tbody></table>{more}")
-    if drawing:
-        try:
-            svg = visualize(results).pipe(format="svg", encoding="utf-8")
-            out.append(svg[svg.index("<svg"):])
-        except DotNotFoundError as exc:
-            out.append(f"<p><em>{html.escape(str(exc))}</em></p>")
-    out.append("</div>")
     return "".join(out)

@@ -230,7 +230,9 @@ class Results:
         return visualize(self, filename=filename, format=format, **kwargs)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return self.visualize()._repr_mimebundle_(include, exclude)
+        from .render import results_bundle
+
+        return results_bundle(self, include=include, exclude=exclude)
 
     def _repr_html_(self) -> str:
         from .render import results_html

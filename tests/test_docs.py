@@ -49,6 +49,42 @@ def test_the_docs_build_with_warnings_as_errors(built):
     assert (built / "_images" / "graph.svg").is_file()
 
 
+def test_the_docs_use_the_pydata_theme_and_show_drawings_at_their_own_size(built):
+    index = (built / "index.html").read_text(encoding="utf-8")
+    assert "pydata-sphinx-theme" in index or "pydata_sphinx_theme" in index
+    images = re.findall(r"<img [^>]*>", index)
+    assert len(images) == 2 and not any("width" in img for img in images), images
+
+
+def test_in_a_browser_the_front_page_fits_and_its_drawings_keep_their_size(built, tmp_path):
+    import browser
+
+    if browser.missing():
+        pytest.skip(browser.missing())
+    with browser.chromium(tmp_path / "profile") as driver:  # a window 1300 px wide
+        driver.get((built / "index.html").as_uri())
+        code = driver.execute_script(
+            "const pre = document.querySelector('article pre');"
+            "return [pre.scrollWidth, pre.clientWidth];")
+        images = driver.execute_script(
+            "return [...document.querySelectorAll('article img')].map("
+            "img => [img.complete, img.naturalWidth, img.width]);")
+    assert code[0] <= code[1], f"the first code block overflows sideways: {code}"
+    assert len(images) == 2
+    assert all(done and shown == natural > 300 for done, natural, shown in images), images
+
+
+def test_each_step_of_the_tutorial_shows_its_graph(built):
+    page = (built / "tutorial.html").read_text(encoding="utf-8")
+    sections = dict(re.findall(r'<section id="([\w-]+)">(.*?)(?=<section id=|$)', page, re.S))
+    steps = ["ops-build-nodes", "look-at-the-graph", "containers-outputs-and-operators",
+             "failures-retries-and-reruns", "keep-values-on-disk", "watch-a-run"]
+    for step in steps:
+        assert '<img alt="' in sections[step], f"no drawing in the tutorial's {step!r}"
+    for figure in re.findall(r'src="_images/([\w.-]+)"', page):
+        assert (built / "_images" / figure).is_file(), figure
+
+
 def test_the_api_page_documents_every_public_name(built):
     api = (built / "api.html").read_text(encoding="utf-8")
     assert 'id="flowdispatch.compute"' in api and "compute" in api

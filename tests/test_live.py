@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import shutil
@@ -120,6 +122,61 @@ def test_frames_follow_the_run_from_pending_to_done_and_failed(name):
         "third": ["pending", "upstream_failed"], "last": ["pending", "running", "done"]}
 
 
+def layout(frame: Frame) -> tuple:
+    """Where dot puts the drawing: its box, each node's place and size, the legend's box."""
+    drawn = json.loads(frame.dot.pipe(format="json"))
+    nodes = {o["name"]: (o["pos"], o["width"], o["height"]) for o in drawn["objects"]
+             if "pos" in o}
+    legend = [o["bb"] for o in drawn["objects"] if o["name"] == "cluster_legend"]
+    return drawn["bb"], nodes, legend
+
+
+@needs_dot
+def test_the_layout_stays_put_from_frame_to_frame_and_errors_show_under_their_node():
+    screen = Screen()
+    keys: dict[str, str] = {}
+
+    def shows(**want: str):
+        return lambda states: all(states[keys[n]] == s for n, s in want.items())
+
+    @fd.op(priority=2, retries=1, retry_on=ConnectionError)
+    def fetch():
+        assert screen.wait_for(shows(fetch="running")), "no frame: fetch running"
+        return 1
+
+    @fd.op(priority=1)
+    def check(x):
+        assert screen.wait_for(shows(fetch="done", check="running")), "no frame: check running"
+        raise ValueError("2024-03 is corrupt\nand more lines")
+
+    @fd.op(priority=0)
+    def last():
+        assert screen.wait_for(shows(check="failed", report="upstream_failed")), \
+            "no frame: check failed"
+        return 2
+
+    report = fd.op(lambda x: x, name="report")
+    nodes = {"fetch": (a := fetch()), "check": (b := check(a)), "report": report(b),
+             "last": last()}
+    keys.update({n: node.key for n, node in nodes.items()})
+    fd.run(nodes["report"], nodes["last"], executor="sync",
+           callbacks=[LiveGraph(screen, interval=0.01)])
+
+    frames, final = screen.frames[:-1], screen.frames[-1]
+    assert {s for frame in frames for s in frame.states.values()} == {
+        "pending", "running", "done", "failed", "upstream_failed"}
+    first = layout(frames[0])
+    for frame in frames:
+        assert layout(frame) == first, frame
+    failed = next(f for f in frames if f.states[keys["check"]] == "failed")
+    assert ">2024-03 is corrupt</FONT>" in node_line(failed, keys["check"])
+    sizes = {k: place[1:] for k, place in first[1].items() if not k.startswith("legend")}
+    assert {k: place[1:] for k, place in layout(final)[1].items() if k in sizes} == sizes
+    page = final._repr_mimebundle_()["text/html"]  # the view of the results, as in a notebook
+    assert page.index("<th>failed</th>") < page.index('<img src="data:image/png;base64,')
+    assert "ValueError: 2024-03 is corrupt" in page
+
+
 @pytest.mark.parametrize("name", ["sync", "threads", "processes"])
 def test_every_local_executor_drives_it_to_the_final_states(name):
     screen = Screen()
@@ -161,7 +218,8 @@ def test_a_running_node_is_drawn_with_its_attempt_and_the_final_frame_as_results
     assert "attempt 2" in line
     pending = node_line(screen.frames[0], node.key)
     assert f'fillcolor="{STATE_COLORS["pending"][0]}"' in pending
-    assert screen.frames[-1].dot.source == res.visualize().source
+    sized = re.compile(r" (height|width)=[\d.]+")  # the frames' nodes keep one size
+    assert sized.sub("", screen.frames[-1].dot.source) == sized.sub("", res.visualize().source)
     assert "2 attempts" in node_line(screen.frames[-1], node.key)
 
 
@@ -290,13 +348,18 @@ def test_bad_options_fail_when_made():
 
 
 @needs_dot
-def test_a_frame_shows_as_svg_with_a_text_summary():
+def test_a_frame_shows_as_svg_and_the_last_one_as_the_results_do():
     screen = Screen()
     inc = fd.op(lambda x: x + 1, name="inc")
     fd.run(inc(inc(1)), executor="sync", callbacks=[LiveGraph(screen, rankdir="LR")])
     first = screen.frames[0]._repr_mimebundle_()
     assert first["image/svg+xml"].lstrip().startswith("<?xml")
     assert "<svg" in first["image/svg+xml"]
+    assert "image/png" not in first and "text/html" not in first  # not kept: no need
+    png = screen.frames[0]._repr_mimebundle_(include=["image/png"])["image/png"]
+    assert base64.b64decode(png).startswith(b"\x89PNG")
     assert first["text/plain"] == "<LiveGraph frame: 2 pending>"
+    last = screen.frames[-1]._repr_mimebundle_()
+    assert '<img src="data:image/png;base64,' in last["text/html"]
     assert screen.frames[-1]._repr_mimebundle_()["text/plain"] == "<Results: 2 done>"
     assert "rankdir=LR" in screen.frames[0].dot.source

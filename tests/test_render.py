@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import shutil
@@ -385,13 +386,53 @@ def test_unknown_formats_name_the_supported_ones(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_node_shows_the_first_words_of_its_error_under_its_name():
+    bad = half(3)
+    res = fd.run(add(bad), executor="sync")
+    line = next(x for x in visualize(res).source.splitlines() if x.startswith(f'\t"{bad.key}"'))
+    assert '<FONT POINT-SIZE="9" COLOR="#7A1A00">3 is odd</FONT>' in line
+    long = fd.op(lambda: {}["a much longer key than fits"], name="look")()
+    dot = visualize(fd.run(long, executor="sync"))
+    assert ">'a much longer ke…</FONT>" in dot.source  # 18 characters at most
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
 @needs_dot
-def test_mimebundles_hold_svg():
+def test_mimebundles_hold_svg_and_a_png_that_untrusted_notebooks_show():
     n = add(half(3))
     res = fd.run(n, executor="sync")
     for thing in (n, fd.Graph(n), res):
         bundle = thing._repr_mimebundle_()
         assert "<svg" in bundle["image/svg+xml"]
+        if thing is res:  # the PNG is in the HTML, which untrusted notebooks show
+            bundle = res._repr_mimebundle_(include=["image/png"])
+        png = base64.b64decode(bundle["image/png"])
+        assert png.startswith(PNG)
+    assert list(n._repr_mimebundle_(include=["image/png"])) == ["image/png"]
+    assert list(n._repr_mimebundle_(exclude=["image/png"])) == ["image/svg+xml"]
+
+
+@needs_dot
+def test_the_png_has_the_size_browsers_show_the_svg_at():
+    dot = visualize(add(half(3)))
+    svg = dot.pipe(format="svg", encoding="utf-8")
+    points = float(re.search(r'<svg width="([\d.]+)pt"', svg).group(1))
+    width = int.from_bytes(dot.png()[16:20], "big")  # the PNG's IHDR
+    assert abs(width - points * 96 / 72) <= 2
+
+
+@needs_dot
+def test_the_results_html_holds_the_drawing_as_an_image_not_inline_svg():
+    res = fd.run(add(half(3)), executor="sync")
+    bundle = res._repr_mimebundle_()
+    page = bundle["text/html"]
+    assert "<svg" not in page and "ValueError: 3 is odd" in page
+    img = re.search(r'<img src="data:image/png;base64,([^"]+)"', page).group(1)
+    assert img == res._repr_mimebundle_(include=["image/png"])["image/png"]
+    assert bundle["text/plain"] == repr(res)
+    assert list(res._repr_mimebundle_(include=["text/html"])) == ["text/html", "text/plain"]
 
 
 @needs_dot
@@ -447,6 +488,9 @@ def test_results_html_can_hold_the_drawing(tmp_path, monkeypatch):
     res = fd.run(add(half(3)), executor="sync")
     assert "<svg" not in results_html(res)
     page = results_html(res, drawing=True)
-    assert "<svg" in page and "<?xml" not in page and page.endswith("</svg>\n</div>")
+    assert "<svg" not in page and page.endswith('style="max-width:100%"></div>')
+    assert '<img src="data:image/png;base64,' in page
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "apt-get install graphviz" in results_html(res, drawing=True)
+    bundle = res._repr_mimebundle_()
+    assert "apt-get install graphviz" in bundle["text/html"] and "image/png" not in bundle
