@@ -341,7 +341,7 @@ def _draw_nodes(dot: _Digraph, nodes: Iterable[Node], results: Results | None,
         title, note = _title(node, count=True), ""
         if state is not None:
             tooltip.append(_state_line(key, state, results))
-            error = results._errors.get(key)
+            error = results.error(key)
             if error is not None and state in ("failed", "upstream_failed"):
                 tooltip.append(_error_text(error))
             if error is not None and state == "failed":
@@ -357,10 +357,10 @@ def _details(node: Node, key: str, state: str | None, results: Results | None) -
     if state is None or state == "pending":
         return [f"#{tag}" for tag in node._op.settings.tags]
     out = [] if state == "done" else [state.replace("_", " ")]
-    seconds = results._durations.get(key)
+    seconds = results.duration(key)
     if seconds is not None:
         out.append(_duration(seconds))
-    tries = results._attempts.get(key, 0)
+    tries = results.attempts(key)
     if tries > 1:
         out.append(f"attempt {tries}" if state == "running" else f"{tries} attempts")
     return out
@@ -444,10 +444,10 @@ def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results |
         parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in _ALL_STATES if counts[s]]
         detail = ", ".join(parts)
         state = next((s for s in _WORSE_FIRST if counts[s]), None)
-        seconds = sum(results._durations.get(n._key, 0.0) for n in members)
+        seconds = sum(results.duration(n._key) or 0.0 for n in members)
         tooltip.append(f"{detail}; {_duration(seconds)} in all")
-        errors = [(n._key, results._errors[n._key]) for n in members
-                  if results.states.get(n._key) == "failed" and n._key in results._errors]
+        errors = [(n._key, results.error(n._key)) for n in members
+                  if results.states.get(n._key) == "failed" and results.error(n._key) is not None]
         tooltip += [f"{key}: {_error_text(err)}" for key, err in errors[:3]]
         if len(errors) > 3:
             tooltip.append(f"... and {len(errors) - 3} more failed")
@@ -553,8 +553,8 @@ def _duration(seconds: float) -> str:
 
 def _state_line(key: str, state: str, results: Results) -> str:
     line = state.replace("_", " ")
-    seconds = results._durations.get(key)
-    tries = results._attempts.get(key, 0)
+    seconds = results.duration(key)
+    tries = results.attempts(key)
     if tries > 1:
         line += f" after {tries} attempts"
     if seconds is not None:
@@ -684,8 +684,8 @@ def _summary_html(results: Results) -> str:
         f'<td style="text-align:right">{counts[state]}</td></tr>'
         for state, (fill, border) in STATE_COLORS.items() if counts[state]
     )
-    seconds = sum(results._durations.values())
-    failed = [(k, results._errors.get(k)) for k, s in results.states.items() if s == "failed"]
+    seconds = sum(results.duration(k) or 0.0 for k in results.states)
+    failed = [(k, results.error(k)) for k, s in results.states.items() if s == "failed"]
     out = [
         '<div class="flowdispatch-results">',
         f"<strong>{len(results)} nodes</strong>, {_duration(seconds)} of op time",
