@@ -21,8 +21,8 @@ TypeError: the truth value of node ... is not known until it runs: compute it fi
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import keys
 from .traverse import Ref, scan, template
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["Node", "ancestors", "collect", "make_node", "value"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 _OWN_NAMES = frozenset(
     {"key", "name", "op", "args", "kwargs", "dependencies", "compute", "persist",
@@ -42,11 +45,12 @@ _OWN_NAMES = frozenset(
 )
 
 
-class Node(Ref, Generic[T]):
+class Node(Ref, Generic[T_co]):
     """A lazy value: the result of one op call, or a literal input.
 
     Build nodes by calling ops (see :func:`~flowdispatch.op`), or with
-    :func:`value` and :func:`collect`.
+    :func:`value` and :func:`collect`. ``Node[T]`` is a node whose value is a
+    ``T``; it is covariant (a ``Node[int]`` is a ``Node[float]``).
     """
 
     __slots__ = ("_op", "_fn", "_args", "_kwargs", "_deps", "_deep", "_nout")
@@ -64,22 +68,22 @@ class Node(Ref, Generic[T]):
         return self._key.rsplit("-", 1)[0]
 
     @property
-    def op(self) -> Op | None:
+    def op(self) -> Op[..., Any] | None:
         """The op that computes this node (``None`` for a data node)."""
         return self._op
 
     @property
-    def args(self) -> tuple:
+    def args(self) -> tuple[Any, ...]:
         """The positional arguments, nodes included."""
         return self._args
 
     @property
-    def kwargs(self) -> dict:
+    def kwargs(self) -> dict[str, Any]:
         """The keyword arguments, nodes included (a copy)."""
         return dict(self._kwargs) if self._kwargs else {}
 
     @property
-    def dependencies(self) -> tuple[Node, ...]:
+    def dependencies(self) -> tuple[Node[Any], ...]:
         """The nodes this one needs directly, in the order they appear."""
         return self._deps
 
@@ -99,7 +103,7 @@ class Node(Ref, Generic[T]):
     def __hash__(self) -> int:
         return hash(self._key)
 
-    def __copy__(self) -> Node[T]:
+    def __copy__(self) -> Node[T_co]:
         return self
 
     def __reduce__(self):
@@ -112,7 +116,7 @@ class Node(Ref, Generic[T]):
         return (_unflatten, (records,))
 
     # -- running and looking -------------------------------------------------------
-    def compute(self, executor: Any = None, **kwargs: Any) -> T:
+    def compute(self, executor: Any = None, **kwargs: Any) -> T_co:
         """Run this node and its ancestors; return its value.
 
         See :func:`flowdispatch.compute` for the keyword arguments.
@@ -140,7 +144,7 @@ class Node(Ref, Generic[T]):
         return visualize(self)._repr_mimebundle_(include, exclude)
 
     # -- dask collection protocol --------------------------------------------------
-    def __dask_graph__(self) -> dict:
+    def __dask_graph__(self) -> dict[str, Any]:
         from .graph import Graph
 
         return Graph(self).to_dask()
@@ -169,7 +173,7 @@ class Node(Ref, Generic[T]):
         return dask.threaded.get(dsk, keys, **kwargs)
 
     @property
-    def dask(self) -> dict:
+    def dask(self) -> dict[str, Any]:
         """The dask graph of this node (``__dask_graph__``)."""
         return self.__dask_graph__()
 
@@ -189,24 +193,66 @@ class Node(Ref, Generic[T]):
             )
         return self._nout
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[Node[Any]]:
         return iter([self[i] for i in range(len(self))])  # len() raises now, not on next()
 
-    def __getitem__(self, index: Any) -> Node:
+    @overload
+    def __getitem__(self: Node[Mapping[_K, _V]], index: _K) -> Node[_V]: ...
+    @overload
+    def __getitem__(self: Node[Sequence[_V]], index: int) -> Node[_V]: ...
+    @overload
+    def __getitem__(self, index: Any) -> Node[Any]: ...
+    def __getitem__(self, index: Any) -> Node[Any]:
         if self._nout is not None and isinstance(index, int) and not -self._nout <= index < self._nout:
             raise IndexError(f"node {self._key!r} has nout={self._nout}; index {index} is out of range")
         return _helper(operator.getitem, "getitem", pure=True)(self, index)
 
-    def __getattr__(self, name: str) -> Node:
+    def __getattr__(self, name: str) -> Node[Any]:
         if name.startswith("_") or name in _OWN_NAMES:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return _helper(getattr, "getattr", pure=True)(self, name)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+    def __call__(self, *args: Any, **kwargs: Any) -> Node[Any]:
         if self._fn is getattr and self._op is not None and len(self._args) == 2:
             obj, method = self._args  # node.attr(...): one node named after the method
             return _helper(_call_method, keys.clean_name(method))(obj, method, *args, **kwargs)
         return _helper(_call, "call")(self, *args, **kwargs)
+
+    if TYPE_CHECKING:  # the lazy operators, set on the class after it
+        def __add__(self, other: Any) -> Node[Any]: ...
+        def __radd__(self, other: Any) -> Node[Any]: ...
+        def __sub__(self, other: Any) -> Node[Any]: ...
+        def __rsub__(self, other: Any) -> Node[Any]: ...
+        def __mul__(self, other: Any) -> Node[Any]: ...
+        def __rmul__(self, other: Any) -> Node[Any]: ...
+        def __matmul__(self, other: Any) -> Node[Any]: ...
+        def __rmatmul__(self, other: Any) -> Node[Any]: ...
+        def __truediv__(self, other: Any) -> Node[Any]: ...
+        def __rtruediv__(self, other: Any) -> Node[Any]: ...
+        def __floordiv__(self, other: Any) -> Node[Any]: ...
+        def __rfloordiv__(self, other: Any) -> Node[Any]: ...
+        def __mod__(self, other: Any) -> Node[Any]: ...
+        def __rmod__(self, other: Any) -> Node[Any]: ...
+        def __pow__(self, other: Any) -> Node[Any]: ...
+        def __rpow__(self, other: Any) -> Node[Any]: ...
+        def __lshift__(self, other: Any) -> Node[Any]: ...
+        def __rlshift__(self, other: Any) -> Node[Any]: ...
+        def __rshift__(self, other: Any) -> Node[Any]: ...
+        def __rrshift__(self, other: Any) -> Node[Any]: ...
+        def __and__(self, other: Any) -> Node[Any]: ...
+        def __rand__(self, other: Any) -> Node[Any]: ...
+        def __xor__(self, other: Any) -> Node[Any]: ...
+        def __rxor__(self, other: Any) -> Node[Any]: ...
+        def __or__(self, other: Any) -> Node[Any]: ...
+        def __ror__(self, other: Any) -> Node[Any]: ...
+        def __lt__(self, other: Any) -> Node[Any]: ...
+        def __le__(self, other: Any) -> Node[Any]: ...
+        def __gt__(self, other: Any) -> Node[Any]: ...
+        def __ge__(self, other: Any) -> Node[Any]: ...
+        def __neg__(self) -> Node[Any]: ...
+        def __pos__(self) -> Node[Any]: ...
+        def __abs__(self) -> Node[Any]: ...
+        def __invert__(self) -> Node[Any]: ...
 
 
 def _first(results: Any) -> Any:
@@ -333,7 +379,11 @@ def value(obj: T, name: str | None = None) -> Node[T]:
     return make_node(keys.unique_key(label), None, None, (obj,), None, None)
 
 
-def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list]:
+@overload
+def collect(nodes: Iterable[Node[T]], name: str | None = None) -> Node[list[T]]: ...
+@overload
+def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list[Any]]: ...
+def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list[Any]]:
     """One node whose value is the list of the given nodes' values.
 
     Examples

@@ -35,16 +35,23 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 import wrapt
 
 from . import keys
 from .node import Node, make_node
 
+if TYPE_CHECKING:
+    from typing import Concatenate, Unpack
+
 __all__ = ["Op", "OpSettings", "op", "unmapped"]
 
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+_P2 = ParamSpec("_P2")
+_R2 = TypeVar("_R2")
+_S = TypeVar("_S")
 
 _RetryOn = typing.Union[type, tuple, Callable[[BaseException], bool]]
 
@@ -119,6 +126,38 @@ class OpSettings:
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(OpSettings))
 
 
+class _Options(TypedDict, total=False):
+    """The options of :func:`op` and :meth:`Op.options`, for type checkers."""
+
+    name: str | None
+    nout: int | None
+    pure: bool
+    retries: int
+    retry_on: _RetryOn
+    retry_delay: float
+    backoff: float
+    max_delay: float | None
+    timeout: float | None
+    cache: bool
+    version: str | None
+    resources: dict[str, float] | None
+    priority: int
+    workers: Any
+    allow_other_workers: bool
+    tags: Iterable[str]
+
+
+if TYPE_CHECKING:
+    class _FunctionWrapper:
+        """What type checkers see of ``wrapt.FunctionWrapper`` (wrapt ships no types)."""
+
+        __wrapped__: Any
+
+        def __init__(self, wrapped: Any, wrapper: Any) -> None: ...
+else:
+    _FunctionWrapper = wrapt.FunctionWrapper
+
+
 def _signature(fn: Callable) -> inspect.Signature | None:
     try:
         return inspect.signature(fn)
@@ -175,13 +214,15 @@ class _Binder:
         return self.op._node(args, kwargs)
 
 
-class Op(wrapt.FunctionWrapper, Generic[T]):
+class Op(_FunctionWrapper, Generic[P, R]):
     """A decorated function: calling it returns a :class:`~flowdispatch.Node`.
 
-    Create ops with :func:`op`; ``op.fn`` is the plain function.
+    Create ops with :func:`op`; ``op.fn`` is the plain function. For type
+    checkers an ``Op[P, R]`` takes the parameters ``P`` of the function (each
+    may also be given as a node) and returns a ``Node[R]``.
     """
 
-    def __init__(self, fn: Callable[..., T], settings: OpSettings):
+    def __init__(self, fn: Callable[P, R], settings: OpSettings):
         binder = _Binder()
         super().__init__(fn, binder)
         binder.op = self
@@ -214,19 +255,28 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
 
     # wrapt proxies refuse copying; an op is immutable, so a copy is the op itself
     # (as the copy module treats functions). Nodes hold ops, so deepcopy needs this.
-    def __copy__(self) -> Op[T]:
+    def __copy__(self) -> Op[P, R]:
         return self
 
-    def __deepcopy__(self, memo: dict) -> Op[T]:
+    def __deepcopy__(self, memo: dict[int, Any]) -> Op[P, R]:
         return self
+
+    if TYPE_CHECKING:  # wrapt binds methods; checkers learn it here
+        @overload
+        def __get__(self, instance: None, owner: type | None = None) -> Op[P, R]: ...
+        @overload
+        def __get__(self: Op[Concatenate[_S, _P2], _R2], instance: _S,
+                    owner: type | None = None) -> Op[_P2, _R2]: ...
 
     def __repr__(self) -> str:
         return f"<op {self._self_name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Node[T]:
+    # Any, not P: each argument may also be a node. The mypy plugin
+    # (flowdispatch.mypy) checks calls against P, each parameter T as T | Node[T].
+    def __call__(self, *args: Any, **kwargs: Any) -> Node[R]:
         return self._node(args, kwargs)
 
-    def _node(self, args: tuple, kwargs: dict) -> Node[T]:
+    def _node(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node[R]:
         fast = self._self_fast
         if kwargs or fast is None or not fast[0] <= len(args) <= fast[1]:
             sig = self._self_sig
@@ -258,7 +308,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         return self._self_token
 
     @property
-    def fn(self) -> Callable[..., T]:
+    def fn(self) -> Callable[P, R]:
         """The plain function, callable eagerly (for unit tests)."""
         return self.__wrapped__
 
@@ -272,7 +322,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         """The name its nodes' keys start with."""
         return self._self_name
 
-    def options(self, **changes: Any) -> Op[T]:
+    def options(self, **changes: Unpack[_Options]) -> Op[P, R]:
         """A new op like this one with some options changed.
 
         Examples
@@ -289,7 +339,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
             )
         return Op(self.__wrapped__, dataclasses.replace(self._self_settings, **changes))
 
-    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[T]]:
+    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]]:
         """One node per element of the iterables, zipped; ``fd.unmapped(x)`` is passed whole.
 
         Examples
@@ -330,7 +380,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         return nodes
 
 
-def _rebuild_op(fn: Callable, settings: OpSettings) -> Op:
+def _rebuild_op(fn: Callable[P, R], settings: OpSettings) -> Op[P, R]:
     return Op(fn, settings)
 
 
@@ -343,8 +393,18 @@ class unmapped:  # noqa: N801 - reads as a marker, like prefect.unmapped
         self.value = value
 
 
+class _Decorator(Protocol):
+    """What ``op(**options)`` returns: makes an op of a function."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Op[P, R]: ...
+
+
+@overload
+def op(fn: Callable[P, R], /, **options: Unpack[_Options]) -> Op[P, R]: ...
+@overload
+def op(fn: None = None, /, **options: Unpack[_Options]) -> _Decorator: ...
 def op(
-    fn: Callable[..., T] | None = None,
+    fn: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
@@ -358,12 +418,12 @@ def op(
     timeout: float | None = None,
     cache: bool = False,
     version: str | None = None,
-    resources: dict | None = None,
+    resources: dict[str, float] | None = None,
     priority: int = 0,
     workers: Any = None,
     allow_other_workers: bool = False,
     tags: Iterable[str] = (),
-) -> Any:
+) -> Op[..., Any] | _Decorator:
     """Make ``fn`` lazy: calling it returns a node instead of running it.
 
     Use it bare (``@op``) or with options (``@op(retries=3)``), or on any
@@ -442,7 +502,7 @@ def op(
     return _make_op(fn, settings)
 
 
-def _make_op(fn: Any, settings: OpSettings) -> Op:
+def _make_op(fn: Any, settings: OpSettings) -> Op[..., Any]:
     if isinstance(fn, Op):
         fn = fn.__wrapped__
     if isinstance(fn, Node) or not callable(fn):

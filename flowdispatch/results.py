@@ -24,7 +24,7 @@ complete still needs, are kept. So ``rerun()`` can go on from there.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import CancelledError
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .node import Node
 
 __all__ = ["STATES", "Results"]
+
+_T = TypeVar("_T")
 
 STATES = ("done", "failed", "upstream_failed", "cached", "cancelled", "skipped")
 _COMPLETE = frozenset({"done", "cached", "skipped"})
@@ -90,7 +92,11 @@ class Results:
         """The nodes the run was for."""
         return self.graph.targets
 
-    def __getitem__(self, node: Node | str) -> Any:
+    @overload
+    def __getitem__(self, node: Node[_T]) -> _T: ...
+    @overload
+    def __getitem__(self, node: str) -> Any: ...
+    def __getitem__(self, node: Node[Any] | str) -> Any:
         key = self._key(node)
         state = self.states[key]
         if state in _COMPLETE:
