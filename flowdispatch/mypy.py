@@ -56,6 +56,7 @@ from mypy.types import (
     Parameters,
     ParamSpecType,
     Type,
+    TypeAliasType,
     TypeOfAny,
     UnionType,
     UnpackType,
@@ -109,6 +110,9 @@ class _ValuesOfNodes(TypeTranslator):
             self.found = True
             return t.args[0].accept(self)
         return super().visit_instance(t)
+
+    def visit_type_alias_type(self, t: TypeAliasType) -> Type:
+        return get_proper_type(t).accept(self)
 
     def visit_callable_type(self, t: CallableType) -> Type:
         return t  # a function's nodes are not replaced by their values

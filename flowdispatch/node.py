@@ -54,6 +54,15 @@ class Node(Ref, Generic[T_co]):
     """
 
     __slots__ = ("_op", "_fn", "_args", "_kwargs", "_deps", "_deep", "_nout")
+    if TYPE_CHECKING:  # the slots (class annotations would shadow lazy attributes)
+        _key: str
+        _op: Op[..., Any] | None
+        _fn: Callable[..., Any] | None
+        _args: tuple[Any, ...]
+        _kwargs: dict[str, Any] | None
+        _deps: tuple[Node[Any], ...]
+        _deep: bool
+        _nout: int | None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a Node is immutable: cannot set {name!r}")
@@ -106,7 +115,7 @@ class Node(Ref, Generic[T_co]):
     def __copy__(self) -> Node[T_co]:
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[list[Any]], Node[Any]], tuple[list[Any]]]:
         # Flat: one record per ancestor, never a linked structure (which would
         # recurse once per link when pickled).
         records = [
@@ -138,7 +147,7 @@ class Node(Ref, Generic[T_co]):
 
         return visualize(self, filename=filename, format=format, **kwargs)
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .render import visualize
 
         return visualize(self)._repr_mimebundle_(include, exclude)
@@ -155,10 +164,10 @@ class Node(Ref, Generic[T_co]):
     def __dask_layers__(self) -> tuple[str, ...]:
         return (self._key,)
 
-    def __dask_postcompute__(self):
+    def __dask_postcompute__(self) -> tuple[Callable[[Any], Any], tuple[()]]:
         return _first, ()
 
-    def __dask_postpersist__(self):
+    def __dask_postpersist__(self) -> tuple[Callable[[Any, str], Node[Any]], tuple[str]]:
         return _from_persisted, (self._key,)
 
     def __dask_tokenize__(self) -> str:
@@ -167,7 +176,7 @@ class Node(Ref, Generic[T_co]):
     __dask_optimize__ = None  # no graph optimization; dask warns when this is missing
 
     @staticmethod
-    def __dask_scheduler__(dsk, keys, **kwargs):
+    def __dask_scheduler__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         import dask.threaded
 
         return dask.threaded.get(dsk, keys, **kwargs)
@@ -259,7 +268,7 @@ def _first(results: Any) -> Any:
     return results[0]
 
 
-def _from_persisted(dsk: Any, key: str) -> Node:
+def _from_persisted(dsk: Any, key: str) -> Node[Any]:
     return value(dsk[key], name=key.rsplit("-", 1)[0])
 
 
@@ -267,7 +276,7 @@ def _call_method(obj: Any, method: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(obj, method)(*args, **kwargs)
 
 
-def _call(f: Callable, *args: Any, **kwargs: Any) -> Any:
+def _call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return f(*args, **kwargs)
 
 
@@ -275,14 +284,14 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def _collect(*items: Any) -> list:
+def _collect(*items: Any) -> list[Any]:
     return list(items)
 
 
-_helpers: dict[tuple, Op] = {}
+_helpers: dict[tuple[Any, ...], Op[..., Any]] = {}
 
 
-def _helper(fn: Callable, name: str, pure: bool = False) -> Op:
+def _helper(fn: Callable[..., Any], name: str, pure: bool = False) -> Op[..., Any]:
     """The internal op behind a lazy operator (made once, then reused)."""
     found = _helpers.get((fn, name, pure))
     if found is None:
@@ -292,16 +301,17 @@ def _helper(fn: Callable, name: str, pure: bool = False) -> Op:
     return found
 
 
-def _unary(fn: Callable, name: str) -> Callable[[Node], Node]:
-    def method(self: Node) -> Node:
+def _unary(fn: Callable[..., Any], name: str) -> Callable[[Node[Any]], Node[Any]]:
+    def method(self: Node[Any]) -> Node[Any]:
         return _helper(fn, name, pure=True)(self)
 
     method.__name__ = f"__{name}__"
     return method
 
 
-def _binary(fn: Callable, name: str, reflected: bool = False) -> Callable[[Node, Any], Node]:
-    def method(self: Node, other: Any) -> Node:
+def _binary(fn: Callable[..., Any], name: str,
+            reflected: bool = False) -> Callable[[Node[Any], Any], Node[Any]]:
+    def method(self: Node[Any], other: Any) -> Node[Any]:
         if reflected:
             return _helper(fn, name, pure=True)(other, self)
         return _helper(fn, name, pure=True)(self, other)
@@ -329,8 +339,9 @@ _set_kwargs, _set_deps, _set_deep, _set_nout = (
     _set["_kwargs"], _set["_deps"], _set["_deep"], _set["_nout"])
 
 
-def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
-              kwargs: dict | None, nout: int | None) -> Node:
+def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
+              args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+              nout: int | None) -> Node[Any]:
     """Build a node, finding the nodes inside its arguments (its dependencies)."""
     found: dict[str, Ref] = {}
     deep = False
@@ -399,7 +410,8 @@ def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list[Any]]:
                      items, None, None)
 
 
-def ancestors(targets: Iterable[Node], inputs: frozenset[str] = frozenset()) -> dict[str, Node]:
+def ancestors(targets: Iterable[Node[Any]],
+              inputs: frozenset[str] = frozenset()) -> dict[str, Node[Any]]:
     """The targets and all their ancestors, in topological order (dependencies first).
 
     The walk does not go past nodes whose keys are in ``inputs``. It is
@@ -422,7 +434,7 @@ def ancestors(targets: Iterable[Node], inputs: frozenset[str] = frozenset()) -> 
     return order
 
 
-def _unflatten(records: list) -> Node:
+def _unflatten(records: list[Any]) -> Node[Any]:
     from .traverse import substitute
 
     built: dict[str, Node] = {}

@@ -53,7 +53,9 @@ _P2 = ParamSpec("_P2")
 _R2 = TypeVar("_R2")
 _S = TypeVar("_S")
 
-_RetryOn = typing.Union[type, tuple, Callable[[BaseException], bool]]
+_RetryOn = typing.Union[
+    type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]
+]
 
 
 def _is_exception_type(obj: Any) -> bool:
@@ -75,11 +77,11 @@ class OpSettings:
     timeout: float | None = None
     cache: bool = False
     version: str | None = None
-    resources: dict | None = None
+    resources: dict[str, float] | None = None
     priority: int = 0
     workers: Any = None
     allow_other_workers: bool = False
-    tags: tuple = ()
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(option: str, expected: str, got: Any) -> TypeError:
@@ -158,7 +160,7 @@ else:
     _FunctionWrapper = wrapt.FunctionWrapper
 
 
-def _signature(fn: Callable) -> inspect.Signature | None:
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(fn)
     except (TypeError, ValueError):  # builtins such as max, time.sleep
@@ -182,7 +184,7 @@ def _positional_range(sig: inspect.Signature | None) -> tuple[int, int] | None:
     return (low, high)
 
 
-def _nout_from_annotation(fn: Callable) -> int | None:
+def _nout_from_annotation(fn: Callable[..., Any]) -> int | None:
     """``nout`` from a ``-> tuple[A, B]`` return annotation, when there is one."""
     try:
         ret = typing.get_type_hints(fn).get("return")
@@ -195,7 +197,7 @@ def _nout_from_annotation(fn: Callable) -> int | None:
     return None
 
 
-def _name_of(fn: Callable) -> str:
+def _name_of(fn: Callable[..., Any]) -> str:
     name = getattr(fn, "__name__", None)
     if name is None:
         inner = getattr(fn, "func", None)  # functools.partial
@@ -207,8 +209,10 @@ class _Binder:
     """The wrapt wrapper of an op: turns a call (bound or not) into a node."""
 
     __slots__ = ("op",)
+    op: Any  # the Op (its type parameters do not matter here)
 
-    def __call__(self, wrapped, instance, args, kwargs):
+    def __call__(self, wrapped: Any, instance: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Node[Any]:
         if instance is not None and hasattr(wrapped, "__self__"):
             args = (wrapped.__self__, *args)  # a method call: self becomes an argument
         return self.op._node(args, kwargs)
@@ -235,15 +239,15 @@ class Op(_FunctionWrapper, Generic[P, R]):
         self._self_sig = sig
         self._self_fast = _positional_range(sig)
         self._self_name = keys.clean_name(settings.name) if settings.name else _name_of(fn)
-        self._self_token = None
+        self._self_token: str | None = None
 
     # cloudpickle takes anything whose class is a function for a plain function and
     # drops the wrapper; an op reports its own class so that __reduce_ex__ is used.
-    @property
-    def __class__(self):
+    @property  # type: ignore[misc]  # read-only on purpose
+    def __class__(self) -> type[Op[Any, Any]]:
         return type(self)
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: typing.SupportsIndex) -> str | tuple[Any, ...]:
         module = sys.modules.get(getattr(self, "__module__", None) or "")
         qualname = getattr(self, "__qualname__", "")
         found = module
@@ -262,11 +266,14 @@ class Op(_FunctionWrapper, Generic[P, R]):
         return self
 
     if TYPE_CHECKING:  # wrapt binds methods; checkers learn it here
+        __wrapped__: Callable[P, R]
+
         @overload
         def __get__(self, instance: None, owner: type | None = None) -> Op[P, R]: ...
         @overload
         def __get__(self: Op[Concatenate[_S, _P2], _R2], instance: _S,
                     owner: type | None = None) -> Op[_P2, _R2]: ...
+        def __get__(self, instance: Any, owner: type | None = None) -> Any: ...
 
     def __repr__(self) -> str:
         return f"<op {self._self_name}>"
@@ -390,7 +397,7 @@ class unmapped:  # noqa: N801 - reads as a marker, like prefect.unmapped
     __slots__ = ("value",)
 
     def __init__(self, value: Any):
-        self.value = value
+        self.value: Any = value
 
 
 class _Decorator(Protocol):
@@ -498,7 +505,7 @@ def op(
         tags=tags,  # type: ignore[arg-type]  # OpSettings refuses a str, makes a tuple
     )
     if fn is None:
-        return lambda f: _make_op(f, settings)
+        return lambda f: _make_op(f, settings)  # type: ignore[return-value]  # generic
     return _make_op(fn, settings)
 
 
