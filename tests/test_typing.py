@@ -21,6 +21,7 @@ import pytest
 PROGRAMS = Path(__file__).resolve().parent / "typing"
 USER_PROGRAM = PROGRAMS / "user_program.py"
 PLUGIN_CALLS = PROGRAMS / "plugin_calls.py"
+TYPING_PAGE = PROGRAMS.parents[1] / "docs" / "typing.rst"
 TIMEOUT = 240  # seconds per checker run; each takes a few
 EXPECTED = re.compile(r"#\s*E:\s*(.+?)\s*$")
 
@@ -80,6 +81,16 @@ def test_pyright_infers_the_user_program_in_strict_mode(tmp_path):
 def test_the_user_program_runs():
     namespace = runpy.run_path(str(USER_PROGRAM), run_name="__main__")
     assert namespace["res"].ok
+
+
+def test_the_typing_page_example_runs_and_mypy_agrees(tmp_path, cache):
+    page = TYPING_PAGE.read_text(encoding="utf-8")
+    block = page.split(".. code-block:: python\n\n", 1)[1].split("\nBoth checkers", 1)[0]
+    example = tmp_path / "typing_page.py"
+    example.write_text("\n".join(line[3:] for line in block.splitlines()) + "\n")
+    assert "assert_type(res[big], float)" in example.read_text()
+    runpy.run_path(str(example))
+    assert mypy(example, tmp_path, cache, plugin=False) == []
 
 
 def test_the_plugin_flags_exactly_the_wrong_calls(tmp_path, cache):
