@@ -28,7 +28,7 @@ EXPECTED = re.compile(r"#\s*E:\s*(.+?)\s*$")
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One mypy cache for the module's runs (the first run fills it)."""
+    """The mypy caches of the module's runs, one per configuration (the first run fills it)."""
     return tmp_path_factory.mktemp("mypy-cache")
 
 
@@ -39,7 +39,7 @@ def mypy(program: Path, folder: Path, cache: Path, plugin: bool) -> list[tuple[i
                       + ("plugins = flowdispatch.mypy\n" if plugin else ""))
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir",
-         str(cache), "--no-error-summary", "--show-error-codes", "--no-pretty",
+         str(cache / ("plugin" if plugin else "plain")), "--no-error-summary", "--show-error-codes", "--no-pretty",
          "--hide-error-context", "--no-color-output", str(program)],
         capture_output=True, text=True, timeout=TIMEOUT, cwd=folder,
     )

@@ -64,4 +64,6 @@ total([word for _ in "ab"])  # E: Argument 1 to "total" has incompatible type "l
 total(numbers, 0)  # E: Too many positional arguments for "total"  [call-arg]
 total(numbers, start="0")  # E: Argument "start" to "total" has incompatible type "str"; expected "int | Node[int]"  [arg-type]
 Model().predict(word)  # E: Argument 1 to "predict" has incompatible type "Node[str]"; expected "float | Node[float]"  [arg-type]
+fd.op(retries="3")(parse.fn)  # E: No overload variant of "op" matches argument type "str"  [call-overload]
+fd.op(retry=3)  # E: Unexpected keyword argument "retry" for overloaded function "op"; did you mean "retry_on"?  [call-overload]
 parse.options(retries=2)(3)  # E: Argument 1 has incompatible type "int"; expected "str | Node[str]"  [arg-type]

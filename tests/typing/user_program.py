@@ -30,6 +30,13 @@ def halves(rows: list[int]) -> tuple[list[int], list[int]]:
     return rows[::2], rows[1::2]
 
 
+@fd.op(name="fetch", retries=3, retry_on=(ConnectionError,), retry_delay=0.5, backoff=2,
+       max_delay=10, timeout=60, cache=False, version="1", resources={"GPU": 1},
+       priority=1, workers=None, allow_other_workers=False, tags=("io",))
+def fetch(url: str) -> bytes:
+    return url.encode()
+
+
 class Model:
     @fd.op
     def predict(self, x: float) -> str:
@@ -42,6 +49,9 @@ scaled_op: Op[[int, float], float] = scale
 plain: Callable[[str], int] = parse.fn
 assert_type(parse.fn("3"), int)
 retried: Op[[int, float], float] = scale.options(retries=3, name="scale3")
+fetch_op: Op[[str], bytes] = fetch
+assert_type(fetch("a"), Node[bytes])
+retry_on_os: Op[[str], int] = fd.op(retry_on=lambda e: isinstance(e, OSError))(parse.fn)
 text = parse("3")
 assert_type(text, Node[int])
 assert_type(parse.map(["1", "2"]), list[Node[int]])
