@@ -9,6 +9,8 @@ every call of an ``Op[P, R]`` argument by argument against ``P``:
   their values, since they are replaced by them before the op runs;
 - a missing, extra or misspelt argument is an error, as for a plain call;
 - a generic op's result (``Node[T]``) is inferred from the arguments;
+- ``op.map(...)`` is checked the same way, with each element of an iterable
+  (and the value inside ``fd.unmapped(...)``) as the argument;
 - an op of an overloaded function (``fd.op(sum)``) is not checked: mypy
   would take its first overload for all of them.
 
@@ -41,11 +43,13 @@ from mypy.nodes import (
     MemberExpr,
     NameExpr,
     SetExpr,
+    StarExpr,
     TempNode,
     TupleExpr,
     TypeInfo,
 )
 from mypy.plugin import FunctionContext, MethodContext, Plugin
+from mypy.maptype import map_instance_to_supertype
 from mypy.subtypes import is_same_type
 from mypy.type_visitor import TypeTranslator
 from mypy.types import (
@@ -55,6 +59,7 @@ from mypy.types import (
     Overloaded,
     Parameters,
     ParamSpecType,
+    TupleType,
     Type,
     TypeAliasType,
     TypeOfAny,
@@ -62,10 +67,14 @@ from mypy.types import (
     UnpackType,
     get_proper_type,
 )
+from mypy.typeops import make_simplified_union
 
 __all__ = ["FlowdispatchPlugin", "plugin"]
 
 _OP_CALL = "flowdispatch.op.Op.__call__"
+_OP_MAP = "flowdispatch.op.Op.map"
+_UNMAPPED = "flowdispatch.op.unmapped"
+_MAP_ITEMS = 20  # op.map([...]): items of a list display checked one by one, at most
 _MAKERS = ("flowdispatch.op.op", "flowdispatch.op._Decorator.__call__")
 
 
@@ -76,6 +85,8 @@ class FlowdispatchPlugin(Plugin):
         """The hooks for ``Op.__call__`` and ``op(**options)(fn)``; none for other methods."""
         if fullname == _OP_CALL:
             return _check_op_call
+        if fullname == _OP_MAP:
+            return _check_op_map
         return _unchecked_if_overloaded if fullname in _MAKERS else None
 
     def get_function_hook(self, fullname: str) -> Callable[[FunctionContext], Type] | None:
@@ -147,13 +158,19 @@ def _as_run(api: TypeChecker, node: TypeInfo, arg: Expression, generic: bool) ->
     """
     if isinstance(arg, (ListExpr, SetExpr, TupleExpr, DictExpr)):
         return _in_literal(api, node, arg)
+    new = _with_values(node, api.expr_checker.accept(arg), generic)
+    return arg if new is None else TempNode(new, context=arg)
+
+
+def _with_values(node: TypeInfo, typ: Type, generic: bool) -> Type | None:
+    """``typ`` with the nodes inside it replaced by their values; None if it has none."""
     values = _ValuesOfNodes(node)
-    proper = get_proper_type(api.expr_checker.accept(arg))
+    proper = get_proper_type(typ)
     if isinstance(proper, Instance) and proper.type is node and proper.args and not generic:
         new: Type = Instance(node, [proper.args[0].accept(values)])
     else:
         new = proper.accept(values)
-    return TempNode(new, context=arg) if values.found else arg
+    return new if values.found else None
 
 
 def _in_literal(api: TypeChecker, node: TypeInfo, expr: Expression) -> Expression:
@@ -169,9 +186,22 @@ def _in_literal(api: TypeChecker, node: TypeInfo, expr: Expression) -> Expressio
     return new
 
 
-def _op_name(call: CallExpr) -> str | None:
-    callee = call.callee
+def _op_name(callee: Expression) -> str | None:
     return callee.name if isinstance(callee, (NameExpr, MemberExpr)) else None
+
+
+def _callee(api: TypeChecker, node: TypeInfo, op_type: Instance, params: Parameters,
+            name: str | None) -> CallableType:
+    """The op's signature as a call may use it: each parameter ``T`` as ``T | Node[T]``."""
+    return CallableType(
+        [_or_node(node, t) for t in params.arg_types],
+        list(params.arg_kinds),
+        list(params.arg_names),
+        op_type.args[1],
+        api.named_type("builtins.function"),
+        name=name,
+        variables=params.variables,
+    )
 
 
 def _check_op_call(ctx: MethodContext) -> Type:
@@ -184,18 +214,57 @@ def _check_op_call(ctx: MethodContext) -> Type:
     params = _parameters(op_type)
     if params is None:
         return ctx.default_return_type
-    callee = CallableType(
-        [_or_node(node.type, t) for t in params.arg_types],
-        list(params.arg_kinds),
-        list(params.arg_names),
-        op_type.args[1],
-        api.named_type("builtins.function"),
-        name=_op_name(call),
-        variables=params.variables,
-    )
+    callee = _callee(api, node.type, op_type, params, _op_name(call.callee))
     args = [_as_run(api, node.type, arg, bool(params.variables)) for arg in call.args]
     result, _ = api.expr_checker.check_call(callee, args, call.arg_kinds, call, call.arg_names)
     return Instance(node.type, [result])
+
+
+def _element(api: TypeChecker, node: TypeInfo, arg: Expression, index: int,
+             generic: bool) -> Expression:
+    """What ``op.map`` passes for ``arg`` in its ``index``-th call, as the op sees it."""
+    anything = TempNode(AnyType(TypeOfAny.special_form), context=arg)
+    if isinstance(arg, (ListExpr, TupleExpr, SetExpr)):
+        if not arg.items:
+            return anything
+        item = arg.items[min(index, len(arg.items) - 1)]
+        return anything if isinstance(item, StarExpr) else _as_run(api, node, item, generic)
+    typ = get_proper_type(api.expr_checker.accept(arg))
+    if isinstance(typ, TupleType):
+        typ = typ.partial_fallback
+    if not isinstance(typ, Instance):
+        return anything
+    if typ.type.fullname == _UNMAPPED:
+        value = typ.args[0] if typ.args else anything.type
+    elif typ.type.has_base("typing.Iterable"):
+        iterable = api.lookup_typeinfo("typing.Iterable")
+        value = map_instance_to_supertype(typ, iterable).args[0]
+    else:
+        return anything
+    return TempNode(_with_values(node, value, generic) or value, context=arg)
+
+
+def _check_op_map(ctx: MethodContext) -> Type:
+    """Check ``op.map(...)``'s calls against ``P``; return ``list[Node[R]]``."""
+    call, api, op_type = ctx.context, ctx.api, ctx.type
+    made = get_proper_type(ctx.default_return_type)  # list[Node[R]], as Op.map declares it
+    if (not isinstance(call, CallExpr) or not isinstance(api, TypeChecker)
+            or not isinstance(made, Instance) or not isinstance(op_type, Instance)
+            or any(kind in (ARG_STAR, ARG_STAR2) for kind in call.arg_kinds)):
+        return ctx.default_return_type
+    node = get_proper_type(made.args[0]) if made.args else None
+    params = _parameters(op_type)
+    if params is None or not isinstance(node, Instance) or not isinstance(call.callee, MemberExpr):
+        return ctx.default_return_type
+    callee = _callee(api, node.type, op_type, params, _op_name(call.callee.expr))
+    displays = [len(a.items) for a in call.args if isinstance(a, (ListExpr, TupleExpr, SetExpr))]
+    results = []
+    for index in range(min(max(displays, default=1), _MAP_ITEMS)):
+        args = [_element(api, node.type, arg, index, bool(params.variables)) for arg in call.args]
+        result, _ = api.expr_checker.check_call(callee, args, call.arg_kinds, call,
+                                                call.arg_names)
+        results.append(result)
+    return made.copy_modified(args=[Instance(node.type, [make_simplified_union(results)])])
 
 
 def plugin(version: str) -> type[Plugin]:

@@ -52,6 +52,7 @@ R = TypeVar("R")
 _P2 = ParamSpec("_P2")
 _R2 = TypeVar("_R2")
 _S = TypeVar("_S")
+_T = TypeVar("_T")
 
 _RetryOn = typing.Union[
     type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]
@@ -391,13 +392,13 @@ def _rebuild_op(fn: Callable[P, R], settings: OpSettings) -> Op[P, R]:
     return Op(fn, settings)
 
 
-class unmapped:  # noqa: N801 - reads as a marker, like prefect.unmapped
+class unmapped(Generic[_T]):  # noqa: N801 - reads as a marker, like prefect.unmapped
     """Mark an argument of :meth:`Op.map` to be passed whole to every call."""
 
     __slots__ = ("value",)
 
-    def __init__(self, value: Any):
-        self.value: Any = value
+    def __init__(self, value: _T):
+        self.value: _T = value
 
 
 class _Decorator(Protocol):

@@ -52,6 +52,9 @@ assert_type(first(fd.value([1.5])), Node[float])
 assert_type(Model().predict(number), Node[str])  # a Node[int] for a float
 assert_type(fd.op(sum)(numbers), Node[Any])  # overloaded: not checked
 assert_type(parse.options(retries=2)(word), Node[int])
+assert_type(parse.map(["1", word]), list[Node[int]])  # op.map: each element is checked
+assert_type(total.map([[1], numbers], start=fd.unmapped(number)), list[Node[int]])
+assert_type(first.map([[1.5], [2.5]]), list[Node[float]])
 
 # -- flagged -----------------------------------------------------------------------
 parse(3)  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
@@ -64,6 +67,9 @@ total([word for _ in "ab"])  # E: Argument 1 to "total" has incompatible type "l
 total(numbers, 0)  # E: Too many positional arguments for "total"  [call-arg]
 total(numbers, start="0")  # E: Argument "start" to "total" has incompatible type "str"; expected "int | Node[int]"  [arg-type]
 Model().predict(word)  # E: Argument 1 to "predict" has incompatible type "Node[str]"; expected "float | Node[float]"  [arg-type]
+parse.map(["1", 2])  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
+parse.map(range(3))  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
+total.map([numbers], start=fd.unmapped("0"))  # E: Argument "start" to "total" has incompatible type "str"; expected "int | Node[int]"  [arg-type]
 fd.op(retries="3")(parse.fn)  # E: No overload variant of "op" matches argument type "str"  [call-overload]
 fd.op(retry=3)  # E: Unexpected keyword argument "retry" for overloaded function "op"; did you mean "retry_on"?  [call-overload]
 parse.options(retries=2)(3)  # E: Argument 1 has incompatible type "int"; expected "str | Node[str]"  [arg-type]

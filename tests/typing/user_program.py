@@ -55,6 +55,7 @@ retry_on_os: Op[[str], int] = fd.op(retry_on=lambda e: isinstance(e, OSError))(p
 text = parse("3")
 assert_type(text, Node[int])
 assert_type(parse.map(["1", "2"]), list[Node[int]])
+assert_type(scale.map([1, 2], fd.unmapped(0.5)), list[Node[float]])
 
 # -- a node is accepted where the op's parameter expects its value ----------------
 big = scale(text, factor=3.0)
