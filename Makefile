@@ -14,6 +14,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.flowdispatch-installed
 DOCS_STAMP := $(VENV)/.flowdispatch-docs-installed
 PYTEST_ARGS ?=
+# compat: a path in a .pth file, which mypy and pyright follow (setuptools'
+# default editable mode installs an import hook that type checkers cannot see).
+EDITABLE := --config-settings editable_mode=compat -e
 
 # Root needs no sudo; others use it when it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
@@ -48,7 +51,7 @@ $(BIN)/python:
 # so a new venv always installs).
 $(STAMP): setup.cfg setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install $(EDITABLE) '.[test]'
 	@touch $@
 
 # -- Graphviz ---------------------------------------------------------------------
@@ -86,7 +89,7 @@ bench: venv
 	$(BIN)/python benchmarks/run.py --sizes 1000,10000,100000,1000000 --memory 100000,1000000 --dask --out benchmarks/RESULTS.md
 
 $(DOCS_STAMP): setup.cfg $(STAMP)
-	$(BIN)/python -m pip install -e '.[test,docs]'
+	$(BIN)/python -m pip install $(EDITABLE) '.[test,docs]'
 	@touch $@
 
 docs: venv $(DOCS_STAMP)

@@ -13,6 +13,8 @@ Examples
 (3,)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import config
 from .api import compute, persist, run, submit
 from .callbacks import Callback, ProgressBar
@@ -47,10 +49,13 @@ from .op import Op, OpSettings, op, unmapped
 from .render import visualize
 from .results import Results, State
 
+if TYPE_CHECKING:  # imported on first use (see __getattr__); checkers see it here
+    from .executors.dask import DaskExecutor
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The dask executor imports distributed, which `import flowdispatch` must not.
     if name == "DaskExecutor":
         from .executors.dask import DaskExecutor

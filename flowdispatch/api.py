@@ -8,7 +8,7 @@ cut at any ``overrides``, and closes the executor afterwards if it made it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, overload
 
 from .callbacks import ProgressBar
 from .errors import CancelledError, GraphError
@@ -20,7 +20,26 @@ from .op import Op
 from .results import Results
 from .traverse import materialize, scan, substitute
 
+if TYPE_CHECKING:
+    from typing import Unpack
+
 __all__ = ["compute", "persist", "run", "run_graph", "submit"]
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+_C = TypeVar("_C")
+_D = TypeVar("_D")
+_E = TypeVar("_E")
+_F = TypeVar("_F")
+
+
+class _RunOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`compute`, for type checkers."""
+
+    executor: Any
+    overrides: Mapping[Any, Any] | None
+    progress: bool | str
+    callbacks: Iterable[Any]
 
 
 def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
@@ -95,7 +114,7 @@ def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None =
             chosen.close()
 
 
-def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
+def run(*targets: Any, executor: Any = None, overrides: Mapping[Any, Any] | None = None,
         progress: bool | str = False, callbacks: Iterable[Any] = ()) -> Results:
     """Run the targets and their ancestors; never raises for an op's failure.
 
@@ -140,8 +159,28 @@ def run(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
                      callbacks=callbacks)
 
 
-def compute(*targets: Any, executor: Any = None, overrides: Mapping | None = None,
-            progress: bool | str = False, callbacks: Iterable[Any] = ()) -> tuple:
+@overload
+def compute(a: Node[_A], /, **options: Unpack[_RunOptions]) -> tuple[_A]: ...
+@overload
+def compute(a: list[Node[_A]], /, **options: Unpack[_RunOptions]) -> tuple[list[_A]]: ...
+@overload
+def compute(a: Node[_A], b: Node[_B], /, **options: Unpack[_RunOptions]) -> tuple[_A, _B]: ...
+@overload
+def compute(a: Node[_A], b: Node[_B], c: Node[_C], /,
+            **options: Unpack[_RunOptions]) -> tuple[_A, _B, _C]: ...
+@overload
+def compute(a: Node[_A], b: Node[_B], c: Node[_C], d: Node[_D], /,
+            **options: Unpack[_RunOptions]) -> tuple[_A, _B, _C, _D]: ...
+@overload
+def compute(a: Node[_A], b: Node[_B], c: Node[_C], d: Node[_D], e: Node[_E], /,
+            **options: Unpack[_RunOptions]) -> tuple[_A, _B, _C, _D, _E]: ...
+@overload
+def compute(a: Node[_A], b: Node[_B], c: Node[_C], d: Node[_D], e: Node[_E], f: Node[_F], /,
+            **options: Unpack[_RunOptions]) -> tuple[_A, _B, _C, _D, _E, _F]: ...
+@overload
+def compute(*targets: Any, **options: Unpack[_RunOptions]) -> tuple[Any, ...]: ...
+def compute(*targets: Any, executor: Any = None, overrides: Mapping[Any, Any] | None = None,
+            progress: bool | str = False, callbacks: Iterable[Any] = ()) -> tuple[Any, ...]:
     """Compute the targets; return their values, as ``dask.compute`` does.
 
     Containers of nodes come back as containers of values. The first op that
@@ -194,7 +233,7 @@ def _dask_executor(executor: Any, what: str):
     return chosen
 
 
-def persist(*targets: Any, executor: Any) -> dict[Node, Any]:
+def persist(*targets: Any, executor: Any) -> dict[Node[Any], Any]:
     """Start computing the targets on a dask cluster; ``{node: distributed.Future}``.
 
     The futures keep their values on the workers, so the cluster, and the
@@ -210,7 +249,7 @@ def persist(*targets: Any, executor: Any) -> dict[Node, Any]:
     return _dask_executor(executor, "persist").submit(*targets)
 
 
-def submit(*targets: Any, client: Any) -> dict[Node, Any]:
+def submit(*targets: Any, client: Any) -> dict[Node[Any], Any]:
     """Lower the targets' graph to futures on ``client`` (a ``distributed.Client`` or an
     ``fd.DaskExecutor``): ``{node: distributed.Future}``."""
     return _dask_executor(client, "submit").submit(*targets)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import operator
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import keys
 from .traverse import HasIterator, Ref, materialize, nesting_error, scan, template
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["Node", "ancestors", "collect", "make_node", "value"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 _OWN_NAMES = frozenset(
     {"key", "name", "op", "args", "kwargs", "dependencies", "compute", "persist",
@@ -43,16 +46,26 @@ _OWN_NAMES = frozenset(
 )
 
 
-class Node(Ref, Generic[T]):
+class Node(Ref, Generic[T_co]):
     """A lazy value: the result of one op call, or a literal input.
 
     Build nodes by calling ops (see :func:`~flowdispatch.op`), or with
-    :func:`value` and :func:`collect`.
+    :func:`value` and :func:`collect`. ``Node[T]`` is a node whose value is a
+    ``T``; it is covariant (a ``Node[int]`` is a ``Node[float]``).
     """
 
     # _deep: whether nodes are nested inside the arguments (None: the arguments
     # are opaque data, not looked into: fd.value(..., traverse=False))
     __slots__ = ("_op", "_fn", "_args", "_kwargs", "_deps", "_deep", "_nout")
+    if TYPE_CHECKING:  # the slots (class annotations would shadow lazy attributes)
+        _key: str
+        _op: Op[..., Any] | None
+        _fn: Callable[..., Any] | None
+        _args: tuple[Any, ...]
+        _kwargs: dict[str, Any] | None
+        _deps: tuple[Node[Any], ...]
+        _deep: bool
+        _nout: int | None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a Node is immutable: cannot set {name!r}")
@@ -67,22 +80,22 @@ class Node(Ref, Generic[T]):
         return self._key.rsplit("-", 1)[0]
 
     @property
-    def op(self) -> Op | None:
+    def op(self) -> Op[..., Any] | None:
         """The op that computes this node (``None`` for a data node)."""
         return self._op
 
     @property
-    def args(self) -> tuple:
+    def args(self) -> tuple[Any, ...]:
         """The positional arguments, nodes included."""
         return self._args
 
     @property
-    def kwargs(self) -> dict:
+    def kwargs(self) -> dict[str, Any]:
         """The keyword arguments, nodes included (a copy)."""
         return dict(self._kwargs) if self._kwargs else {}
 
     @property
-    def dependencies(self) -> tuple[Node, ...]:
+    def dependencies(self) -> tuple[Node[Any], ...]:
         """The nodes this one needs directly, in the order they appear."""
         return self._deps
 
@@ -102,10 +115,10 @@ class Node(Ref, Generic[T]):
     def __hash__(self) -> int:
         return hash(self._key)
 
-    def __copy__(self) -> Node[T]:
+    def __copy__(self) -> Node[T_co]:
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[list[Any]], Node[Any]], tuple[list[Any]]]:
         # Flat: one record per ancestor, never a linked structure (which would
         # recurse once per link when pickled).
         records = [
@@ -116,7 +129,7 @@ class Node(Ref, Generic[T]):
         return (_unflatten, (records,))
 
     # -- running and looking -------------------------------------------------------
-    def compute(self, executor: Any = None, **kwargs: Any) -> T:
+    def compute(self, executor: Any = None, **kwargs: Any) -> T_co:
         """Run this node and its ancestors; return its value.
 
         See :func:`flowdispatch.compute` for the keyword arguments.
@@ -138,13 +151,13 @@ class Node(Ref, Generic[T]):
 
         return visualize(self, filename=filename, format=format, **kwargs)
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .render import visualize
 
         return visualize(self)._repr_mimebundle_(include, exclude)
 
     # -- dask collection protocol --------------------------------------------------
-    def __dask_graph__(self) -> dict:
+    def __dask_graph__(self) -> dict[str, Any]:
         from .graph import Graph
 
         return Graph(self).to_dask()
@@ -155,10 +168,10 @@ class Node(Ref, Generic[T]):
     def __dask_layers__(self) -> tuple[str, ...]:
         return (self._key,)
 
-    def __dask_postcompute__(self):
+    def __dask_postcompute__(self) -> tuple[Callable[[Any], Any], tuple[()]]:
         return _first, ()
 
-    def __dask_postpersist__(self):
+    def __dask_postpersist__(self) -> tuple[Callable[[Any, str], Node[Any]], tuple[str]]:
         return _from_persisted, (self._key,)
 
     def __dask_tokenize__(self) -> str:
@@ -167,13 +180,13 @@ class Node(Ref, Generic[T]):
     __dask_optimize__ = None  # no graph optimization; dask warns when this is missing
 
     @staticmethod
-    def __dask_scheduler__(dsk, keys, **kwargs):
+    def __dask_scheduler__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
         import dask.threaded
 
         return dask.threaded.get(dsk, keys, **kwargs)
 
     @property
-    def dask(self) -> dict:
+    def dask(self) -> dict[str, Any]:
         """The dask graph of this node (``__dask_graph__``)."""
         return self.__dask_graph__()
 
@@ -201,21 +214,27 @@ class Node(Ref, Generic[T]):
             )
         return self._nout
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[Node[Any]]:
         return iter([self[i] for i in range(len(self))])  # len() raises now, not on next()
 
-    def __getitem__(self, index: Any) -> Node:
+    @overload
+    def __getitem__(self: Node[Mapping[_K, _V]], index: _K) -> Node[_V]: ...
+    @overload
+    def __getitem__(self: Node[Sequence[_V]], index: int) -> Node[_V]: ...
+    @overload
+    def __getitem__(self, index: Any) -> Node[Any]: ...
+    def __getitem__(self, index: Any) -> Node[Any]:
         if self._nout is not None and isinstance(index, int) and not -self._nout <= index < self._nout:
             raise IndexError(f"node {self._key!r} has nout={self._nout}; index {index} is out of range")
         return _helper(operator.getitem, "getitem", pure=True)(self, index)
 
-    def __getattr__(self, name: str) -> Node:
+    def __getattr__(self, name: str) -> Node[Any]:
         if name.startswith("_") or name in _OWN_NAMES:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         _warn_if_misspelt(name)
         return _helper(getattr, "getattr", pure=True)(self, name)
 
-    def __call__(self, *args: Any, pure: bool | None = None, **kwargs: Any) -> Node:
+    def __call__(self, *args: Any, pure: bool | None = None, **kwargs: Any) -> Node[Any]:
         """A lazy call; ``pure=True`` gives it a deterministic key (as in dask), and is
         not passed on to the call."""
         if self._fn is getattr and self._op is not None and len(self._args) == 2:
@@ -275,12 +294,48 @@ def _warn_if_misspelt(name: str) -> None:
                 f"node.{name} is a lazy attribute of the node's value, not a method of the "
                 f"node: did you mean node.{method}{call}?", UserWarning, stacklevel=3)
 
+    if TYPE_CHECKING:  # the lazy operators, set on the class after it
+        def __add__(self, other: Any) -> Node[Any]: ...
+        def __radd__(self, other: Any) -> Node[Any]: ...
+        def __sub__(self, other: Any) -> Node[Any]: ...
+        def __rsub__(self, other: Any) -> Node[Any]: ...
+        def __mul__(self, other: Any) -> Node[Any]: ...
+        def __rmul__(self, other: Any) -> Node[Any]: ...
+        def __matmul__(self, other: Any) -> Node[Any]: ...
+        def __rmatmul__(self, other: Any) -> Node[Any]: ...
+        def __truediv__(self, other: Any) -> Node[Any]: ...
+        def __rtruediv__(self, other: Any) -> Node[Any]: ...
+        def __floordiv__(self, other: Any) -> Node[Any]: ...
+        def __rfloordiv__(self, other: Any) -> Node[Any]: ...
+        def __mod__(self, other: Any) -> Node[Any]: ...
+        def __rmod__(self, other: Any) -> Node[Any]: ...
+        def __pow__(self, other: Any) -> Node[Any]: ...
+        def __rpow__(self, other: Any) -> Node[Any]: ...
+        def __lshift__(self, other: Any) -> Node[Any]: ...
+        def __rlshift__(self, other: Any) -> Node[Any]: ...
+        def __rshift__(self, other: Any) -> Node[Any]: ...
+        def __rrshift__(self, other: Any) -> Node[Any]: ...
+        def __and__(self, other: Any) -> Node[Any]: ...
+        def __rand__(self, other: Any) -> Node[Any]: ...
+        def __xor__(self, other: Any) -> Node[Any]: ...
+        def __rxor__(self, other: Any) -> Node[Any]: ...
+        def __or__(self, other: Any) -> Node[Any]: ...
+        def __ror__(self, other: Any) -> Node[Any]: ...
+        def __lt__(self, other: Any) -> Node[Any]: ...
+        def __le__(self, other: Any) -> Node[Any]: ...
+        def __gt__(self, other: Any) -> Node[Any]: ...
+        def __ge__(self, other: Any) -> Node[Any]: ...
+        def __neg__(self) -> Node[Any]: ...
+        def __pos__(self) -> Node[Any]: ...
+        def __abs__(self) -> Node[Any]: ...
+        def __invert__(self) -> Node[Any]: ...
+
 
 def _first(results: Any) -> Any:
     return results[0]
 
 
-def _from_persisted(dsk: Any, key: str) -> Node:
+def _from_persisted(dsk: Any, key: str) -> Node[Any]:
     return value(dsk[key], name=key.rsplit("-", 1)[0])
 
 
@@ -288,7 +343,7 @@ def _call_method(obj: Any, method: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(obj, method)(*args, **kwargs)
 
 
-def _call(f: Callable, *args: Any, **kwargs: Any) -> Any:
+def _call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return f(*args, **kwargs)
 
 
@@ -296,14 +351,14 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def _collect(*items: Any) -> list:
+def _collect(*items: Any) -> list[Any]:
     return list(items)
 
 
-_helpers: dict[tuple, Op] = {}
+_helpers: dict[tuple[Any, ...], Op[..., Any]] = {}
 
 
-def _helper(fn: Callable, name: str, pure: bool | None = None) -> Op:
+def _helper(fn: Callable[..., Any], name: str, pure: bool | None = None) -> Op[..., Any]:
     """The internal op behind a lazy operator (made once, then reused)."""
     found = _helpers.get((fn, name, pure))
     if found is None:
@@ -313,16 +368,17 @@ def _helper(fn: Callable, name: str, pure: bool | None = None) -> Op:
     return found
 
 
-def _unary(fn: Callable, name: str) -> Callable[[Node], Node]:
-    def method(self: Node) -> Node:
+def _unary(fn: Callable[..., Any], name: str) -> Callable[[Node[Any]], Node[Any]]:
+    def method(self: Node[Any]) -> Node[Any]:
         return _helper(fn, name, pure=True)(self)
 
     method.__name__ = f"__{name}__"
     return method
 
 
-def _binary(fn: Callable, name: str, reflected: bool = False) -> Callable[[Node, Any], Node]:
-    def method(self: Node, other: Any) -> Node:
+def _binary(fn: Callable[..., Any], name: str,
+            reflected: bool = False) -> Callable[[Node[Any], Any], Node[Any]]:
+    def method(self: Node[Any], other: Any) -> Node[Any]:
         if reflected:
             return _helper(fn, name, pure=True)(other, self)
         return _helper(fn, name, pure=True)(self, other)
@@ -350,8 +406,9 @@ _set_kwargs, _set_deps, _set_deep, _set_nout = (
     _set["_kwargs"], _set["_deps"], _set["_deep"], _set["_nout"])
 
 
-def make_node(key: str, op: Op | None, fn: Callable | None, args: tuple,
-              kwargs: dict | None, nout: int | None, traverse: bool = True) -> Node:
+def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
+              args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+              nout: int | None, traverse: bool = True) -> Node[Any]:
     """Build a node, finding the nodes inside its arguments (its dependencies).
 
     Iterators and generators among the arguments are made lists first. With
@@ -475,7 +532,11 @@ def _check_value_nout(obj: Any, nout: int) -> None:
                          f"give nout={length}, or leave it out")
 
 
-def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list]:
+@overload
+def collect(nodes: Iterable[Node[T]], name: str | None = None) -> Node[list[T]]: ...
+@overload
+def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list[Any]]: ...
+def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list[Any]]:
     """One node whose value is the list of the given nodes' values.
 
     Examples
@@ -491,7 +552,8 @@ def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list]:
                      items, None, None)
 
 
-def ancestors(targets: Iterable[Node], inputs: frozenset[str] = frozenset()) -> dict[str, Node]:
+def ancestors(targets: Iterable[Node[Any]],
+              inputs: frozenset[str] = frozenset()) -> dict[str, Node[Any]]:
     """The targets and all their ancestors, in topological order (dependencies first).
 
     The walk does not go past nodes whose keys are in ``inputs``. It is
@@ -514,7 +576,7 @@ def ancestors(targets: Iterable[Node], inputs: frozenset[str] = frozenset()) -> 
     return order
 
 
-def _unflatten(records: list) -> Node:
+def _unflatten(records: list[Any]) -> Node[Any]:
     from .traverse import substitute
 
     built: dict[str, Node] = {}

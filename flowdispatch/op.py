@@ -35,7 +35,7 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 import wrapt
 
@@ -44,11 +44,21 @@ from .errors import NoutError
 from .node import Node, make_node
 from .traverse import Ref, materialize
 
+if TYPE_CHECKING:
+    from typing import Concatenate, Unpack
+
 __all__ = ["Checked", "Op", "OpSettings", "op", "unmapped"]
 
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+_P2 = ParamSpec("_P2")
+_R2 = TypeVar("_R2")
+_S = TypeVar("_S")
+_T = TypeVar("_T")
 
-_RetryOn = typing.Union[type, tuple, Callable[[BaseException], bool]]
+_RetryOn = typing.Union[
+    type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]
+]
 
 
 def _is_exception_type(obj: Any) -> bool:
@@ -70,11 +80,11 @@ class OpSettings:
     timeout: float | None = None
     cache: bool = False
     version: str | None = None
-    resources: dict | None = None
+    resources: dict[str, float] | None = None
     priority: int = 0
     workers: Any = None
     allow_other_workers: bool = False
-    tags: tuple = ()
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(option: str, expected: str, got: Any, kind: type = TypeError) -> Exception:
@@ -135,7 +145,39 @@ class OpSettings:
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(OpSettings))
 
 
-def _signature(fn: Callable) -> inspect.Signature | None:
+class _Options(TypedDict, total=False):
+    """The options of :func:`op` and :meth:`Op.options`, for type checkers."""
+
+    name: str | None
+    nout: int | None
+    pure: bool
+    retries: int
+    retry_on: _RetryOn
+    retry_delay: float
+    backoff: float
+    max_delay: float | None
+    timeout: float | None
+    cache: bool
+    version: str | None
+    resources: dict[str, float] | None
+    priority: int
+    workers: Any
+    allow_other_workers: bool
+    tags: Iterable[str]
+
+
+if TYPE_CHECKING:
+    class _FunctionWrapper:
+        """What type checkers see of ``wrapt.FunctionWrapper`` (wrapt ships no types)."""
+
+        __wrapped__: Any
+
+        def __init__(self, wrapped: Any, wrapper: Any) -> None: ...
+else:
+    _FunctionWrapper = wrapt.FunctionWrapper
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(fn)
     except (TypeError, ValueError):  # builtins such as max, time.sleep
@@ -159,7 +201,7 @@ def _positional_range(sig: inspect.Signature | None) -> tuple[int, int] | None:
     return (low, high)
 
 
-def _nout_from_annotation(fn: Callable) -> int | None:
+def _nout_from_annotation(fn: Callable[..., Any]) -> int | None:
     """``nout`` from a ``-> tuple[A, B]`` return annotation, when there is one."""
     try:
         ret = typing.get_type_hints(fn).get("return")
@@ -172,7 +214,7 @@ def _nout_from_annotation(fn: Callable) -> int | None:
     return None
 
 
-def _name_of(fn: Callable) -> str:
+def _name_of(fn: Callable[..., Any]) -> str:
     name = getattr(fn, "__name__", None)
     if name is None:
         inner = getattr(fn, "func", None)  # functools.partial
@@ -184,8 +226,10 @@ class _Binder:
     """The wrapt wrapper of an op: turns a call (bound or not) into a node."""
 
     __slots__ = ("op",)
+    op: Any  # the Op (its type parameters do not matter here)
 
-    def __call__(self, wrapped, instance, args, kwargs):
+    def __call__(self, wrapped: Any, instance: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Node[Any]:
         if instance is not None:  # a method call: self becomes an argument
             # obj.method(...) binds ``wrapped`` to obj; Class.method(obj, ...) gives
             # obj as ``instance`` and ``wrapped`` as a partial that holds it
@@ -193,13 +237,15 @@ class _Binder:
         return self.op._node(args, kwargs)
 
 
-class Op(wrapt.FunctionWrapper, Generic[T]):
+class Op(_FunctionWrapper, Generic[P, R]):
     """A decorated function: calling it returns a :class:`~flowdispatch.Node`.
 
-    Create ops with :func:`op`; ``op.fn`` is the plain function.
+    Create ops with :func:`op`; ``op.fn`` is the plain function. For type
+    checkers an ``Op[P, R]`` takes the parameters ``P`` of the function (each
+    may also be given as a node) and returns a ``Node[R]``.
     """
 
-    def __init__(self, fn: Callable[..., T], settings: OpSettings):
+    def __init__(self, fn: Callable[P, R], settings: OpSettings):
         binder = _Binder()
         super().__init__(fn, binder)
         binder.op = self
@@ -212,16 +258,16 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         self._self_sig = sig
         self._self_fast = _positional_range(sig)
         self._self_name = keys.clean_name(settings.name) if settings.name else _name_of(fn)
-        self._self_token = None
+        self._self_token: str | None = None
         self._self_checked: Checked | None = None
 
     # cloudpickle takes anything whose class is a function for a plain function and
     # drops the wrapper; an op reports its own class so that __reduce_ex__ is used.
-    @property
-    def __class__(self):
+    @property  # type: ignore[misc]  # read-only on purpose
+    def __class__(self) -> type[Op[Any, Any]]:
         return type(self)
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: typing.SupportsIndex) -> str | tuple[Any, ...]:
         module = sys.modules.get(getattr(self, "__module__", None) or "")
         qualname = getattr(self, "__qualname__", "")
         found = module
@@ -233,19 +279,32 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
 
     # wrapt proxies refuse copying; an op is immutable, so a copy is the op itself
     # (as the copy module treats functions). Nodes hold ops, so deepcopy needs this.
-    def __copy__(self) -> Op[T]:
+    def __copy__(self) -> Op[P, R]:
         return self
 
-    def __deepcopy__(self, memo: dict) -> Op[T]:
+    def __deepcopy__(self, memo: dict[int, Any]) -> Op[P, R]:
         return self
+
+    if TYPE_CHECKING:  # wrapt binds methods; checkers learn it here
+        __wrapped__: Callable[P, R]
+
+        @overload
+        def __get__(self, instance: None, owner: type | None = None) -> Op[P, R]: ...
+        @overload
+        def __get__(self: Op[Concatenate[_S, _P2], _R2], instance: _S,
+                    owner: type | None = None) -> Op[_P2, _R2]: ...
+        def __get__(self, instance: Any, owner: type | None = None) -> Any: ...
 
     def __repr__(self) -> str:
         return f"<op {self._self_name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Node[T]:
+    # Any, not P: each argument may also be a node. The mypy plugin
+    # (flowdispatch.mypy) checks calls against P, each parameter T as T | Node[T].
+    def __call__(self, *args: Any, **kwargs: Any) -> Node[R]:
         return self._node(args, kwargs)
 
-    def _node(self, args: tuple, kwargs: dict, pure: bool | None = None) -> Node[T]:
+    def _node(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+              pure: bool | None = None) -> Node[R]:
         fast = self._self_fast
         if kwargs or fast is None or not fast[0] <= len(args) <= fast[1]:
             sig = self._self_sig
@@ -296,7 +355,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         return self._self_token
 
     @property
-    def fn(self) -> Callable[..., T]:
+    def fn(self) -> Callable[P, R]:
         """The plain function, callable eagerly (for unit tests)."""
         return self.__wrapped__
 
@@ -310,7 +369,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
         """The name its nodes' keys start with."""
         return self._self_name
 
-    def options(self, **changes: Any) -> Op[T]:
+    def options(self, **changes: Unpack[_Options]) -> Op[P, R]:
         """A new op like this one with some options changed.
 
         Examples
@@ -327,7 +386,7 @@ class Op(wrapt.FunctionWrapper, Generic[T]):
             )
         return Op(self.__wrapped__, dataclasses.replace(self._self_settings, **changes))
 
-    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[T]]:
+    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]]:
         """One node per element of the iterables, zipped; ``fd.unmapped(x)`` is passed whole.
 
         Examples
@@ -417,21 +476,31 @@ class Checked:
         return result
 
 
-def _rebuild_op(fn: Callable, settings: OpSettings) -> Op:
+def _rebuild_op(fn: Callable[P, R], settings: OpSettings) -> Op[P, R]:
     return Op(fn, settings)
 
 
-class unmapped:  # noqa: N801 - reads as a marker, like prefect.unmapped
+class unmapped(Generic[_T]):  # noqa: N801 - reads as a marker, like prefect.unmapped
     """Mark an argument of :meth:`Op.map` to be passed whole to every call."""
 
     __slots__ = ("value",)
 
-    def __init__(self, value: Any):
-        self.value = value
+    def __init__(self, value: _T):
+        self.value: _T = value
 
 
+class _Decorator(Protocol):
+    """What ``op(**options)`` returns: makes an op of a function."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Op[P, R]: ...
+
+
+@overload
+def op(fn: Callable[P, R], /, **options: Unpack[_Options]) -> Op[P, R]: ...
+@overload
+def op(fn: None = None, /, **options: Unpack[_Options]) -> _Decorator: ...
 def op(
-    fn: Callable[..., T] | None = None,
+    fn: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
@@ -445,12 +514,12 @@ def op(
     timeout: float | None = None,
     cache: bool = False,
     version: str | None = None,
-    resources: dict | None = None,
+    resources: dict[str, float] | None = None,
     priority: int = 0,
     workers: Any = None,
     allow_other_workers: bool = False,
     tags: Iterable[str] = (),
-) -> Any:
+) -> Op[..., Any] | _Decorator:
     """Make ``fn`` lazy: calling it returns a node instead of running it.
 
     Use it bare (``@op``) or with options (``@op(retries=3)``), or on any
@@ -526,11 +595,11 @@ def op(
         tags=tags,  # type: ignore[arg-type]  # OpSettings refuses a str, makes a tuple
     )
     if fn is None:
-        return lambda f: _make_op(f, settings)
+        return lambda f: _make_op(f, settings)  # type: ignore[return-value]  # generic
     return _make_op(fn, settings)
 
 
-def _make_op(fn: Any, settings: OpSettings) -> Op:
+def _make_op(fn: Any, settings: OpSettings) -> Op[..., Any]:
     if isinstance(fn, Op):
         fn = fn.__wrapped__
     if isinstance(fn, Node) or not callable(fn):

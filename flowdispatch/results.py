@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import CancelledError
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STATES", "Results", "State"]
 
+_T = TypeVar("_T")
 
 class State(str, enum.Enum):
     """What happened to a node in a run; each state equals its name as a string.
@@ -119,7 +120,11 @@ class Results:
         """The nodes the run was for."""
         return self.graph.targets
 
-    def __getitem__(self, node: Node | str) -> Any:
+    @overload
+    def __getitem__(self, node: Node[_T]) -> _T: ...
+    @overload
+    def __getitem__(self, node: str) -> Any: ...
+    def __getitem__(self, node: Node[Any] | str) -> Any:
         key = self._key(node)
         state = self.states[key]
         if state in _COMPLETE:
