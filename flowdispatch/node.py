@@ -262,38 +262,6 @@ class Node(Ref, Generic[T_co]):
     def __complex__(self) -> complex:
         raise self._no_number("complex")
 
-
-_COMPARISONS = {operator.lt: "<", operator.le: "<=", operator.gt: ">", operator.ge: ">="}
-_METHODS = ("compute", "persist", "visualize", "dependencies")
-
-
-def _short_repr(obj: Any) -> str:
-    text = repr(obj)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """Whether ``a`` and ``b`` differ by one insertion, deletion, substitution or swap."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) > len(b):
-        a, b = b, a
-    i = 0
-    while i < len(a) and a[i] == b[i]:
-        i += 1
-    if len(a) < len(b):
-        return a[i:] == b[i + 1:]
-    return a[i + 1:] == b[i + 1:] or (a[i + 2:] == b[i + 2:] and a[i:i + 2] == b[i + 1::-1][:2])
-
-
-def _warn_if_misspelt(name: str) -> None:
-    for method in _METHODS:
-        if _one_edit(name, method):
-            call = "" if method == "dependencies" else "()"
-            warnings.warn(
-                f"node.{name} is a lazy attribute of the node's value, not a method of the "
-                f"node: did you mean node.{method}{call}?", UserWarning, stacklevel=3)
-
     if TYPE_CHECKING:  # the lazy operators, set on the class after it
         def __add__(self, other: Any) -> Node[Any]: ...
         def __radd__(self, other: Any) -> Node[Any]: ...
@@ -330,6 +298,37 @@ def _warn_if_misspelt(name: str) -> None:
         def __abs__(self) -> Node[Any]: ...
         def __invert__(self) -> Node[Any]: ...
 
+
+_COMPARISONS = {operator.lt: "<", operator.le: "<=", operator.gt: ">", operator.ge: ">="}
+_METHODS = ("compute", "persist", "visualize", "dependencies")
+
+
+def _short_repr(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by one insertion, deletion, substitution or swap."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):
+        return a[i:] == b[i + 1:]
+    return a[i + 1:] == b[i + 1:] or (a[i + 2:] == b[i + 2:] and a[i:i + 2] == b[i + 1::-1][:2])
+
+
+def _warn_if_misspelt(name: str) -> None:
+    for method in _METHODS:
+        if _one_edit(name, method):
+            call = "" if method == "dependencies" else "()"
+            warnings.warn(
+                f"node.{name} is a lazy attribute of the node's value, not a method of the "
+                f"node: did you mean node.{method}{call}?", UserWarning, stacklevel=3)
 
 def _first(results: Any) -> Any:
     return results[0]
