@@ -16,6 +16,7 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    "sphinx.ext.graphviz",
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
@@ -45,3 +46,4 @@ html_sidebars = {"**": []}  # the pages are short: the whole width for text and 
 html_static_path = ["_static"]
 html_css_files = ["flowdispatch.css"]
 html_title = f"flowdispatch {release}"
+graphviz_output_format = "svg"

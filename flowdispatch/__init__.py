@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .api import compute, persist, run, submit
-from .callbacks import Callback, ProgressBar
+from .core.callbacks import Callback
+from .core.graph import Graph
+from .core.node import Node, collect, value
+from .core.op import Op, OpSettings, op, unmapped
+from .core.results import Results, State
 from .errors import (
     CacheWarning,
     CancelledError,
@@ -38,19 +42,16 @@ from .executors import (
     Executor,
     PoolExecutor,
     ProcessExecutor,
-    SyncExecutor,
     SubmitExecutor,
+    SyncExecutor,
     ThreadExecutor,
     register_executor,
 )
-from .graph import Graph
-from .node import Node, collect, value
-from .op import Op, OpSettings, op, unmapped
-from .render import visualize
-from .results import Results, State
+from .view.progress import ProgressBar
+from .view.render import visualize
 
 if TYPE_CHECKING:  # imported on first use (see __getattr__); checkers see it here
-    from .executors.dask import DaskExecutor
+    from .executors.dask.client import DaskExecutor
 
 __version__ = "0.1.0"
 
@@ -58,7 +59,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # The dask executor imports distributed, which `import flowdispatch` must not.
     if name == "DaskExecutor":
-        from .executors.dask import DaskExecutor
+        from .executors.dask.client import DaskExecutor
 
         return DaskExecutor
     raise AttributeError(f"module 'flowdispatch' has no attribute {name!r}")

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, overload
 
-from .callbacks import ProgressBar
+from .core.graph import Graph, as_nodes
+from .core.node import Node, ancestors
+from .core.op import Op
+from .core.results import Results
+from .core.traverse import materialize, scan, substitute
 from .errors import CancelledError, GraphError
 from .executors import resolve
-from .graph import Graph, as_nodes
 from .mainguard import check_main_guard
-from .node import Node, ancestors
-from .op import Op
-from .results import Results
-from .traverse import materialize, scan, substitute
+from .view.progress import ProgressBar
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -96,7 +96,7 @@ def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None =
     if progress is True:
         callbacks.append(ProgressBar())
     elif progress == "graph":
-        from .live import LiveGraph
+        from .view.live import LiveGraph
 
         callbacks.append(LiveGraph())
     elif progress is not False and progress is not None:
@@ -213,7 +213,7 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping[Any, Any] | 
 
 
 def _dask_executor(executor: Any, what: str):
-    from .executors.dask import DaskExecutor
+    from .executors.dask.client import DaskExecutor
 
     if isinstance(executor, str) and "://" in executor:
         raise TypeError(

@@ -45,11 +45,11 @@ from typing import Any
 
 import flowdispatch as fd
 
+from .core.graph import as_nodes
+from .core.node import Node
+from .core.results import STATES
+from .core.traverse import substitute
 from .errors import FlowDispatchError, UnknownExecutorError
-from .graph import as_nodes
-from .node import Node
-from .results import STATES
-from .traverse import substitute
 
 __all__ = ["UsageError", "load_target", "main", "summary"]
 
@@ -275,7 +275,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_output(path: str) -> None:
-    from .render import FORMATS
+    from .view.render import FORMATS
 
     suffix = Path(path).suffix.lstrip(".").lower()
     if suffix not in FORMATS:

@@ -54,7 +54,7 @@ def check_main_guard(executor: Any) -> None:
 
 def _spawns(executor: Any) -> bool:
     """Whether ``executor`` starts processes that import ``__main__`` (not by fork)."""
-    from .executors.local import ProcessExecutor
+    from .executors.local.pools import ProcessExecutor
 
     if isinstance(executor, ProcessExecutor):
         method = executor.mp_context or multiprocessing.get_start_method()

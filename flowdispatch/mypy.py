@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mypy.checker import TypeChecker
+from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import (
     ARG_STAR,
     ARG_STAR2,
@@ -49,9 +50,9 @@ from mypy.nodes import (
     TypeInfo,
 )
 from mypy.plugin import FunctionContext, MethodContext, Plugin
-from mypy.maptype import map_instance_to_supertype
 from mypy.subtypes import is_same_type
 from mypy.type_visitor import TypeTranslator
+from mypy.typeops import make_simplified_union
 from mypy.types import (
     AnyType,
     CallableType,
@@ -67,19 +68,18 @@ from mypy.types import (
     UnpackType,
     get_proper_type,
 )
-from mypy.typeops import make_simplified_union
 
 __all__ = ["FlowdispatchPlugin", "plugin"]
 
-_OP_CALL = "flowdispatch.op.Op.__call__"
-_OP_MAP = "flowdispatch.op.Op.map"
-_UNMAPPED = "flowdispatch.op.unmapped"
+_OP_CALL = "flowdispatch.core.op.Op.__call__"
+_OP_MAP = "flowdispatch.core.op.Op.map"
+_UNMAPPED = "flowdispatch.core.op.unmapped"
 _MAP_ITEMS = 20  # op.map([...]): items of a list display checked one by one, at most
-_MAKERS = ("flowdispatch.op.op", "flowdispatch.op._Decorator.__call__")
+_MAKERS = ("flowdispatch.core.op.op", "flowdispatch.core.op._Decorator.__call__")
 
 
 class FlowdispatchPlugin(Plugin):
-    """Checks calls of ops (``flowdispatch.op.Op.__call__``) argument by argument."""
+    """Checks calls of ops (``flowdispatch.core.op.Op.__call__``) argument by argument."""
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
         """The hooks for ``Op.__call__`` and ``op(**options)(fn)``; none for other methods."""

@@ -31,10 +31,10 @@ from typing import Any
 
 from . import config
 from .api import compute, run
+from .core.graph import Graph
+from .core.node import collect, value
+from .core.op import op
 from .errors import UpstreamError
-from .graph import Graph
-from .node import collect, value
-from .op import op
 
 __all__ = ["CHECKS", "PlantedError", "append_line", "check_executor", "read_lines"]
 

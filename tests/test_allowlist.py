@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowdispatch.allowlist import DEFAULT_ALLOW, Allow
+from flowdispatch.core.allowlist import DEFAULT_ALLOW, Allow
 
 
 def test_exact_names_modules_and_packages():
@@ -16,13 +16,13 @@ def test_exact_names_modules_and_packages():
 
 def test_the_default_holds_flowdispatchs_helpers_and_pure_builtins_only():
     allow = Allow()
-    assert {"_operator:add", "_operator:getitem", "flowdispatch.node:_collect", "builtins:sum",
+    assert {"_operator:add", "_operator:getitem", "flowdispatch.core.node:_collect", "builtins:sum",
             "builtins:ValueError"} <= DEFAULT_ALLOW
     assert allow.refused(["builtins:getattr", "builtins:eval", "builtins:exec",
-                          "builtins:__import__", "builtins:open", "flowdispatch.node:_call",
-                          "flowdispatch.node:_call_method", "os:system", "_operator:add"]) == \
+                          "builtins:__import__", "builtins:open", "flowdispatch.core.node:_call",
+                          "flowdispatch.core.node:_call_method", "os:system", "_operator:add"]) == \
         ["builtins:getattr", "builtins:eval", "builtins:exec", "builtins:__import__",
-         "builtins:open", "flowdispatch.node:_call", "flowdispatch.node:_call_method",
+         "builtins:open", "flowdispatch.core.node:_call", "flowdispatch.core.node:_call_method",
          "os:system"]
 
 

@@ -440,7 +440,7 @@ def test_with_a_secret_an_unsigned_entry_is_not_read_and_is_replaced(folder, tmp
 def test_a_planted_pickle_is_never_unpickled_with_a_secret(folder, tmp_path):
     import cloudpickle
 
-    from flowdispatch.cachefile import seal
+    from flowdispatch.cache.entryfile import seal
 
     log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
     fd.compute(process(log, 4), executor="sync")

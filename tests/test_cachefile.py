@@ -7,7 +7,7 @@ import os
 import pytest
 
 import flowdispatch as fd
-from flowdispatch.cachefile import (MAGIC, Unsigned, Untrusted, entry_folder_problem,
+from flowdispatch.cache.entryfile import (MAGIC, Unsigned, Untrusted, entry_folder_problem,
                                     folder_problem, seal, secret, unseal)
 
 KEY = "0f" + "1" * 30

@@ -572,7 +572,7 @@ def test_the_dask_scheduler_address_setting_is_honoured(dask_processes):
 
 
 def test_the_live_graph_follows_a_run_on_the_cluster(dask_executor):
-    from flowdispatch.live import LiveGraph
+    from flowdispatch.view.live import LiveGraph
     from test_live import STEPS, Screen, histories
 
     screen = Screen()
@@ -589,7 +589,7 @@ def test_the_live_graph_follows_a_run_on_the_cluster(dask_executor):
 
 
 def test_compute_folds_linear_chains_and_keeps_per_node_states(dask_executor):
-    from flowdispatch.executors.dasktasks import Lowered
+    from flowdispatch.executors.dask.lower import Lowered
 
     class Seen(fd.Callback):
         def __init__(self):
@@ -654,7 +654,7 @@ def test_fail_fast_run_without_watchers_still_records_every_node(dask_executor):
 
 
 def test_the_inbox_wakes_the_run_only_for_what_it_waits_on():
-    from flowdispatch.executors.dask import _Inbox
+    from flowdispatch.executors.dask.client import _Inbox
 
     inbox = _Inbox(lambda key, kind: kind != "done" or key == "target")
     inbox.put(("a", "done", 1, 0.1, None))
@@ -671,7 +671,8 @@ def test_the_inbox_wakes_the_run_only_for_what_it_waits_on():
 def test_the_graph_reaches_the_client_named_without_tokenizing_its_tasks(monkeypatch):
     # Client.get names a plain graph by tokenizing every task (tens of µs each);
     # the lowered graph comes with a name of its own.
-    from flowdispatch.executors.dasktasks import Lowered, Step
+    from flowdispatch.executors.dask.lower import Lowered
+    from flowdispatch.executors.dask.worker import Step
 
     pickled = []
     monkeypatch.setattr(Step, "__reduce__", lambda self: pickled.append(self.key) or (Step, ()))

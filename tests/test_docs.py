@@ -91,7 +91,7 @@ def test_the_api_page_documents_every_public_name(built):
     documented = set(re.findall(r'id="(?:module-)?(flowdispatch\.[\w.]+)"', api))
     missing = [name for name in fd.__all__ if f"flowdispatch.{name}" not in documented]
     assert not missing, f"not on the API page: {missing}"
-    for name in ("flowdispatch.live.LiveGraph", "flowdispatch.testing.check_executor"):
+    for name in ("flowdispatch.view.live.LiveGraph", "flowdispatch.testing.check_executor"):
         assert name in documented
 
 

@@ -510,13 +510,13 @@ def test_a_process_pool_you_own_takes_quick_nodes_in_batches_too():
         executor = fd.PoolExecutor(pool)
         assert fd.compute([inc(i) for i in range(30)], executor=executor) == (
             list(range(1, 31)),)
-    assert "_attempt_batch" in submitted and len(submitted) < 30
+    assert "attempt_batch" in submitted and len(submitted) < 30
     with cf.ThreadPoolExecutor(2) as pool:
         assert not hasattr(fd.PoolExecutor(pool), "start_many")  # no round trips to save
 
 
 def test_a_batch_the_pool_refuses_fails_each_of_its_nodes():
-    from flowdispatch.executors.local import _start_many
+    from flowdispatch.executors.local.pools import _start_many
 
     def refuse(*args):
         raise RuntimeError("cannot schedule new futures after shutdown")

@@ -99,10 +99,10 @@ def test_retry_on_names_are_checked_too():
 
 def test_attribute_and_method_nodes_need_their_helpers_allowed():
     text = fd.Graph(fd.value("a-b").upper().split("-")).to_json()
-    with pytest.raises(fd.NotAllowedError, match=r"not allowed: 'flowdispatch.node:"
+    with pytest.raises(fd.NotAllowedError, match=r"not allowed: 'flowdispatch.core.node:"
                                                  r"_call_method'\."):
         fd.Graph.from_json(text)
-    g = fd.Graph.from_json(text, allow=["flowdispatch.node:_call_method"])
+    g = fd.Graph.from_json(text, allow=["flowdispatch.core.node:_call_method"])
     assert fd.compute(g.targets[0], executor="sync") == (["A", "B"],)
 
 
@@ -117,7 +117,7 @@ def test_a_name_that_is_not_an_import_path_is_refused(path):
 
 def test_malformed_records_are_refused():
     with pytest.raises(fd.GraphError, match=r"expected a list of node records with string keys"):
-        fd.Graph.from_json(json.dumps({"format": "flowdispatch.graph/1", "nodes": [3]}))
+        fd.Graph.from_json(json.dumps({"format": "flowdispatch.core.graph/1", "nodes": [3]}))
     data = json.loads(fd.Graph(double(1)).to_json())
     data["nodes"][-1]["args"] = [{"x": 1}]
     with pytest.raises(fd.GraphError, match=r"expected a tagged object \('__node__', "

@@ -6,7 +6,7 @@ import re
 import pytest
 from dask.utils import key_split
 
-from flowdispatch import keys
+from flowdispatch.core import keys
 
 
 @pytest.mark.parametrize("raw, clean", [

@@ -13,9 +13,9 @@ import time
 import pytest
 
 import flowdispatch as fd
-from flowdispatch import live
-from flowdispatch.live import Frame, LiveGraph
-from flowdispatch.render import STATE_COLORS
+from flowdispatch.view import live
+from flowdispatch.view.live import Frame, LiveGraph
+from flowdispatch.view.render import STATE_COLORS
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz's dot is not installed")

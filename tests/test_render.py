@@ -11,14 +11,14 @@ import graphviz
 import pytest
 
 import flowdispatch as fd
-from flowdispatch.render import (
+from flowdispatch.view.render import (
     FORMATS,
     STATE_COLORS,
     DotNotFoundError,
     results_html,
     visualize,
 )
-from flowdispatch.results import STATES, Results
+from flowdispatch.core.results import STATES, Results
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="Graphviz's dot is not installed")

@@ -4,7 +4,7 @@ import pytest
 
 import flowdispatch as fd
 from flowdispatch.api import run_graph
-from flowdispatch.results import STATES
+from flowdispatch.core.results import STATES
 
 
 @fd.op

@@ -5,8 +5,8 @@ import time
 import pytest
 
 import flowdispatch as fd
-from flowdispatch.op import OpSettings
-from flowdispatch.retry import matches, retry_delay
+from flowdispatch.core.op import OpSettings
+from flowdispatch.core.retry import matches, retry_delay
 
 
 def test_matches_exception_types_and_tuples():

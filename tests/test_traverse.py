@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from flowdispatch.traverse import (HasIterator, Ref, materialize, nesting_error, scan, substitute,
+from flowdispatch.core.traverse import (HasIterator, Ref, materialize, nesting_error, scan, substitute,
                                    template)
 
 a, b = Ref("a-1"), Ref("b-2")

@@ -9,8 +9,8 @@ import tempfile
 import time
 
 import flowdispatch as fd
-from flowdispatch.live import LiveGraph
-from flowdispatch.render import visualize
+from flowdispatch.view.live import LiveGraph
+from flowdispatch.view.render import visualize
 
 HERE = pathlib.Path(__file__).parent
 

@@ -1,6 +1,6 @@
 """Executors: where and how a graph runs."""
 from .base import Executor
-from .local import PoolExecutor, ProcessExecutor, SyncExecutor, ThreadExecutor
+from .local.pools import PoolExecutor, ProcessExecutor, SyncExecutor, ThreadExecutor
 from .registry import register_executor, resolve
 from .submit import SubmitExecutor
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..graph import Graph
-    from ..results import Results
+    from ..core.graph import Graph
+    from ..core.results import Results
 
 __all__ = ["Executor"]
 

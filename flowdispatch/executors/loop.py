@@ -6,7 +6,7 @@ ready node starts and on which :class:`Runner`. Ready nodes wait in a heap
 ordered by op priority, then last-ready-first (depth-first, so values are
 freed early). The loop hands them to the runner while it has free slots and
 takes finished ones back from a queue; a failed attempt is retried after its
-delay (a timer heap, :func:`flowdispatch.retry.retry_delay`) or reported as
+delay (a timer heap, :func:`flowdispatch.core.retry.retry_delay`) or reported as
 failed for good.
 
 A runner either runs a node at once and returns the outcome (in-line), or
@@ -36,14 +36,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..core.retry import retry_delay
 from ..errors import OpTimeoutError
-from ..lowering import bind
-from ..retry import retry_delay
+from .calls import bind
 from .record import RunRecord
 
 if TYPE_CHECKING:
-    from ..node import Node
-    from ..results import Results
+    from ..core.node import Node
+    from ..core.results import Results
 
 __all__ = ["BATCH", "QUICK", "Loop", "Outcome", "Runner", "attempt"]
 

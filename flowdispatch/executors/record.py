@@ -50,14 +50,14 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import cache
-from ..callbacks import HOOKS
+from ..core.callbacks import HOOKS
+from ..core.results import Results, State
 from ..errors import GraphError, UpstreamError, note_node
-from ..lowering import bind
-from ..results import Results, State
+from .calls import bind
 
 if TYPE_CHECKING:
-    from ..graph import Graph
-    from ..node import Node
+    from ..core.graph import Graph
+    from ..core.node import Node
 
 __all__ = ["MISSING", "RunRecord", "check_inputs"]
 

@@ -50,9 +50,9 @@ from .loop import Loop, Outcome, attempt
 from .record import RunRecord
 
 if TYPE_CHECKING:
-    from ..graph import Graph
-    from ..node import Node
-    from ..results import Results
+    from ..core.graph import Graph
+    from ..core.node import Node
+    from ..core.results import Results
 
 __all__ = ["SubmitExecutor"]
 

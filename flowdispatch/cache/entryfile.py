@@ -27,14 +27,14 @@ b'data'
 >>> unseal("77aa", blob, secret=None)
 Traceback (most recent call last):
 ...
-flowdispatch.cachefile.Untrusted: it holds the value of key '3f2a', not of '77aa' (a copied, ...)
+flowdispatch.cache.entryfile.Untrusted: it holds the value of key '3f2a', not of '77aa' (a copied, ...)
 >>> signed = seal("3f2a", b"data", secret=b"0123456789abcdef")
 >>> unseal("3f2a", signed, secret=b"0123456789abcdef")
 b'data'
 >>> unseal("3f2a", blob, secret=b"0123456789abcdef")
 Traceback (most recent call last):
 ...
-flowdispatch.cachefile.Unsigned: it is not signed, but a cache secret is set
+flowdispatch.cache.entryfile.Unsigned: it is not signed, but a cache secret is set
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import hmac
 import os
 import stat
 
-from . import config
+from .. import config
 
 __all__ = ["MAGIC", "MIN_SECRET", "OLD_MAGICS", "OldFormat", "Unsigned", "Untrusted",
            "entry_folder_problem", "folder_problem", "seal", "secret", "unseal"]

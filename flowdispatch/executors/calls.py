@@ -3,7 +3,7 @@
 ``bind`` fills a node's arguments with the values of its dependencies, for
 the local scheduling loop. ``unpicklable`` explains, when a node must travel
 to another process and cannot, which of its parts is to blame. (The dask
-form of a whole graph is in :mod:`flowdispatch.executors.dasktasks`.)
+form of a whole graph is in :mod:`flowdispatch.executors.dask.lower`.)
 
 Examples
 --------
@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import SerializationError
-from .node import Node
-from .traverse import substitute
+from ..core.node import Node
+from ..core.traverse import substitute
+from ..errors import SerializationError
 
 __all__ = ["bind", "unpicklable"]
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from .errors import CycleError, GraphError
+from ..errors import CycleError, GraphError
 from .node import Node, ancestors
 from .traverse import Ref, scan
 
@@ -205,7 +205,7 @@ class Graph:
         >>> dask.get(fd.Graph(n).to_dask(), n.key)
         3
         """
-        from .executors.dasktasks import to_dask
+        from ..executors.dask.lower import to_dask
 
         return to_dask(self, values or {})
 
@@ -223,7 +223,7 @@ class Graph:
         running the graph calls its functions with arguments from the JSON. So
         every name is checked before anything is imported: beyond
         flowdispatch's own helpers and builtins that only compute on data
-        (:data:`~flowdispatch.allowlist.DEFAULT_ALLOW`), only what ``allow``
+        (:data:`~flowdispatch.core.allowlist.DEFAULT_ALLOW`), only what ``allow``
         names is loaded, else :class:`~flowdispatch.NotAllowedError`.
 
         .. warning:: Do not run a graph from a source you do not trust, even
@@ -238,7 +238,7 @@ class Graph:
             What may be imported: exact names (``"mypackage.ops:fit"``), modules
             (``"mypackage.ops"``, the functions defined in it) or packages with
             everything in them (``"mypackage."``). See
-            :mod:`flowdispatch.allowlist`.
+            :mod:`flowdispatch.core.allowlist`.
 
         Examples
         --------
@@ -246,7 +246,7 @@ class Graph:
         >>> g = fd.Graph(fd.collect([fd.value(1), fd.value(2)]))
         >>> fd.Graph.from_json(g.to_json()) == g
         True
-        >>> text = g.to_json().replace("flowdispatch.node:_collect", "os:system")
+        >>> text = g.to_json().replace("flowdispatch.core.node:_collect", "os:system")
         >>> fd.Graph.from_json(text)
         Traceback (most recent call last):
         ...
@@ -263,7 +263,7 @@ class Graph:
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:
         """Render with graphviz (see :func:`flowdispatch.visualize`)."""
-        from .render import visualize
+        from ..view.render import visualize
 
         return visualize(self, filename=filename, format=format, **kwargs)
 

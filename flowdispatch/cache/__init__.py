@@ -10,7 +10,7 @@ argument upstream, gives new keys to it and to everything downstream.
 Each value is one file, ``<cache_dir>/<key[:2]>/<key>``: the value pickled
 by cloudpickle, after a header that names its key and a checksum, written to a
 temporary name first and renamed into place, so that a crash never leaves half
-a value behind (the format is in :mod:`flowdispatch.cachefile`). The
+a value behind (the format is in :mod:`flowdispatch.cache.entryfile`). The
 directory comes from ``fd.config.set(cache_dir=...)``; by default
 ``$XDG_CACHE_HOME/flowdispatch`` (``~/.cache/flowdispatch``). On a dask
 cluster the workers read and write the same path: they need to share its file
@@ -72,14 +72,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import cachefile, config
-from .errors import CacheWarning
-from .node import ancestors
-from .traverse import substitute
+from .. import config
+from ..core.node import ancestors
+from ..core.traverse import substitute
+from ..errors import CacheWarning
+from . import entryfile
 
 if TYPE_CHECKING:
-    from .graph import Graph
-    from .node import Node
+    from ..core.graph import Graph
+    from ..core.node import Node
 
 __all__ = ["CachePlan", "cache_dir", "clear", "entries", "lineage_keys", "load", "prepare", "save"]
 
@@ -109,19 +110,19 @@ def save(path: str, value: Any) -> None:
 
     try:
         key = os.path.basename(path)
-        signing = cachefile.secret()
+        signing = entryfile.secret()
         data = cloudpickle.dumps(value)
         folder = os.path.dirname(path)
         os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        problem = cachefile.entry_folder_problem(path)
+        problem = entryfile.entry_folder_problem(path)
         if problem is not None:
             _distrusted(*problem)
             return
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(cachefile.seal(key, data, signing))
+                f.write(entryfile.seal(key, data, signing))
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -137,13 +138,13 @@ def load(path: str) -> tuple[bool, Any]:
     trusted (then with a :class:`~flowdispatch.CacheWarning`, and the node runs again).
 
     An entry is trusted when the current user owns it and the folders it is in
-    (see :func:`flowdispatch.cachefile.folder_problem`), it holds the key it is
+    (see :func:`flowdispatch.cache.entryfile.folder_problem`), it holds the key it is
     read under (its file name), and its checksum holds; with a ``cache_secret``
     set, also its signature. Nothing else is unpickled.
     """
     import pickle
 
-    problem = cachefile.entry_folder_problem(path)
+    problem = entryfile.entry_folder_problem(path)
     if problem is not None:
         return _distrusted(*problem)
     try:
@@ -158,20 +159,20 @@ def load(path: str) -> tuple[bool, Any]:
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
                                  "a pickle can run code")
     try:
-        signing = cachefile.secret()
+        signing = entryfile.secret()
     except (TypeError, ValueError) as exc:  # the cache_secret setting
         return _warn(f"flowdispatch: cached values are not read: {exc}", 3)
     try:
-        data = cachefile.unseal(os.path.basename(path), blob, signing)
-    except cachefile.OldFormat as exc:
+        data = entryfile.unseal(os.path.basename(path), blob, signing)
+    except entryfile.OldFormat as exc:
         return _warn(f"flowdispatch: entries in the cache folder {_root(path)!r} are not "
                      f"read: {exc}; their nodes run again and replace them", 3)
-    except cachefile.Unsigned:
+    except entryfile.Unsigned:
         return _warn(
             f"flowdispatch: unsigned entries in the cache folder {_root(path)!r} are not read: "
             "a cache_secret is set; their nodes run again and replace them. If dask workers "
             "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)", 3)
-    except cachefile.Untrusted as exc:
+    except entryfile.Untrusted as exc:
         return _unreadable(path, str(exc))
     try:
         return True, pickle.loads(data)
@@ -200,7 +201,7 @@ def _distrusted(folder: str, why: str) -> tuple[bool, None]:
                  "you (chmod 700), or choose another with fd.config.set(cache_dir=...)")
 
 
-_MAGICS = (cachefile.MAGIC, *cachefile.OLD_MAGICS)
+_MAGICS = (entryfile.MAGIC, *entryfile.OLD_MAGICS)
 
 
 def entries(directory: str | None = None) -> list[str]:
@@ -219,7 +220,7 @@ def entries(directory: str | None = None) -> list[str]:
             entry = os.path.join(path, name)
             try:
                 with open(entry, "rb") as f:
-                    if f.read(len(cachefile.MAGIC)).startswith(_MAGICS):
+                    if f.read(len(entryfile.MAGIC)).startswith(_MAGICS):
                         found.append(entry)
             except OSError:  # a folder, or unreadable: not ours to count
                 pass

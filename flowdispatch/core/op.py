@@ -35,12 +35,22 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    overload,
+)
 
 import wrapt
 
-from . import config, keys
-from .errors import NoutError
+from .. import config
+from ..errors import NoutError
+from . import keys
 from .node import Node, make_node
 from .traverse import Ref, materialize
 

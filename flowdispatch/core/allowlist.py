@@ -21,10 +21,10 @@ Examples
 ['tools:wipe', 'os:system']
 >>> load("_operator:add")
 <built-in function add>
->>> load("flowdispatch.jsongraph:json.loads")
+>>> load("flowdispatch.core.jsongraph:json.loads")
 Traceback (most recent call last):
 ...
-flowdispatch.errors.GraphError: 'flowdispatch.jsongraph:json.loads' is not where ... ('json:loads'); ...
+flowdispatch.errors.GraphError: 'flowdispatch.core.jsongraph:json.loads' is not where ... ('json:loads'); ...
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import operator
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import GraphError, NotAllowedError
+from ..errors import GraphError, NotAllowedError
 from .node import _collect
 
 __all__ = ["DEFAULT_ALLOW", "Allow", "load", "resolve", "split"]

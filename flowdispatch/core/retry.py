@@ -8,7 +8,7 @@ seconds, multiplied by ``backoff`` for each further attempt and capped at
 
 Examples
 --------
->>> from flowdispatch.op import OpSettings
+>>> from flowdispatch.core.op import OpSettings
 >>> s = OpSettings(retries=3, retry_on=(OSError,), retry_delay=1.0, backoff=2.0, max_delay=3.0)
 >>> [retry_delay(s, OSError(), attempt) for attempt in (1, 2, 3, 4)]
 [1.0, 2.0, 3.0, None]

@@ -1,4 +1,4 @@
-"""Callbacks: observe a run as it goes, and the progress bar built on them.
+"""Callbacks: observe a run as it goes (the progress bar and the live graph are callbacks).
 
 A callback is any object with some of these methods, all taking keyword
 arguments only; the scheduling loop calls them from the thread that runs
@@ -22,14 +22,14 @@ Examples
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .graph import Graph
     from .node import Node
     from .results import Results
 
-__all__ = ["HOOKS", "Callback", "ProgressBar"]
+__all__ = ["HOOKS", "Callback"]
 
 HOOKS = ("on_start", "on_node_start", "on_node_finish", "on_node_error",
          "on_node_upstream_failed", "on_finish")
@@ -56,34 +56,3 @@ class Callback:
 
     def on_finish(self, *, results: Results) -> None:
         """The run is over."""
-
-
-class ProgressBar(Callback):
-    """A tqdm progress bar over the nodes of a run."""
-
-    def __init__(self, **tqdm_kwargs: Any):
-        self._kwargs = tqdm_kwargs
-        self._bar = None
-
-    def on_start(self, *, graph: Graph) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=len(graph), unit="node", **self._kwargs)
-
-    def _step(self) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def on_node_finish(self, *, node: Node, duration: float) -> None:
-        self._step()
-
-    def on_node_error(self, *, node: Node, error: BaseException) -> None:
-        self._step()
-
-    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
-        self._step()
-
-    def on_finish(self, *, results: Results) -> None:
-        if self._bar is not None:
-            self._bar.n = sum(1 for s in results.states.values() if s != "cancelled")
-            self._bar.close()

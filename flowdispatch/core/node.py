@@ -134,25 +134,25 @@ class Node(Ref, Generic[T_co]):
 
         See :func:`flowdispatch.compute` for the keyword arguments.
         """
-        from .api import compute
+        from ..api import compute
 
         return compute(self, executor=executor, **kwargs)[0]
 
     def persist(self, executor: Any, **kwargs: Any) -> Any:
         """Lower to dask futures that stay on the cluster (see :func:`flowdispatch.persist`)."""
-        from .api import persist
+        from ..api import persist
 
         return persist(self, executor=executor, **kwargs)[self]
 
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:
         """Render this node and its ancestors (see :func:`flowdispatch.visualize`)."""
-        from .render import visualize
+        from ..view.render import visualize
 
         return visualize(self, filename=filename, format=format, **kwargs)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .render import visualize
+        from ..view.render import visualize
 
         return visualize(self)._repr_mimebundle_(include, exclude)
 
@@ -509,7 +509,7 @@ def value(obj: T, name: str | None = None, pure: bool | None = None,
     if nout is not None:
         _check_value_nout(obj, nout)
     if pure is None:
-        from . import config
+        from .. import config
 
         pure = config.pure()
     key = keys.pure_key(label, obj) if pure else keys.unique_key(label)

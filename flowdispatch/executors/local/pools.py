@@ -12,18 +12,17 @@ import functools
 import multiprocessing
 import os
 import pickle
-import signal
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OpTimeoutError, SerializationError
-from ..lowering import call_parts, unpicklable
-from .loop import Outcome, _timeout, attempt
-from .submit import SubmitExecutor
+from ...errors import SerializationError
+from ..calls import call_parts, unpicklable
+from ..loop import Outcome, _timeout, attempt
+from ..submit import SubmitExecutor
+from .worker import attempt_batch, attempt_pickled
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ...core.node import Node
 
 __all__ = ["PoolExecutor", "ProcessExecutor", "SyncExecutor", "ThreadExecutor"]
 
@@ -112,46 +111,6 @@ class ThreadExecutor(_PoolRunner):
         return f"ThreadExecutor(max_workers={self.max_workers})"
 
 
-def _alarm(signum: int, frame: Any) -> None:
-    raise OpTimeoutError("the op ran longer than its timeout; it was stopped")
-
-
-def _attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
-    """In a worker process: run one node shipped as cloudpickle bytes.
-
-    With a ``timeout``, a SIGALRM stops the op (in Python code) at its deadline.
-    """
-    import cloudpickle
-
-    fn, args, kwargs = cloudpickle.loads(payload)
-    if timeout is not None:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        ok, result, seconds = attempt(fn, args, kwargs)
-    finally:
-        if timeout is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    if not ok:
-        result.add_note("Traceback in the worker process:\n" + "".join(
-            traceback.format_exception(result)).rstrip())
-    try:
-        return cloudpickle.dumps((ok, result, seconds))
-    except Exception as exc:
-        what = "result" if ok else "exception"
-        error = SerializationError(
-            f"the {what} of type {type(result).__name__} could not be pickled to send it "
-            f"back from the worker process: {exc}. Return a picklable value, or use a "
-            "thread-based executor."
-        )
-        return cloudpickle.dumps((False, error, seconds))
-
-
-def _attempt_batch(payloads: list[bytes]) -> list[bytes]:
-    """In a worker process: run several quick nodes (without timeouts) in turn."""
-    return [_attempt_pickled(payload) for payload in payloads]
-
-
 def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
     """Pickle one call for another process; name what cannot be pickled."""
     import cloudpickle
@@ -165,7 +124,7 @@ def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
 
 
 def _unship(future: cf.Future) -> Outcome:
-    """The outcome of a node run by :func:`_attempt_pickled` (never raises)."""
+    """The outcome of a node run by :func:`attempt_pickled` (never raises)."""
     try:
         data = future.result()
     except cf.process.BrokenProcessPool as exc:  # the worker process died
@@ -198,7 +157,7 @@ def _start_many(submit: Callable[..., cf.Future], calls: list) -> list:
                 report(outcome)
 
         try:
-            future = submit(_attempt_batch, payloads)
+            future = submit(attempt_batch, payloads)
         except Exception as exc:  # the pool would not take them: none started
             copies = iter([exc, *(_copy(exc) for _ in payloads[1:])])
             return [error if error is not None else next(copies) for error in errors]
@@ -251,7 +210,7 @@ class ProcessExecutor(_PoolRunner):
             return self._pool
 
     def start(self, node, args, kwargs, report):
-        future = self.submit(_attempt_pickled, ship(node, args, kwargs), _timeout(node))
+        future = self.submit(attempt_pickled, ship(node, args, kwargs), _timeout(node))
         future.add_done_callback(lambda f: report(_unship(f)))
         return None
 
@@ -306,7 +265,7 @@ class PoolExecutor(_PoolRunner):
 
     def start(self, node, args, kwargs, report):
         if isinstance(self._pool, cf.ProcessPoolExecutor):
-            future = self._pool.submit(_attempt_pickled, ship(node, args, kwargs), _timeout(node))
+            future = self._pool.submit(attempt_pickled, ship(node, args, kwargs), _timeout(node))
             future.add_done_callback(lambda f: report(_unship(f)))
             return None
         return super().start(node, args, kwargs, report)

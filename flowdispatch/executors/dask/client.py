@@ -2,7 +2,7 @@
 
 :class:`DaskExecutor` connects to a running scheduler, uses a given
 ``Client``, or starts an embedded ``LocalCluster`` on 127.0.0.1. A run lowers
-the graph (:mod:`.dasktasks`: one task per node), submits it with one
+the graph (:mod:`.lower`: one task per node), submits it with one
 ``Client.get``, and follows it through two streams in the calling thread: the
 events that the tasks report (start, done, failed: so the state, attempts and
 duration of every node, and which node failed first) and the targets'
@@ -40,18 +40,19 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExecutorError, SecurityWarning, SerializationError
-from ..graph import Graph, as_nodes
-from .base import Executor
-from .dasktasks import TOPIC, Lowered
-from .record import RunRecord
-from .registry import is_client
+from ...core.graph import Graph, as_nodes
+from ...errors import ExecutorError, SecurityWarning, SerializationError
+from ..base import Executor
+from ..record import RunRecord
+from ..registry import is_client
+from .lower import Lowered
+from .worker import TOPIC
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-    from ..node import Node
-    from ..results import Results
+    from ...core.node import Node
+    from ...core.results import Results
 
 __all__ = ["DaskExecutor"]
 

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .errors import CancelledError
+from ..errors import CancelledError
 
 if TYPE_CHECKING:
     import graphviz
@@ -208,7 +208,7 @@ class Results:
         redo = {k for k, s in self.states.items() if s in _REDO}
         if not redo:
             return self
-        from .api import run_graph
+        from ..api import run_graph
 
         supplied = {k: v for k, v in self._values.items() if k not in redo}
         graph = self.graph.subgraph(inputs=[self.graph[k] for k in supplied])
@@ -230,16 +230,16 @@ class Results:
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:
         """The graph coloured by state, with durations (see :func:`flowdispatch.visualize`)."""
-        from .render import visualize
+        from ..view.render import visualize
 
         return visualize(self, filename=filename, format=format, **kwargs)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .render import results_bundle
+        from ..view.render import results_bundle
 
         return results_bundle(self, include=include, exclude=exclude)
 
     def _repr_html_(self) -> str:
-        from .render import results_html
+        from ..view.render import results_html
 
         return results_html(self, drawing=True)

@@ -10,7 +10,7 @@ the functions again and rebuilds the nodes with the same keys, so
 Loading imports the modules that the JSON names (which runs their import
 code), and running the graph calls its functions with arguments from the
 JSON. So :func:`loads` checks every name before it imports anything, and
-loads only what the caller allows (see :mod:`flowdispatch.allowlist`): by
+loads only what the caller allows (see :mod:`flowdispatch.core.allowlist`): by
 default flowdispatch's own helpers (behind ``node[i]``, the lazy operators
 and ``fd.collect``) and builtins that only compute on data. Even so, a graph
 from a source you do not trust must not be run: an allowed function may do
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from ..errors import GraphError, SerializationError
 from .allowlist import Allow, load, resolve, split
-from .errors import GraphError, SerializationError
 from .node import Node, make_node
 from .op import Op, OpSettings
 from .traverse import Ref
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT", "dumps", "loads"]
 
-FORMAT = "flowdispatch.graph/1"
+FORMAT = "flowdispatch.core.graph/1"
 _DEFAULTS = OpSettings()
 
 
@@ -201,7 +201,7 @@ def _paths(records: Iterable[dict[str, Any]]) -> list[str]:
 
 def loads(text: str, allow: Iterable[str] = ()) -> Graph:
     """Rebuild the graph of :func:`dumps` text, importing its functions if ``allow``
-    (with :data:`~flowdispatch.allowlist.DEFAULT_ALLOW`) allows them all; else raise
+    (with :data:`~flowdispatch.core.allowlist.DEFAULT_ALLOW`) allows them all; else raise
     :class:`~flowdispatch.NotAllowedError` before importing anything."""
     from .graph import Graph, check_acyclic
 

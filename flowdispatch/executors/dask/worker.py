@@ -1,0 +1,222 @@
+"""What a flowdispatch task does on a dask worker: run one node, or a chain of them.
+
+A task's function is a :class:`Step`: the node's argument templates and its
+op's :class:`Code`, both pickled with cloudpickle on the client (see
+:mod:`.lower`). The scheduler only sees those bytes, never the user's code
+(it needs ``flowdispatch`` alone); a worker unpickles them, fills in the
+dependencies' values, and calls the op, applying the op's retry policy
+(:mod:`flowdispatch.core.retry`) between attempts: a retry waits without
+holding a worker thread (``secede``/``rejoin``).
+
+A step reports what happens to the client as small events, sent with
+``Worker.log_event`` on the topic :data:`TOPIC`: ``[run, key, kind, attempt,
+seconds, error]`` where ``kind`` is ``"start"`` (each attempt, when someone
+watches for starts: each event is a message through the scheduler), ``"done"`` or
+``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
+events before its result, and the scheduler forwards both in order, so the
+client learns of a node before it learns of anything that depends on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import threading
+import time
+from functools import lru_cache
+from typing import Any
+
+from ...cache import save
+from ...core.retry import retry_delay
+from ...core.traverse import substitute
+from ...errors import OpTimeoutError, note_node
+
+__all__ = ["TOPIC", "Chain", "Code", "Step", "dump_error"]
+
+#: The event topic that steps report on.
+TOPIC = "flowdispatch"
+_EMPTY: dict = {}
+
+
+@lru_cache(maxsize=64)
+def _load_code(code: bytes) -> tuple:
+    return pickle.loads(code)
+
+
+def _reporter(run: str | None):
+    """A function that sends an event of ``run`` to the client, or ``None``."""
+    if run is None:
+        return None
+    try:
+        from distributed.worker import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a dask worker (e.g. dask.get)
+        return None
+    return lambda *msg: worker.log_event(TOPIC, [run, *msg])
+
+
+def _pause(seconds: float) -> None:
+    """Wait before a retry without holding one of the worker's threads."""
+    try:
+        from distributed import rejoin, secede
+
+        secede()
+    except Exception:  # not in a worker's task thread
+        time.sleep(seconds)
+        return
+    try:
+        time.sleep(seconds)
+    finally:
+        rejoin()
+
+
+def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any:
+    """``fn(*args, **kwargs)``; past ``timeout`` seconds, raise ``OpTimeoutError`` instead.
+
+    The op then runs in a thread of its own, which cannot be stopped: at the
+    deadline it is abandoned (and the worker's thread goes on to other work).
+    """
+    if timeout is None:
+        return fn(*args, **kwargs)
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, fn(*args, **kwargs)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the task's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name=f"flowdispatch-{key}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise OpTimeoutError(
+            f"node {key!r} ran longer than its timeout of {timeout:g} s; it was abandoned: "
+            "a thread cannot be stopped, so it runs on until the op returns")
+    ok, result = outcome[0]
+    if not ok:
+        raise result
+    return result
+
+
+def dump_error(error: BaseException) -> bytes:
+    """The exception, pickled (with its traceback, by tblib), or a stand-in that says why not."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(error)
+    except Exception as exc:
+        return cloudpickle.dumps(RuntimeError(
+            f"{type(error).__name__}: {error} (the exception itself could not be pickled: {exc})"))
+
+
+class Code:
+    """An op as it travels: its name, the pickled ``(fn, settings)``, and the run to report to.
+
+    One per op and run, shared by the op's steps, so a graph pickles it once.
+    """
+
+    __slots__ = ("name", "code", "run", "starts")
+
+    def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True):
+        self.name = name
+        self.code = code
+        self.run = run  # None: report nothing (futures from submit())
+        self.starts = starts  # report each attempt's start too (someone watches for it)
+
+    def __reduce__(self):
+        return (Code, (self.name, self.code, self.run, self.starts))
+
+
+class Step:
+    """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker."""
+
+    __slots__ = ("op", "key", "call", "deps", "store")
+
+    def __init__(self, op: Code, key: str, call: bytes | None, deps: tuple[str, ...],
+                 store: str | None = None):
+        self.op = op
+        self.key = key
+        self.call = call  # cloudpickle of the (args, kwargs) templates, or None
+        self.deps = deps  # the keys whose values the task passes, in order
+        self.store = store  # the cache file to save the value to, if any
+
+    def __reduce__(self):
+        return (Step, (self.op, self.key, self.call, self.deps, self.store))
+
+    @property
+    def __name__(self) -> str:  # what dask shows for the task
+        return self.op.name
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch step {self.key!r}>"
+
+    def __call__(self, *values: Any) -> Any:
+        key = self.key
+        report = _reporter(self.op.run)
+        try:
+            fn, settings = _load_code(self.op.code)
+            args, kwargs = pickle.loads(self.call) if self.call is not None else ((), _EMPTY)
+        except Exception as exc:
+            exc.add_note(f"flowdispatch: node {key!r} could not be unpickled on the dask "
+                         "worker; the modules of its op and arguments must be importable there")
+            if report:
+                report(key, "failed", 1, 0.0, dump_error(exc))
+            raise
+        if self.deps:
+            known = dict(zip(self.deps, values))
+            args, kwargs = substitute(args, known), substitute(kwargs, known)
+        for attempt in itertools.count(1):
+            if report and self.op.starts:
+                report(key, "start", attempt, 0.0, None)
+            start = time.perf_counter()
+            try:
+                result = _call(fn, args, kwargs, key, settings and settings.timeout)
+            except Exception as exc:
+                seconds = time.perf_counter() - start
+                delay = retry_delay(settings, exc, attempt)
+                if delay is None:
+                    note_node(exc, key)
+                    if report:
+                        report(key, "failed", attempt, seconds, dump_error(exc))
+                    raise
+                if delay:
+                    _pause(delay)
+                continue
+            seconds = time.perf_counter() - start
+            if self.store is not None:
+                save(self.store, result)
+            if report:
+                report(key, "done", attempt, seconds, None)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Chain:
+    """A linear chain of steps as one dask task: ``chain(*values)`` runs them in turn.
+
+    Each step still reports its own events, so every node keeps its own state,
+    attempts and duration; only the scheduler round trips between them go.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[Step, ...]):
+        self.steps = steps
+
+    def __reduce__(self):
+        return (Chain, (self.steps,))
+
+    @property
+    def __name__(self) -> str:
+        return self.steps[-1].op.name
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch chain of {len(self.steps)} steps to {self.steps[-1].key!r}>"
+
+    def __call__(self, *values: Any) -> Any:
+        value = self.steps[0](*values)
+        for step in self.steps[1:]:
+            value = step(value)
+        return value

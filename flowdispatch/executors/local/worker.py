@@ -1,0 +1,60 @@
+"""What runs in a worker process of a process pool: one node, or a batch of quick ones.
+
+The parent ships each call as cloudpickle bytes (``fn, args, kwargs``); the
+worker runs it (:func:`~flowdispatch.executors.loop.attempt`), stopping it by a
+SIGALRM at its ``timeout``, and sends the outcome back pickled, with the
+worker's traceback added as a note to a failure. A result or exception that
+cannot be pickled becomes a :class:`~flowdispatch.SerializationError` that
+says so.
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from typing import Any
+
+from ...errors import OpTimeoutError, SerializationError
+from ..loop import attempt
+
+__all__ = ["attempt_batch", "attempt_pickled"]
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise OpTimeoutError("the op ran longer than its timeout; it was stopped")
+
+
+def attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
+    """In a worker process: run one node shipped as cloudpickle bytes.
+
+    With a ``timeout``, a SIGALRM stops the op (in Python code) at its deadline.
+    """
+    import cloudpickle
+
+    fn, args, kwargs = cloudpickle.loads(payload)
+    if timeout is not None:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        ok, result, seconds = attempt(fn, args, kwargs)
+    finally:
+        if timeout is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    if not ok:
+        result.add_note("Traceback in the worker process:\n" + "".join(
+            traceback.format_exception(result)).rstrip())
+    try:
+        return cloudpickle.dumps((ok, result, seconds))
+    except Exception as exc:
+        what = "result" if ok else "exception"
+        error = SerializationError(
+            f"the {what} of type {type(result).__name__} could not be pickled to send it "
+            f"back from the worker process: {exc}. Return a picklable value, or use a "
+            "thread-based executor."
+        )
+        return cloudpickle.dumps((False, error, seconds))
+
+
+def attempt_batch(payloads: list[bytes]) -> list[bytes]:
+    """In a worker process: run several quick nodes (without timeouts) in turn."""
+    return [attempt_pickled(payload) for payload in payloads]
