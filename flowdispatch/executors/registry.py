@@ -19,12 +19,12 @@ flowdispatch.errors.UnknownExecutorError: unknown executor 'warp-drive'; expecte
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
 from .. import config
+from ..core.allowlist import resolve as load  # a dotted path, imported now
 from ..errors import UnknownExecutorError
 from .base import Executor
 
@@ -43,15 +43,6 @@ BUILT_IN = {
 _POOL = "flowdispatch.executors.local:PoolExecutor"
 
 _factories: dict[str, Callable[..., Executor] | str] = dict(BUILT_IN)
-
-
-def load(path: str) -> Any:
-    """The object that a dotted path ``"package.module:name"`` names, imported now."""
-    module, _, name = path.partition(":")
-    found: Any = importlib.import_module(module)
-    for part in name.split("."):
-        found = getattr(found, part)
-    return found
 
 
 def _factory(name: str) -> Callable[..., Executor] | None:
