@@ -424,9 +424,10 @@ def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
             deep = _scan_call(args, kwargs, found)
         except RecursionError:
             raise _nesting_error(key, args, kwargs) from None
-    for ref in found.values():
-        if not isinstance(ref, Node):
-            raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
+    if deep:  # a nested Ref that is not a node (direct arguments were checked already)
+        for ref in found.values():
+            if not isinstance(ref, Node):
+                raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
     if op is not None and nout is not None:
         fn = op._checked(fn, nout)
     node = _new(Node)

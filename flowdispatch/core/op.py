@@ -46,9 +46,9 @@ from typing import (
     overload,
 )
 
+import dask.config
 import wrapt
 
-from .. import config
 from ..errors import NoutError
 from . import keys
 from .node import Node, make_node
@@ -328,7 +328,10 @@ class Op(_FunctionWrapper, Generic[P, R]):
                     ) from None
         settings = self._self_settings
         if pure is None:
-            pure = settings.pure if settings.pure is not None else config.pure()
+            pure = settings.pure
+            if pure is None:  # the setting, read fast (it is read for every node built)
+                section = dask.config.config.get("flowdispatch")
+                pure = bool(section.get("pure")) if section else False
         if pure:  # the key follows the arguments: iterators become lists first
             args, kwargs = materialize(args), materialize(kwargs) if kwargs else kwargs
             key = keys.pure_key(self._self_name, self.__dask_tokenize__(), args, kwargs)
