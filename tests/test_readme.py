@@ -46,3 +46,17 @@ def test_the_script_example_runs_with_its_guard(tmp_path):
 
 def test_no_machine_paths_in_the_readme():
     assert not re.search(r"/(work|root|home|tmp)/", README.read_text())
+
+
+def test_the_backend_example_runs_and_keeps_the_contract():
+    from flowdispatch.testing import check_executor
+
+    text = README.read_text()
+    section = text[text.index("## Your own backend"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "(3,)"
+    ns: dict = {}
+    exec(compile(code.replace("print(", "(", 1), str(README), "exec"), ns)
+    check_executor(ns["InlineExecutor"])
