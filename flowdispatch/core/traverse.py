@@ -47,7 +47,7 @@ class Ref:
     def __repr__(self) -> str:
         return f"Ref({self._key!r})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Ref], tuple[str]]:
         return (Ref, (self._key,))
 
 
