@@ -49,11 +49,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import cache
+from .. import cache, config
 from ..core.callbacks import HOOKS
-from ..core.results import Results, State
-from ..errors import GraphError, UpstreamError, note_node
+from ..core.results import Dynamic, Results, State
+from ..core.traverse import substitute
+from ..errors import CycleError, FlowDispatchError, GraphError, UpstreamError, note_node
 from .calls import bind
+from .expand import current_replay, held, joining, look_up, note_parent
 
 if TYPE_CHECKING:
     from ..core.graph import Graph
@@ -65,11 +67,15 @@ __all__ = ["MISSING", "RunRecord", "check_inputs"]
 MISSING: Any = object()
 
 _DONE, _FAILED, _UPSTREAM = State.DONE, State.FAILED, State.UPSTREAM_FAILED
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def check_inputs(graph: Graph, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The overrides that concern ``graph``; a cut input without a value is an error."""
-    missing = [node.key for node in graph.inputs if node.key not in overrides]
+def check_inputs(graph: Graph, overrides: Mapping[str, Any],
+                 replayed: Iterable[str] = ()) -> dict[str, Any]:
+    """The overrides that concern ``graph``; a cut input without a value (or, in a
+    rerun, a value its op returned before) is an error."""
+    missing = [node.key for node in graph.inputs
+               if node.key not in overrides and node.key not in replayed]
     if missing:
         raise GraphError(
             f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
@@ -95,14 +101,20 @@ class RunRecord:
     __slots__ = ("graph", "nodes", "overrides", "hits", "stores", "states", "values", "errors",
                  "durations", "attempts", "fail_fast", "stopping", "open", "on_release",
                  "on_stop", "on_ready", "_hooks", "_on_node_start", "_on_node_finish",
-                 "_waiting", "_needed", "_dependents", "_keep")
+                 "_waiting", "_needed", "_dependents", "_keep", "parents", "children",
+                 "returned", "created", "_dynamic", "_waiters", "_settling", "_given",
+                 "_limit", "_user_overrides", "_replayed", "_todo")
 
     def __init__(self, graph: Graph, overrides: Mapping[str, Any] | None = None,
                  callbacks: Iterable[Any] = (), fail_fast: bool = False):
-        overrides = check_inputs(graph, overrides or {})
+        replay = current_replay()
+        overrides = check_inputs(graph, overrides or {}, replay.returned if replay else ())
         graph, overrides, plan = cache.prepare(graph, overrides)
         self.graph = graph
-        self.nodes: Mapping[str, Node] = graph.nodes
+        #: ``{key: node}``: the graph's, then those that join the run as nodes expand.
+        self.nodes: dict[str, Node] = dict(graph.nodes)
+        self._user_overrides = overrides if not plan else {
+            k: v for k, v in overrides.items() if k not in plan.hits}
         self.overrides = overrides
         self.hits: dict[str, Any] = plan.hits if plan else {}
         #: key -> the cache file its value is saved to once it completes.
@@ -127,7 +139,25 @@ class RunRecord:
         self._on_node_start = self._hooks["on_node_start"]
         self._on_node_finish = self._hooks["on_node_finish"]
         self._keep = {t._key for t in graph.targets} | overrides.keys()
+        #: key -> the node whose expansion brought it into the run.
+        self.parents: dict[str, str] = {}
+        #: key of an expanded node -> the keys of the nodes its value held, in order.
+        self.children: dict[str, list[str]] = {}
+        #: key of an expanded node -> the value its op returned (holding nodes).
+        self.returned: dict[str, Any] = {}
+        #: How many nodes joined the run as nodes expanded.
+        self.created = 0
+        self._dynamic = False  # once a node expanded, no value is released
+        self._waiters: dict[str, list[str]] = {}  # child -> the expanded nodes waiting
+        self._settling: list[str] = []  # expanded nodes whose children have completed
+        self._limit: int | None = None
+        self._given = replay.values if replay else {}
+        self._replayed = replay.returned if replay else {}
+        self._todo: list[str] | None = None
         self._count()
+        if replay:
+            self._replay(replay.returned)
+        self._replayed = {}
         for fire in self._hooks["on_start"]:
             fire(graph=graph)
 
@@ -155,6 +185,14 @@ class RunRecord:
         #: How many nodes have not ended yet (done, failed or upstream-failed).
         self.open = len(waiting)
 
+    def _replay(self, returned: Mapping[str, Any]) -> None:
+        """A rerun: the nodes in ``returned`` expand again without running their ops."""
+        todo = self._todo = [key for key in returned if key in self._waiting]
+        while todo:
+            key = todo.pop()
+            self.finished(key, 0.0, returned[key])
+        self._todo = None
+
     @property
     def hooks(self) -> dict[str, list[Any]]:
         """``{hook name: [bound methods of the callbacks that have it]}``."""
@@ -162,7 +200,9 @@ class RunRecord:
 
     def ready(self) -> list[Node]:
         """The nodes that can start at once: every dependency given or cached."""
-        return [self.nodes[k] for k, count in self._waiting.items() if not count]
+        states, returned = self.states, self.returned
+        return [self.nodes[k] for k, count in self._waiting.items()
+                if not count and k not in states and k not in returned]
 
     def call(self, key: str) -> tuple[tuple, dict]:
         """``(args, kwargs)`` for node ``key``, its dependencies' values filled in."""
@@ -183,7 +223,20 @@ class RunRecord:
 
     def finished(self, key: str, seconds: float, value: Any = MISSING) -> None:
         """``key`` returned ``value`` after ``seconds``; :attr:`on_ready` hears of the
-        dependents that can start now."""
+        dependents that can start now. A value holding nodes expands (see
+        :mod:`~flowdispatch.executors.expand`): ``key`` completes once they have."""
+        if value is not MISSING and type(value) not in _ATOMS:
+            found = held(value)
+            if found is not None and self.nodes[key]._op is not None:  # data stays data
+                self._expand(key, seconds, value, found)
+                self._settle()
+                return
+        self._complete(key, seconds, value)
+        if self._settling:
+            self._settle()
+
+    def _complete(self, key: str, seconds: float, value: Any) -> None:
+        """``key`` is done with ``value``: store, save, release, and free its dependents."""
         self.states[key] = _DONE
         self.open -= 1
         self.durations[key] = seconds
@@ -195,15 +248,8 @@ class RunRecord:
                 cache.save(self.stores[key], value)
         for fire in self._on_node_finish:
             fire(node=node, duration=seconds)
-        needed, keep = self._needed, self._keep
-        for dep in node._deps:  # release the values no node needs any more
-            dkey = dep._key
-            left = needed[dkey] - 1
-            needed[dkey] = left
-            if not left and dkey not in keep:
-                self.values.pop(dkey, None)
-                if self.on_release is not None:
-                    self.on_release(dkey)
+        if not self._dynamic:
+            self._release(node)
         downs = self._dependents.get(key)
         if downs:
             waiting, on_ready = self._waiting, self.on_ready
@@ -212,6 +258,146 @@ class RunRecord:
                 waiting[down] = left
                 if not left and on_ready is not None:
                     on_ready(nodes[down])
+        if self._waiters:
+            for parent in self._waiters.pop(key, ()):
+                self._waiting[parent] -= 1
+                if not self._waiting[parent]:
+                    self._settling.append(parent)
+
+    def _release(self, node: Node) -> None:
+        """Let go of the values of ``node``'s dependencies that no node needs any more."""
+        needed, keep = self._needed, self._keep
+        for dep in node._deps:
+            dkey = dep._key
+            left = needed[dkey] - 1
+            needed[dkey] = left
+            if not left and dkey not in keep:
+                self.values.pop(dkey, None)
+                if self.on_release is not None:
+                    self.on_release(dkey)
+
+    def _settle(self) -> None:
+        """Complete the expanded nodes whose children have all completed (a loop, not
+        recursion: a chain of 10,000 nested expansions settles in one go)."""
+        settling, values = self._settling, self.values
+        while settling:
+            key = settling.pop()
+            if key not in self.states:
+                self._complete(key, self.durations[key],
+                               substitute(self.returned[key], values))
+
+    def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node]) -> None:
+        """``key`` returned ``value``, holding the nodes ``found``: they join the run."""
+        self.durations[key] = seconds
+        self._dynamic = True
+        try:
+            self._check_cycle(key, found)
+            new = joining(found.values(), self.nodes)
+            self._grow(key, len(new))
+        except FlowDispatchError as error:
+            return self.failed(key, error, seconds)
+        self.returned[key] = value
+        self.children[key] = list(found)
+        for fire in self._hooks["on_expand"]:
+            fire(node=self.nodes[key], nodes=tuple(new))
+        hits, stores = look_up(new, self._user_overrides)
+        if hits or stores:
+            self.hits.update(hits)
+            self.stores.update(stores)
+        for node in new:
+            self._join(node, key)
+        self._wait_for(key, found)
+
+    def _grow(self, key: str, count: int) -> None:
+        """Count ``count`` nodes created at run time; past the limit, an error."""
+        self.created += count
+        limit = self._limit
+        if limit is None:
+            limit = self._limit = int(config.get("max_dynamic_nodes"))
+        if self.created > limit:
+            raise GraphError(
+                f"node {key!r} expanded into nodes that take this run past "
+                f"max_dynamic_nodes={limit} nodes created at run time ({self.created}); "
+                "raise it with fd.config.set(max_dynamic_nodes=...) if that is meant, or "
+                "check the op for runaway recursion")
+
+    def _check_cycle(self, key: str, found: dict[str, Node]) -> None:
+        """A returned node that is ``key`` itself or one of the nodes waiting for it
+        (its parent, their parent, ...) would wait for itself: :class:`CycleError`."""
+        parents, states = self.parents, self.states
+        for child in found:
+            if child not in self.nodes or child in states:
+                continue
+            chain, up = [key], key
+            while up != child:
+                up = parents.get(up)
+                if up is None:
+                    break
+                chain.append(up)
+            else:
+                raise CycleError([*reversed(chain)])
+
+    def _join(self, node: Node, parent: str) -> None:
+        """New ``node``, returned by (or needed for what was returned by) ``parent``."""
+        key, states, values = node._key, self.states, self.values
+        self.nodes[key] = node
+        self.parents[key] = parent
+        if key in self._given:  # a rerun: it completed before
+            states[key], values[key] = State.SKIPPED, self._given[key]
+            return
+        if key in self.hits:
+            states[key], values[key] = State.CACHED, self.hits[key]
+            return
+        if self._todo is not None and key in self._replayed:  # it expands again, unrun
+            self.open += 1
+            self._waiting[key] = 0
+            self._todo.append(key)
+            return
+        self.open += 1
+        count = 0
+        for dep in node._deps:
+            dkey = dep._key
+            if dkey in values:
+                continue
+            if dkey in states:
+                return self._blocked(key, dkey)
+            self._dependents.setdefault(dkey, []).append(key)
+            count += 1
+        self._waiting[key] = count
+        if not count and self.on_ready is not None:
+            self.on_ready(node)
+
+    def _blocked(self, key: str, dep: str) -> None:
+        """``key`` needs ``dep``, which ended without a value (failed, or released)."""
+        error = self.errors.get(dep)
+        if error is None:
+            error = GraphError(
+                f"node {dep!r} is returned by (or needed for) node {key!r}, but its value was "
+                "released when every node then known had used it; make it a target "
+                "(fd.run(..., node)) to keep it")
+            return self.failed(key, error)
+        if isinstance(error, UpstreamError):
+            dep, error = error.upstream, error.error
+        self.states[key] = _UPSTREAM
+        self.open -= 1
+        self.errors[key] = lost = UpstreamError(key, dep, error)
+        for fire in self._hooks["on_node_upstream_failed"]:
+            fire(node=self.nodes[key], error=lost)
+        self._doom(key, error)
+
+    def _wait_for(self, key: str, found: dict[str, Node]) -> None:
+        """``key`` completes once its children have; at once if they already have."""
+        count, waiters, states = 0, self._waiters, self.states
+        for child in found:
+            if child in self.values:
+                continue
+            if child in states:
+                return self._blocked(key, child)
+            waiters.setdefault(child, []).append(key)
+            count += 1
+        self._waiting[key] = count
+        if not count:
+            self._settling.append(key)
 
     def failed(self, key: str, error: BaseException, seconds: float | None = None) -> None:
         """``key`` failed for good with ``error``: it and its descendants are done for."""
@@ -222,6 +408,8 @@ class RunRecord:
             self.open -= 1
         self.states[key] = _FAILED
         self.errors[key] = note_node(error, key)
+        if key in self.parents:
+            note_parent(error, key, self.parents[key])
         if seconds is not None:
             self.durations[key] = seconds
         if self.fail_fast and not self.stopping:
@@ -236,7 +424,7 @@ class RunRecord:
         """Every descendant of failed ``key`` that has not ended is ``upstream_failed``."""
         states, errors, nodes = self.states, self.errors, self.nodes
         hooks = self._hooks["on_node_upstream_failed"]
-        stack = list(self._dependents.get(key, ()))
+        stack = [*self._dependents.get(key, ()), *self._waiters.get(key, ())]
         while stack:
             down = stack.pop()
             if down not in states:
@@ -246,6 +434,7 @@ class RunRecord:
                 for fire in hooks:
                     fire(node=nodes[down], error=lost)
                 stack.extend(self._dependents.get(down, ()))
+                stack.extend(self._waiters.get(down, ()))
 
     # -- the end --------------------------------------------------------------------
     def results(self) -> Results:
@@ -255,9 +444,10 @@ class RunRecord:
         for key in self.nodes:
             if key not in states:
                 states[key] = State.CANCELLED
+        dynamic = Dynamic(self.nodes, self.children, self.returned) if self._dynamic else None
         results = Results(self.graph, {key: states[key] for key in self.nodes},
                           values=self.values, errors=self.errors, durations=self.durations,
-                          attempts=self.attempts, overrides=self.overrides)
+                          attempts=self.attempts, overrides=self.overrides, dynamic=dynamic)
         for fire in self._hooks["on_finish"]:
             fire(results=results)
         return results
