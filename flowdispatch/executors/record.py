@@ -221,22 +221,18 @@ class RunRecord:
             fire(node=self.nodes[key], attempt=number)
         return number
 
-    def finished(self, key: str, seconds: float, value: Any = MISSING) -> None:
+    def finished(self, key: str, seconds: float, value: Any = MISSING,
+                 _final: bool = False) -> None:
         """``key`` returned ``value`` after ``seconds``; :attr:`on_ready` hears of the
         dependents that can start now. A value holding nodes expands (see
-        :mod:`~flowdispatch.executors.expand`): ``key`` completes once they have."""
-        if value is not MISSING and type(value) not in _ATOMS:
+        :mod:`~flowdispatch.executors.expand`): ``key`` completes once they have
+        (``_final``: the value of such a node, with its children's values in it)."""
+        if value is not MISSING and type(value) not in _ATOMS and not _final:
             found = held(value)
             if found is not None and self.nodes[key]._op is not None:  # data stays data
                 self._expand(key, seconds, value, found)
                 self._settle()
                 return
-        self._complete(key, seconds, value)
-        if self._settling:
-            self._settle()
-
-    def _complete(self, key: str, seconds: float, value: Any) -> None:
-        """``key`` is done with ``value``: store, save, release, and free its dependents."""
         self.states[key] = _DONE
         self.open -= 1
         self.durations[key] = seconds
@@ -248,8 +244,21 @@ class RunRecord:
                 cache.save(self.stores[key], value)
         for fire in self._on_node_finish:
             fire(node=node, duration=seconds)
-        if not self._dynamic:
-            self._release(node)
+        if not self._dynamic:  # release the values no node needs any more
+            needed, keep = self._needed, self._keep
+            for dep in node._deps:
+                dkey = dep._key
+                left = needed[dkey] - 1
+                needed[dkey] = left
+                if not left and dkey not in keep:
+                    self.values.pop(dkey, None)
+                    if self.on_release is not None:
+                        self.on_release(dkey)
+        else:  # the expanded nodes waiting for it
+            for parent in self._waiters.pop(key, ()):
+                self._waiting[parent] -= 1
+                if not self._waiting[parent]:
+                    self._settling.append(parent)
         downs = self._dependents.get(key)
         if downs:
             waiting, on_ready = self._waiting, self.on_ready
@@ -258,23 +267,8 @@ class RunRecord:
                 waiting[down] = left
                 if not left and on_ready is not None:
                     on_ready(nodes[down])
-        if self._waiters:
-            for parent in self._waiters.pop(key, ()):
-                self._waiting[parent] -= 1
-                if not self._waiting[parent]:
-                    self._settling.append(parent)
-
-    def _release(self, node: Node) -> None:
-        """Let go of the values of ``node``'s dependencies that no node needs any more."""
-        needed, keep = self._needed, self._keep
-        for dep in node._deps:
-            dkey = dep._key
-            left = needed[dkey] - 1
-            needed[dkey] = left
-            if not left and dkey not in keep:
-                self.values.pop(dkey, None)
-                if self.on_release is not None:
-                    self.on_release(dkey)
+        if self._settling and not _final:
+            self._settle()
 
     def _settle(self) -> None:
         """Complete the expanded nodes whose children have all completed (a loop, not
@@ -283,8 +277,8 @@ class RunRecord:
         while settling:
             key = settling.pop()
             if key not in self.states:
-                self._complete(key, self.durations[key],
-                               substitute(self.returned[key], values))
+                self.finished(key, self.durations[key],
+                              substitute(self.returned[key], values), _final=True)
 
     def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node]) -> None:
         """``key`` returned ``value``, holding the nodes ``found``: they join the run."""
