@@ -216,3 +216,14 @@ def test_callbacks_hear_of_the_nodes_that_join():
     fd.compute(size.map(listing(3)), executor="sync", callbacks=[Growth()])
     assert grown == [3]
     assert sorted(finished) == ["listing", "size", "size", "size", "size.map"]
+
+
+def test_the_drawing_shows_children_expanded_from_their_parent():
+    sizes = size.map(listing(2))
+    res = fd.run(sizes, executor="sync")
+    source = res.visualize().source
+    for child in res.children(sizes):
+        assert f'"{child.key}" -> "{sizes.key}" [arrowhead=onormal style=dashed]' in source
+    assert "4 done" in source
+    many = fd.run(size.map(listing(300)), executor="sync")
+    assert "size ×300" in many.visualize(collapse=True).source

@@ -172,6 +172,19 @@ class Results:
     def _node(self, key: str) -> Node:
         return self.graph[key] if self._dynamic is None else self._dynamic.nodes[key]
 
+    def drawn_graph(self) -> Graph:
+        """The graph of every node that ran: the run's graph, with the nodes that joined
+        it as nodes expanded (what :meth:`visualize` draws)."""
+        dynamic = self._dynamic
+        if dynamic is None:
+            return self.graph
+        from .graph import Graph
+
+        joined = [dynamic.nodes[k] for keys in dynamic.children.values() for k in keys]
+        graph = Graph.cut((*self.graph.targets, *joined), self.graph._inputs)
+        graph._targets = self.graph.targets
+        return graph
+
     def children(self, node: Node | str) -> tuple[Node, ...]:
         """The nodes that ``node``'s op returned (or that its lazy map made), in order;
         ``()`` for a node that did not expand.
