@@ -635,8 +635,9 @@ def check_executor(factory: Callable[[], Any], *, skip: Collection[str] = ()) ->
     >>> check_executor(Twice)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AssertionError: Twice failed 8 of 19 conformance checks:
+    AssertionError: Twice failed 9 of 20 conformance checks:
     - cache: runs of the cached op: expected {'cached_square 3': 1}, got {'cached_square 3': 2}
+    - expand: states of the children: expected ['failed', 'done', 'failed'], got ['done', ...]
     - fail_fast: runs: expected {'bad': 1}, got {'bad': 2}
     - failure: runs: expected {'bad': 1, 'other': 1, 'root': 1}, got {'bad': 2, ...}
     ...

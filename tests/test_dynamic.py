@@ -227,3 +227,18 @@ def test_the_drawing_shows_children_expanded_from_their_parent():
     assert "4 done" in source
     many = fd.run(size.map(listing(300)), executor="sync")
     assert "size ×300" in many.visualize(collapse=True).source
+
+
+def test_nodes_that_join_after_their_dependency_failed_blame_it():
+    bad = picky.options(priority=10)("file2")  # runs, and fails, first
+
+    @fd.op
+    def later(n):
+        return add(bad, n)  # joins the run after bad has failed
+
+    parent = later(1)
+    res = fd.run(bad, parent, executor="sync")
+    (child,) = res.children(parent)
+    assert res.state(bad) == "failed"
+    assert res.state(child) == res.state(parent) == "upstream_failed"
+    assert res.error(child).upstream == res.error(parent).upstream == bad.key

@@ -377,7 +377,7 @@ class RunRecord:
         self.errors[key] = lost = UpstreamError(key, dep, error)
         for fire in self._hooks["on_node_upstream_failed"]:
             fire(node=self.nodes[key], error=lost)
-        self._doom(key, error)
+        self._doom(key, error, dep)
 
     def _wait_for(self, key: str, found: dict[str, Node]) -> None:
         """``key`` completes once its children have; at once if they already have."""
@@ -414,8 +414,10 @@ class RunRecord:
             fire(node=self.nodes[key], error=error)
         self._doom(key, error)
 
-    def _doom(self, key: str, error: BaseException) -> None:
-        """Every descendant of failed ``key`` that has not ended is ``upstream_failed``."""
+    def _doom(self, key: str, error: BaseException, culprit: str | None = None) -> None:
+        """Every descendant of ``key`` that has not ended is ``upstream_failed``, blaming
+        ``culprit`` (default: ``key``), the node that failed with ``error``."""
+        culprit = culprit or key
         states, errors, nodes = self.states, self.errors, self.nodes
         hooks = self._hooks["on_node_upstream_failed"]
         stack = [*self._dependents.get(key, ()), *self._waiters.get(key, ())]
@@ -424,7 +426,7 @@ class RunRecord:
             if down not in states:
                 states[down] = _UPSTREAM
                 self.open -= 1
-                errors[down] = lost = UpstreamError(down, key, error)
+                errors[down] = lost = UpstreamError(down, culprit, error)
                 for fire in hooks:
                     fire(node=nodes[down], error=lost)
                 stack.extend(self._dependents.get(down, ()))
