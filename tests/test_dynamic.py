@@ -242,3 +242,19 @@ def test_nodes_that_join_after_their_dependency_failed_blame_it():
     assert res.state(bad) == "failed"
     assert res.state(child) == res.state(parent) == "upstream_failed"
     assert res.error(child).upstream == res.error(parent).upstream == bad.key
+
+
+def test_a_returned_node_whose_value_was_released_is_a_clear_error():
+    early = add(1, 2)
+    used = add(early, 1)  # early's only dependent: its value is released after it
+
+    @fd.op
+    def late(x):
+        return add(early, x)  # returns early, whose value is gone by now
+
+    res = fd.run(late(used), executor="sync")
+    (child,) = res.children(res.targets[0])
+    assert res.state(child) == "failed"
+    with pytest.raises(fd.GraphError, match=r"but its value was released when every node "
+                                            r"then known had used it; make it a target"):
+        res[child]

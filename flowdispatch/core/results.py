@@ -19,6 +19,9 @@ States:
 Values of intermediate nodes are released as soon as every dependent has
 used them; the targets' values, and the values that a node which did not
 complete still needs, are kept. So ``rerun()`` can go on from there.
+In a run where nodes expanded (an op returned nodes, or a lazy ``op.map``
+made them), no value is released once the first node has expanded: a node
+that joins later may need any of them.
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ become ready as their dependencies finish; releasing a value once every
 dependent has used it; and, at the end, ``cancelled`` for what never ran and
 the :class:`~flowdispatch.Results`.
 
+A value that holds nodes *expands* (:mod:`~flowdispatch.executors.expand`):
+those nodes, and their ancestors not in the run yet, join it (``nodes``,
+counts and dependents grow, and :attr:`~RunRecord.on_ready` hears of those
+that can start), and the node completes once they have, with their values
+in place of the nodes (``parents``, ``children`` and ``returned`` say who
+made what). Completing a chain of expanded nodes is a loop, not recursion.
+
 State per node: ``waiting`` (dependencies not finished yet) and ``needed``
 (dependents that have yet to use its value). Targets and overrides are never
 released.
