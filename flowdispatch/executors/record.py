@@ -56,13 +56,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import cache, config
+from .. import cache
 from ..core.callbacks import HOOKS
 from ..core.results import Dynamic, Results, State
-from ..core.traverse import substitute
-from ..errors import CycleError, FlowDispatchError, GraphError, UpstreamError, note_node
+from ..errors import GraphError, UpstreamError, note_node
 from .calls import bind
-from .expand import current_replay, held, joining, look_up, note_parent
+from .expand import Expanding, current_replay, held, note_parent
 
 if TYPE_CHECKING:
     from ..core.graph import Graph
@@ -90,7 +89,7 @@ def check_inputs(graph: Graph, overrides: Mapping[str, Any],
     return {k: v for k, v in overrides.items() if k in graph}
 
 
-class RunRecord:
+class RunRecord(Expanding):
     """The state of one run, and what follows from each report (see the module docstring).
 
     Parameters
@@ -192,14 +191,6 @@ class RunRecord:
         #: How many nodes have not ended yet (done, failed or upstream-failed).
         self.open = len(waiting)
 
-    def _replay(self, returned: Mapping[str, Any]) -> None:
-        """A rerun: the nodes in ``returned`` expand again without running their ops."""
-        todo = self._todo = [key for key in returned if key in self._waiting]
-        while todo:
-            key = todo.pop()
-            self.finished(key, 0.0, returned[key])
-        self._todo = None
-
     @property
     def hooks(self) -> dict[str, list[Any]]:
         """``{hook name: [bound methods of the callbacks that have it]}``."""
@@ -276,129 +267,6 @@ class RunRecord:
                     on_ready(nodes[down])
         if self._settling and not _final:
             self._settle()
-
-    def _settle(self) -> None:
-        """Complete the expanded nodes whose children have all completed (a loop, not
-        recursion: a chain of 10,000 nested expansions settles in one go)."""
-        settling, values = self._settling, self.values
-        while settling:
-            key = settling.pop()
-            if key not in self.states:
-                self.finished(key, self.durations[key],
-                              substitute(self.returned[key], values), _final=True)
-
-    def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node]) -> None:
-        """``key`` returned ``value``, holding the nodes ``found``: they join the run."""
-        self.durations[key] = seconds
-        self._dynamic = True
-        try:
-            self._check_cycle(key, found)
-            new = joining(found.values(), self.nodes)
-            self._grow(key, len(new))
-        except FlowDispatchError as error:
-            return self.failed(key, error, seconds)
-        self.returned[key] = value
-        self.children[key] = list(found)
-        for fire in self._hooks["on_expand"]:
-            fire(node=self.nodes[key], nodes=tuple(new))
-        hits, stores = look_up(new, self._user_overrides)
-        if hits or stores:
-            self.hits.update(hits)
-            self.stores.update(stores)
-        for node in new:
-            self._join(node, key)
-        self._wait_for(key, found)
-
-    def _grow(self, key: str, count: int) -> None:
-        """Count ``count`` nodes created at run time; past the limit, an error."""
-        self.created += count
-        limit = self._limit
-        if limit is None:
-            limit = self._limit = int(config.get("max_dynamic_nodes"))
-        if self.created > limit:
-            raise GraphError(
-                f"node {key!r} expanded into nodes that take this run past "
-                f"max_dynamic_nodes={limit} nodes created at run time ({self.created}); "
-                "raise it with fd.config.set(max_dynamic_nodes=...) if that is meant, or "
-                "check the op for runaway recursion")
-
-    def _check_cycle(self, key: str, found: dict[str, Node]) -> None:
-        """A returned node that is ``key`` itself or one of the nodes waiting for it
-        (its parent, their parent, ...) would wait for itself: :class:`CycleError`."""
-        parents, states = self.parents, self.states
-        for child in found:
-            if child not in self.nodes or child in states:
-                continue
-            chain, up = [key], key
-            while up != child:
-                up = parents.get(up)
-                if up is None:
-                    break
-                chain.append(up)
-            else:
-                raise CycleError([*reversed(chain)])
-
-    def _join(self, node: Node, parent: str) -> None:
-        """New ``node``, returned by (or needed for what was returned by) ``parent``."""
-        key, states, values = node._key, self.states, self.values
-        self.nodes[key] = node
-        self.parents[key] = parent
-        if key in self._given:  # a rerun: it completed before
-            states[key], values[key] = State.SKIPPED, self._given[key]
-            return
-        if key in self.hits:
-            states[key], values[key] = State.CACHED, self.hits[key]
-            return
-        if self._todo is not None and key in self._replayed:  # it expands again, unrun
-            self.open += 1
-            self._waiting[key] = 0
-            self._todo.append(key)
-            return
-        self.open += 1
-        count = 0
-        for dep in node._deps:
-            dkey = dep._key
-            if dkey in values:
-                continue
-            if dkey in states:
-                return self._blocked(key, dkey)
-            self._dependents.setdefault(dkey, []).append(key)
-            count += 1
-        self._waiting[key] = count
-        if not count and self.on_ready is not None:
-            self.on_ready(node)
-
-    def _blocked(self, key: str, dep: str) -> None:
-        """``key`` needs ``dep``, which ended without a value (failed, or released)."""
-        error = self.errors.get(dep)
-        if error is None:
-            error = GraphError(
-                f"node {dep!r} is returned by (or needed for) node {key!r}, but its value was "
-                "released when every node then known had used it; make it a target "
-                "(fd.run(..., node)) to keep it")
-            return self.failed(key, error)
-        if isinstance(error, UpstreamError):
-            dep, error = error.upstream, error.error
-        self.states[key] = _UPSTREAM
-        self.open -= 1
-        self.errors[key] = lost = UpstreamError(key, dep, error)
-        for fire in self._hooks["on_node_upstream_failed"]:
-            fire(node=self.nodes[key], error=lost)
-        self._doom(key, error, dep)
-
-    def _wait_for(self, key: str, found: dict[str, Node]) -> None:
-        """``key`` completes once its children have; at once if they already have."""
-        count, waiters, states = 0, self._waiters, self.states
-        for child in found:
-            if child in self.values:
-                continue
-            if child in states:
-                return self._blocked(key, child)
-            waiters.setdefault(child, []).append(key)
-            count += 1
-        self._waiting[key] = count
-        if not count:
-            self._settling.append(key)
 
     def failed(self, key: str, error: BaseException, seconds: float | None = None) -> None:
         """``key`` failed for good with ``error``: it and its descendants are done for."""
