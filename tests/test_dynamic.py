@@ -207,8 +207,9 @@ def test_callbacks_hear_of_the_nodes_that_join():
     finished: list[str] = []
 
     class Growth(fd.Callback):
-        def on_expand(self, *, node, nodes):
+        def on_expand(self, *, node, children, nodes):
             grown.append(len(nodes))
+            assert [child.args for child in children] == [("file0",), ("file1",), ("file2",)]
 
         def on_node_finish(self, *, node, duration):
             finished.append(node.name)

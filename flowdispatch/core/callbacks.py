@@ -54,9 +54,11 @@ class Callback:
         """``node`` will not run: an ancestor failed (``error`` is an
         :class:`~flowdispatch.UpstreamError` naming it)."""
 
-    def on_expand(self, *, node: Node, nodes: tuple[Node, ...]) -> None:
-        """``node``'s op returned nodes: ``nodes`` (those and their ancestors that were
-        not in the run yet, dependencies first) join the run."""
+    def on_expand(self, *, node: Node, children: tuple[Node, ...],
+                  nodes: tuple[Node, ...]) -> None:
+        """``node``'s op returned nodes, ``children`` (in order); ``nodes`` (those of
+        them and of their ancestors that were not in the run yet, dependencies first)
+        join the run."""
 
     def on_finish(self, *, results: Results) -> None:
         """The run is over."""

@@ -240,7 +240,7 @@ class Expanding:
         self.returned[key] = value
         self.children[key] = list(found)
         for fire in self._hooks["on_expand"]:
-            fire(node=self.nodes[key], nodes=tuple(new))
+            fire(node=self.nodes[key], children=tuple(found.values()), nodes=tuple(new))
         hits, stores = look_up(new, self._user_overrides)
         if hits or stores:
             self.hits.update(hits)

@@ -46,7 +46,8 @@ class ProgressBar(Callback):
     def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
         self._step()
 
-    def on_expand(self, *, node: Node, nodes: tuple[Node, ...]) -> None:
+    def on_expand(self, *, node: Node, children: tuple[Node, ...],
+                  nodes: tuple[Node, ...]) -> None:
         if self._bar is not None:  # the run grew
             self._bar.total += len(nodes)
             self._bar.refresh()
