@@ -11,6 +11,9 @@ context manager), in dask's YAML files, or in the environment
 ``cache_secret``
     A secret (a string of at least 16 bytes) that signs the cache's entries, see
     :mod:`flowdispatch.cache`.
+``max_dynamic_nodes``
+    The most nodes that may join one run as ops return nodes (1,000,000): past
+    it the expanding node fails, instead of exhausting memory.
 ``pure``
     What ``fd.op(pure=None)`` and ``fd.value(pure=None)`` mean (``False``): with
     ``True``, every node's key follows its op and arguments, as dask's
@@ -41,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "executor": "threads",
     "cache_dir": None,
     "cache_secret": None,
+    "max_dynamic_nodes": 1_000_000,
     "pure": False,
 }
 

@@ -33,7 +33,7 @@ from . import config
 from .api import compute, run
 from .core.graph import Graph
 from .core.node import collect, value
-from .core.op import op
+from .core.op import op, unmapped
 from .errors import UpstreamError
 
 __all__ = ["CHECKS", "PlantedError", "append_line", "check_executor", "read_lines"]
@@ -162,6 +162,19 @@ def flaky(log: str, label: str, failures: int, error: str = "OSError") -> str:
         exc_type = {"OSError": OSError, "PlantedError": PlantedError}[error]
         raise exc_type(f"{label}: transient failure")
     return label
+
+
+@op
+def countdown(n: int) -> Any:
+    """Return the node of ``countdown(n - 1)``, down to ``"liftoff"``: a recursion."""
+    return countdown(n - 1) if n else "liftoff"
+
+
+@op
+def labels(log: str, count: int) -> list[str]:
+    """Log ``start labels``; return ``count`` labels, known only when it has run."""
+    append_line(log, "start labels")
+    return [f"item{i}" for i in range(count)]
 
 
 @op
@@ -544,6 +557,27 @@ def check_fan_out(executor: Any, tmp: str) -> None:
     _expect("sum", compute(total(collect(leaves)), executor=executor), (sum(range(1, 201)),))
 
 
+def check_expand(executor: Any, tmp: str) -> None:
+    """An op that returns nodes expands (recursion); a map over a node makes one node
+    per element at run time; a failing child fails its parent upstream, and a rerun
+    runs only the failed children, not the ops that expanded."""
+    res = run(countdown(3), executor=executor)
+    _expect("value of a recursion", res[res.targets[0]], "liftoff")
+    _expect("nodes of a recursion", (len(res), res.counts), (4, {"done": 4}))
+    log = os.path.join(tmp, "log")
+    items = labels(log, 3)
+    mapped = flaky.map(unmapped(log), items, [1, 0, 1])  # item0 and item2 fail their first run
+    res = run(mapped, executor=executor)
+    children = res.children(mapped)
+    _expect("children", [c.args[1] for c in children], ["item0", "item1", "item2"])
+    _expect("states of the children", [res.state(c) for c in children],
+            ["failed", "done", "failed"])
+    _expect("state of the map", res.state(mapped), "upstream_failed")
+    again = res.rerun(executor=executor)
+    _expect("value after rerun", again[mapped], ["item0", "item1", "item2"])
+    _expect("runs", dict(_runs(log)), {"labels": 1, "item0": 2, "item1": 1, "item2": 2})
+
+
 def check_close(factory: Callable[[], Any]) -> None:
     """A fresh executor works as a context manager, and ``close()`` twice is safe.
 
@@ -601,8 +635,9 @@ def check_executor(factory: Callable[[], Any], *, skip: Collection[str] = ()) ->
     >>> check_executor(Twice)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AssertionError: Twice failed 8 of 19 conformance checks:
+    AssertionError: Twice failed 9 of 20 conformance checks:
     - cache: runs of the cached op: expected {'cached_square 3': 1}, got {'cached_square 3': 2}
+    - expand: states of the children: expected ['failed', 'done', 'failed'], got ['done', ...]
     - fail_fast: runs: expected {'bad': 1}, got {'bad': 2}
     - failure: runs: expected {'bad': 1, 'other': 1, 'root': 1}, got {'bad': 2, ...}
     ...

@@ -363,3 +363,23 @@ def test_a_frame_shows_as_svg_and_the_last_one_as_the_results_do():
     assert '<img src="data:image/png;base64,' in last["text/html"]
     assert screen.frames[-1]._repr_mimebundle_()["text/plain"] == "<Results: 2 done>"
     assert "rankdir=LR" in screen.frames[0].dot.source
+
+
+@needs_dot
+def test_the_drawing_grows_as_nodes_expand():
+    screen = Screen()
+    listing = fd.op(lambda n: list(range(n)), name="listing")
+
+    def shown(states: dict[str, str]) -> bool:  # a frame with the nodes that joined
+        return any(key.startswith("slow-") for key in states)
+
+    slow = fd.op(lambda x: screen.wait_for(shown) and x, name="slow")  # waits for that frame
+    mapped = slow.map(listing(3))
+    res = fd.run(mapped, executor="sync", callbacks=[LiveGraph(screen, interval=0.0)])
+    assert res[mapped] == [0, 1, 2]
+    children = res.children(mapped)
+    grown = [f for f in screen.frames if not f.final and shown(f.states)]
+    assert grown[0].states[children[0].key] in ("pending", "running")
+    edge = f'"{children[0].key}" -> "{mapped.key}" [arrowhead=onormal style=dashed]'
+    assert edge in grown[0].dot.source
+    assert screen.frames[-1].states == res.states and screen.frames[-1].final

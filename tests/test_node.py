@@ -529,7 +529,11 @@ def test_value_options():
 @pytest.mark.parametrize("executor", ["threads", "processes"])
 def test_an_opaque_value_travels_with_its_nodes(executor):
     a = inc(1)
-    assert fd.compute(echo(fd.value([a], traverse=False)), executor=executor) == ((([a],), {}),)
+    keys = fd.op(lambda items: [item.key for item in items], name="keys")
+    assert fd.compute(keys(fd.value([a], traverse=False)), executor=executor) == ([a.key],)
+    # returned by an op, nodes expand (an op may return nodes); as a data node they stay data
+    passed = fd.op(lambda items: fd.value(items, traverse=False), name="passed")
+    assert fd.compute(passed(fd.value([a], traverse=False)), executor=executor) == ([a],)
 
 
 def test_the_pure_setting_is_the_default_purity():

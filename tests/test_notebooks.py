@@ -35,7 +35,7 @@ except ImportError as exc:  # fail, not skip: the notebooks are part of the docs
                 "pip install -e '.[test]'", pytrace=False)
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01-quickstart", "02-distributed", "03-failures-and-retries"]
+NAMES = ["01-quickstart", "02-distributed", "03-failures-and-retries", "04-dynamic"]
 CELL_TIMEOUT = 120  # seconds; each notebook takes well under 30 s in all
 
 

@@ -13,7 +13,7 @@ from flowdispatch.testing import CHECKS, check_executor
 def test_checks_are_named():
     assert sorted(CHECKS) == [
         "cache", "callbacks", "close", "compute_raises", "containers", "data_nodes", "diamond",
-        "fail_fast", "failure", "fan_out", "kwargs", "nout", "once", "order", "overrides",
+        "expand", "fail_fast", "failure", "fan_out", "kwargs", "nout", "once", "order", "overrides",
         "pure", "rerun", "retries", "retry_on",
     ]
 
@@ -76,15 +76,16 @@ def test_an_executor_that_runs_nodes_twice_fails():
     with pytest.raises(AssertionError) as info:
         check_executor(RunsTwice)
     message = str(info.value)
-    assert message.startswith("RunsTwice failed 8 of 19 conformance checks:\n")
+    assert message.startswith("RunsTwice failed 9 of 20 conformance checks:\n")
     assert "- once: runs after one run: expected {'left': 1, 'right': 1, 'root': 1, 'top': 1}, " \
            "got {'left': 2, 'right': 2, 'root': 2, 'top': 2}" in message
-    for check in ("cache", "fail_fast", "failure", "pure", "rerun", "retries", "retry_on"):
+    for check in ("cache", "expand", "fail_fast", "failure", "pure", "rerun", "retries",
+                  "retry_on"):
         assert f"\n- {check}: " in message
 
 
 def test_an_executor_that_swallows_failures_fails():
-    with pytest.raises(AssertionError, match=r"SwallowsFailures failed 6 of 18 conformance"):
+    with pytest.raises(AssertionError, match=r"SwallowsFailures failed 7 of 19 conformance"):
         check_executor(SwallowsFailures, skip=["fail_fast"])  # fail_fast would wait 5 s
 
 
@@ -103,7 +104,7 @@ def test_an_executor_that_ignores_overrides_fails_with_the_error_it_raised():
     with pytest.raises(AssertionError) as info:
         check_executor(IgnoresOverrides)
     message = str(info.value)
-    assert message.startswith("IgnoresOverrides failed 2 of 19 conformance checks:\n")
+    assert message.startswith("IgnoresOverrides failed 2 of 20 conformance checks:\n")
     assert "\n- overrides: raised GraphError(\"nodes ['record-" in message
     assert "\n- rerun: raised GraphError(\"nodes ['record-" in message
 
@@ -112,7 +113,7 @@ def test_an_executor_that_drops_callbacks_fails():
     with pytest.raises(AssertionError) as info:
         check_executor(NoCallbacks, skip=["fail_fast"])
     assert str(info.value).splitlines() == [
-        "NoCallbacks failed 1 of 18 conformance checks:",
+        "NoCallbacks failed 1 of 19 conformance checks:",
         "- callbacks: first event: expected [('start', 4)], got []",
     ]
 
@@ -124,8 +125,8 @@ def test_an_executor_that_ignores_fail_fast_fails():
 
 
 def test_skipping_the_broken_checks_passes():
-    check_executor(RunsTwice, skip=["cache", "fail_fast", "failure", "once", "pure", "rerun",
-                                    "retries", "retry_on"])
+    check_executor(RunsTwice, skip=["cache", "expand", "fail_fast", "failure", "once", "pure",
+                                    "rerun", "retries", "retry_on"])
 
 
 def test_skip_rejects_unknown_names():
@@ -174,5 +175,5 @@ def test_an_executor_whose_run_crashes_reports_every_check():
     with pytest.raises(AssertionError) as info:
         check_executor(Crashes)
     lines = [line for line in str(info.value).splitlines() if line.startswith("- ")]
-    assert len(lines) == 19
+    assert len(lines) == 20
     assert lines[0] == "- cache: raised RuntimeError('not implemented yet')"

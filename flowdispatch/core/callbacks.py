@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["HOOKS", "Callback"]
 
 HOOKS = ("on_start", "on_node_start", "on_node_finish", "on_node_error",
-         "on_node_upstream_failed", "on_finish")
+         "on_node_upstream_failed", "on_expand", "on_finish")
 
 
 class Callback:
@@ -53,6 +53,12 @@ class Callback:
     def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
         """``node`` will not run: an ancestor failed (``error`` is an
         :class:`~flowdispatch.UpstreamError` naming it)."""
+
+    def on_expand(self, *, node: Node, children: tuple[Node, ...],
+                  nodes: tuple[Node, ...]) -> None:
+        """``node``'s op returned nodes, ``children`` (in order); ``nodes`` (those of
+        them and of their ancestors that were not in the run yet, dependencies first)
+        join the run."""
 
     def on_finish(self, *, results: Results) -> None:
         """The run is over."""

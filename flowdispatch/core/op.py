@@ -402,42 +402,93 @@ class Op(_FunctionWrapper, Generic[P, R]):
     def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]]:
         """One node per element of the iterables, zipped; ``fd.unmapped(x)`` is passed whole.
 
+        When an iterable is a node (its length known only once it has run), the
+        map is one node whose value is the list of the calls' values: when the
+        iterables are known, it expands into one node per element, each with
+        its own state, retries, timeout and cache entry.
+
         Examples
         --------
         >>> import flowdispatch as fd
         >>> nodes = fd.op(pow).map([1, 2, 3], fd.unmapped(2))
         >>> fd.compute(nodes, executor="sync")
         ([1, 4, 9],)
+        >>> squares = fd.op(pow).map(fd.value([1, 2, 3]), fd.unmapped(2))  # one node
+        >>> fd.compute(squares, executor="sync")
+        ([1, 4, 9],)
         """
+        if any(isinstance(v, Node) for v in (*iterables, *kwargs.values())):
+            return self._lazy_map(iterables, kwargs)  # type: ignore[return-value]
         mapped: list[tuple[str | int, list]] = []
         fixed_args: dict[int, Any] = {}
         fixed_kwargs: dict[str, Any] = {}
         for where, value in [*enumerate(iterables), *kwargs.items()]:
             if isinstance(value, unmapped):
                 (fixed_args if isinstance(where, int) else fixed_kwargs)[where] = value.value
-                continue
-            if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
-                raise TypeError(
-                    f"{self._self_name}.map() maps over every argument: expected an "
-                    f"iterable (list, tuple, range, ...) for argument {where!r}, got "
-                    f"{type(value).__name__}. Wrap it in fd.unmapped(...) to pass it whole."
-                )
-            mapped.append((where, list(value)))
-        lengths = {len(values) for _, values in mapped}
-        if len(lengths) > 1:
-            detail = ", ".join(f"{where!r}: {len(values)}" for where, values in mapped)
-            raise ValueError(
-                f"{self._self_name}.map() expected iterables of one length, got {detail}"
+            else:
+                mapped.append((where, list(self._iterable(where, value))))
+        return _zip_calls(self, mapped, fixed_args, fixed_kwargs, self._self_name)
+
+    def _lazy_map(self, iterables: tuple[Any, ...], kwargs: dict[str, Any]) -> Node[list[R]]:
+        """The node of :meth:`map` over iterables of which some are nodes."""
+        wheres: list[str | int] = []
+        mapped: list[Any] = []
+        fixed_args: dict[int, Any] = {}
+        fixed_kwargs: dict[str, Any] = {}
+        for where, value in [*enumerate(iterables), *kwargs.items()]:
+            if isinstance(value, unmapped):
+                (fixed_args if isinstance(where, int) else fixed_kwargs)[where] = value.value
+            elif isinstance(value, Node):
+                wheres.append(where)
+                mapped.append(value)
+            else:
+                wheres.append(where)
+                mapped.append(list(self._iterable(where, value)))
+        label = keys.clean_name(f"{self._self_name}.map")
+        key = keys.unique_key(label)
+        helper = op(_map_calls, name=label)
+        return make_node(key, helper, _map_calls,
+                         (self, key, tuple(wheres), fixed_args, fixed_kwargs, *mapped),
+                         None, None)
+
+    def _iterable(self, where: str | int, value: Any) -> Iterable[Any]:
+        """``value``, checked to be something :meth:`map` can map over."""
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+            raise TypeError(
+                f"{self._self_name}.map() maps over every argument: expected an "
+                f"iterable (list, tuple, range, ...) for argument {where!r}, got "
+                f"{type(value).__name__}. Wrap it in fd.unmapped(...) to pass it whole."
             )
-        count = lengths.pop() if lengths else 0
-        nodes = []
-        for i in range(count):
-            args = dict(fixed_args)
-            call_kwargs = dict(fixed_kwargs)
-            for where, values in mapped:
-                (args if isinstance(where, int) else call_kwargs)[where] = values[i]
-            nodes.append(self._node(tuple(args[j] for j in sorted(args)), call_kwargs))
-        return nodes
+        return value
+
+
+def _map_calls(op: Op[..., Any], key: str, wheres: tuple[str | int, ...],
+               fixed_args: dict[int, Any], fixed_kwargs: dict[str, Any],
+               *iterables: Any) -> list[Node[Any]]:
+    """The body of a lazy :meth:`Op.map` node ``key``: one node per element, zipped."""
+    mapped = [(where, list(op._iterable(where, value))) for where, value in zip(wheres, iterables)]
+    return _zip_calls(op, mapped, fixed_args, fixed_kwargs, f"node {key!r}: {op.op_name}")
+
+
+def _zip_calls(op: Op[..., Any], mapped: list[tuple[str | int, list]],
+               fixed_args: dict[int, Any], fixed_kwargs: dict[str, Any],
+               who: str) -> list[Node[Any]]:
+    """One node of ``op`` per element of the ``mapped`` lists, zipped (``who`` is for
+    the error when their lengths differ)."""
+    lengths = {len(items) for _, items in mapped}
+    if len(lengths) > 1:
+        detail = ", ".join(f"{where!r}: {len(items)}" for where, items in mapped)
+        raise ValueError(
+            f"{who}.map() expected iterables of one length, got {detail}; give iterables "
+            "of equal length, or wrap the one to pass whole in fd.unmapped(...)")
+    nodes = []
+    for i in range(lengths.pop() if lengths else 0):
+        args = dict(fixed_args)
+        call_kwargs = dict(fixed_kwargs)
+        for where, items in mapped:
+            (args if isinstance(where, int) else call_kwargs)[where] = items[i]
+        nodes.append(op._node(tuple(args[j] for j in sorted(args)), call_kwargs))
+    return nodes
 
 
 _NODE_METHODS = frozenset({"compute", "persist", "visualize", "dependencies", "key"})

@@ -19,6 +19,9 @@ States:
 Values of intermediate nodes are released as soon as every dependent has
 used them; the targets' values, and the values that a node which did not
 complete still needs, are kept. So ``rerun()`` can go on from there.
+In a run where nodes expanded (an op returned nodes, or a lazy ``op.map``
+made them), no value is released once the first node has expanded: a node
+that joins later may need any of them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .node import Node
 
-__all__ = ["STATES", "Results", "State"]
+__all__ = ["STATES", "Dynamic", "Results", "State"]
 
 _T = TypeVar("_T")
 
@@ -68,6 +71,22 @@ _COMPLETE = frozenset({State.DONE, State.CACHED, State.SKIPPED})
 _REDO = frozenset({State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED})
 
 
+class Dynamic:
+    """What a run's expansions added: ``nodes`` (``{key: node}`` of every node of
+    the run, those that joined it included), ``children`` (key of an expanded
+    node -> the keys of the nodes its value held, in order) and ``returned``
+    (key -> the value its op returned, holding nodes: a rerun expands it again
+    without running the op)."""
+
+    __slots__ = ("nodes", "children", "returned")
+
+    def __init__(self, nodes: dict[str, Node], children: dict[str, list[str]],
+                 returned: dict[str, Any]):
+        self.nodes = nodes
+        self.children = children
+        self.returned = returned
+
+
 class Results:
     """The outcome of :func:`flowdispatch.run`; index it with nodes.
 
@@ -97,8 +116,10 @@ class Results:
                  errors: dict[str, BaseException] | None = None,
                  durations: dict[str, float] | None = None,
                  attempts: dict[str, int] | None = None,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None,
+                 dynamic: Dynamic | None = None):
         self.graph = graph
+        self._dynamic = dynamic
         self.states = states
         self._values = {} if values is None else values
         self._errors = {} if errors is None else errors
@@ -148,7 +169,45 @@ class Results:
     def __iter__(self) -> Iterator[Node]:
         """The run's nodes, in topological order (every node after its dependencies)."""
         states = self.states
-        return (node for node in self.graph if node._key in states)
+        nodes = self.graph if self._dynamic is None else self._dynamic.nodes.values()
+        return (node for node in nodes if node._key in states)
+
+    def _node(self, key: str) -> Node:
+        return self.graph[key] if self._dynamic is None else self._dynamic.nodes[key]
+
+    def drawn_graph(self) -> Graph:
+        """The graph of every node that ran: the run's graph, with the nodes that joined
+        it as nodes expanded (what :meth:`visualize` draws)."""
+        dynamic = self._dynamic
+        if dynamic is None:
+            return self.graph
+        from .graph import Graph
+
+        joined = [dynamic.nodes[k] for keys in dynamic.children.values() for k in keys]
+        graph = Graph.cut((*self.graph.targets, *joined), self.graph._inputs)
+        graph._targets = self.graph.targets
+        return graph
+
+    def children(self, node: Node | str) -> tuple[Node, ...]:
+        """The nodes that ``node``'s op returned (or that its lazy map made), in order;
+        ``()`` for a node that did not expand.
+
+        Examples
+        --------
+        >>> import flowdispatch as fd
+        >>> @fd.op
+        ... def countdown(n):
+        ...     return countdown(n - 1) if n else "liftoff"
+        >>> res = fd.run(countdown(2), executor="sync")
+        >>> [child.name for child in res.children(res.targets[0])], len(res)
+        (['countdown'], 3)
+        >>> res[res.targets[0]]
+        'liftoff'
+        """
+        key = self._key(node)
+        if self._dynamic is None:
+            return ()
+        return tuple(self._dynamic.nodes[k] for k in self._dynamic.children.get(key, ()))
 
     @property
     def values(self) -> dict[str, Any]:
@@ -180,7 +239,7 @@ class Results:
     @property
     def failed(self) -> tuple[Node, ...]:
         """The nodes that raised (not those that only had a failed ancestor)."""
-        return tuple(self.graph[k] for k, s in self.states.items() if s == "failed")
+        return tuple(self._node(k) for k, s in self.states.items() if s == "failed")
 
     @property
     def counts(self) -> dict[str, int]:
@@ -211,21 +270,51 @@ class Results:
         from ..api import run_graph
 
         supplied = {k: v for k, v in self._values.items() if k not in redo}
-        graph = self.graph.subgraph(inputs=[self.graph[k] for k in supplied])
-        fresh = run_graph(graph, executor=executor, overrides=supplied, **kwargs)
+        graph = self.graph
+        if self._dynamic is None:
+            cut = graph.subgraph(inputs=[graph[k] for k in supplied])
+            fresh = run_graph(cut, executor=executor, overrides=supplied, **kwargs)
+        else:
+            fresh = self._rerun_dynamic(redo, supplied, executor, kwargs)
+        return self._merge(fresh, redo)
+
+    def _rerun_dynamic(self, redo: set[str], supplied: dict[str, Any], executor: Any,
+                       kwargs: dict[str, Any]) -> Results:
+        """Rerun a run whose nodes expanded: the expanded nodes that did not complete
+        expand again from the value their op returned, without running it."""
+        from ..api import run_graph
+        from ..executors.expand import Replay, replaying
+
+        graph, dynamic = self.graph, self._dynamic
+        assert dynamic is not None
+        returned = {k: v for k, v in dynamic.returned.items() if k in redo}
+        given = {k: v for k, v in supplied.items() if k in graph}
+        inputs = [graph[k] for k in (*given, *returned) if k in graph]
+        cut = graph.subgraph(inputs=inputs)
+        with replaying(Replay(returned, supplied)):
+            return run_graph(cut, executor=executor, overrides=given, **kwargs)
+
+    def _merge(self, fresh: Results, redo: set[str]) -> Results:
+        """These results, with the outcomes of ``fresh`` for the nodes in ``redo``
+        (and for the nodes that joined only the rerun)."""
         states = dict(self.states)
         values = dict(self._values)
         errors = {k: e for k, e in self._errors.items() if k not in redo}
         durations, attempts = dict(self._durations), dict(self._attempts)
-        for key in redo:
+        for key in [*redo, *(k for k in fresh.states if k not in states)]:
             states[key] = fresh.states.get(key, "cancelled")
             for mine, theirs in ((values, fresh._values), (errors, fresh._errors),
                                  (durations, fresh._durations)):
                 if key in theirs:
                     mine[key] = theirs[key]
             attempts[key] = attempts.get(key, 0) + fresh._attempts.get(key, 0)
+        dynamic = self._dynamic
+        if dynamic is not None and fresh._dynamic is not None:
+            dynamic = Dynamic({**dynamic.nodes, **fresh._dynamic.nodes},
+                              {**dynamic.children, **fresh._dynamic.children},
+                              {**dynamic.returned, **fresh._dynamic.returned})
         return Results(self.graph, states, values=values, errors=errors, durations=durations,
-                       attempts=attempts, overrides=self._overrides)
+                       attempts=attempts, overrides=self._overrides, dynamic=dynamic)
 
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:

@@ -20,6 +20,13 @@ become ready as their dependencies finish; releasing a value once every
 dependent has used it; and, at the end, ``cancelled`` for what never ran and
 the :class:`~flowdispatch.Results`.
 
+A value that holds nodes *expands* (:mod:`~flowdispatch.executors.expand`):
+those nodes, and their ancestors not in the run yet, join it (``nodes``,
+counts and dependents grow, and :attr:`~RunRecord.on_ready` hears of those
+that can start), and the node completes once they have, with their values
+in place of the nodes (``parents``, ``children`` and ``returned`` say who
+made what). Completing a chain of expanded nodes is a loop, not recursion.
+
 State per node: ``waiting`` (dependencies not finished yet) and ``needed``
 (dependents that have yet to use its value). Targets and overrides are never
 released.
@@ -51,9 +58,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import cache
 from ..core.callbacks import HOOKS
-from ..core.results import Results, State
+from ..core.results import Dynamic, Results, State
 from ..errors import GraphError, UpstreamError, note_node
 from .calls import bind
+from .expand import Expanding, current_replay, held, note_parent
 
 if TYPE_CHECKING:
     from ..core.graph import Graph
@@ -65,11 +73,15 @@ __all__ = ["MISSING", "RunRecord", "check_inputs"]
 MISSING: Any = object()
 
 _DONE, _FAILED, _UPSTREAM = State.DONE, State.FAILED, State.UPSTREAM_FAILED
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def check_inputs(graph: Graph, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The overrides that concern ``graph``; a cut input without a value is an error."""
-    missing = [node.key for node in graph.inputs if node.key not in overrides]
+def check_inputs(graph: Graph, overrides: Mapping[str, Any],
+                 replayed: Iterable[str] = ()) -> dict[str, Any]:
+    """The overrides that concern ``graph``; a cut input without a value (or, in a
+    rerun, a value its op returned before) is an error."""
+    missing = [node.key for node in graph.inputs
+               if node.key not in overrides and node.key not in replayed]
     if missing:
         raise GraphError(
             f"nodes {missing} are inputs of this subgraph: their ancestors were cut away, "
@@ -77,7 +89,7 @@ def check_inputs(graph: Graph, overrides: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if k in graph}
 
 
-class RunRecord:
+class RunRecord(Expanding):
     """The state of one run, and what follows from each report (see the module docstring).
 
     Parameters
@@ -95,14 +107,20 @@ class RunRecord:
     __slots__ = ("graph", "nodes", "overrides", "hits", "stores", "states", "values", "errors",
                  "durations", "attempts", "fail_fast", "stopping", "open", "on_release",
                  "on_stop", "on_ready", "_hooks", "_on_node_start", "_on_node_finish",
-                 "_waiting", "_needed", "_dependents", "_keep")
+                 "_waiting", "_needed", "_dependents", "_keep", "parents", "children",
+                 "returned", "created", "_dynamic", "_waiters", "_settling", "_given",
+                 "_limit", "_user_overrides", "_replayed", "_todo")
 
     def __init__(self, graph: Graph, overrides: Mapping[str, Any] | None = None,
                  callbacks: Iterable[Any] = (), fail_fast: bool = False):
-        overrides = check_inputs(graph, overrides or {})
+        replay = current_replay()
+        overrides = check_inputs(graph, overrides or {}, replay.returned if replay else ())
         graph, overrides, plan = cache.prepare(graph, overrides)
         self.graph = graph
-        self.nodes: Mapping[str, Node] = graph.nodes
+        #: ``{key: node}``: the graph's, then those that join the run as nodes expand.
+        self.nodes: dict[str, Node] = dict(graph.nodes)
+        self._user_overrides = overrides if not plan else {
+            k: v for k, v in overrides.items() if k not in plan.hits}
         self.overrides = overrides
         self.hits: dict[str, Any] = plan.hits if plan else {}
         #: key -> the cache file its value is saved to once it completes.
@@ -127,7 +145,25 @@ class RunRecord:
         self._on_node_start = self._hooks["on_node_start"]
         self._on_node_finish = self._hooks["on_node_finish"]
         self._keep = {t._key for t in graph.targets} | overrides.keys()
+        #: key -> the node whose expansion brought it into the run.
+        self.parents: dict[str, str] = {}
+        #: key of an expanded node -> the keys of the nodes its value held, in order.
+        self.children: dict[str, list[str]] = {}
+        #: key of an expanded node -> the value its op returned (holding nodes).
+        self.returned: dict[str, Any] = {}
+        #: How many nodes joined the run as nodes expanded.
+        self.created = 0
+        self._dynamic = False  # once a node expanded, no value is released
+        self._waiters: dict[str, list[str]] = {}  # child -> the expanded nodes waiting
+        self._settling: list[str] = []  # expanded nodes whose children have completed
+        self._limit: int | None = None
+        self._given = replay.values if replay else {}
+        self._replayed = replay.returned if replay else {}
+        self._todo: list[str] | None = None
         self._count()
+        if replay:
+            self._replay(replay.returned)
+        self._replayed = {}
         for fire in self._hooks["on_start"]:
             fire(graph=graph)
 
@@ -162,7 +198,9 @@ class RunRecord:
 
     def ready(self) -> list[Node]:
         """The nodes that can start at once: every dependency given or cached."""
-        return [self.nodes[k] for k, count in self._waiting.items() if not count]
+        states, returned = self.states, self.returned
+        return [self.nodes[k] for k, count in self._waiting.items()
+                if not count and k not in states and k not in returned]
 
     def call(self, key: str) -> tuple[tuple, dict]:
         """``(args, kwargs)`` for node ``key``, its dependencies' values filled in."""
@@ -181,9 +219,18 @@ class RunRecord:
             fire(node=self.nodes[key], attempt=number)
         return number
 
-    def finished(self, key: str, seconds: float, value: Any = MISSING) -> None:
+    def finished(self, key: str, seconds: float, value: Any = MISSING,
+                 _final: bool = False) -> None:
         """``key`` returned ``value`` after ``seconds``; :attr:`on_ready` hears of the
-        dependents that can start now."""
+        dependents that can start now. A value holding nodes expands (see
+        :mod:`~flowdispatch.executors.expand`): ``key`` completes once they have
+        (``_final``: the value of such a node, with its children's values in it)."""
+        if value is not MISSING and type(value) not in _ATOMS and not _final:
+            found = held(value)
+            if found is not None and self.nodes[key]._op is not None:  # data stays data
+                self._expand(key, seconds, value, found)
+                self._settle()
+                return
         self.states[key] = _DONE
         self.open -= 1
         self.durations[key] = seconds
@@ -195,15 +242,21 @@ class RunRecord:
                 cache.save(self.stores[key], value)
         for fire in self._on_node_finish:
             fire(node=node, duration=seconds)
-        needed, keep = self._needed, self._keep
-        for dep in node._deps:  # release the values no node needs any more
-            dkey = dep._key
-            left = needed[dkey] - 1
-            needed[dkey] = left
-            if not left and dkey not in keep:
-                self.values.pop(dkey, None)
-                if self.on_release is not None:
-                    self.on_release(dkey)
+        if not self._dynamic:  # release the values no node needs any more
+            needed, keep = self._needed, self._keep
+            for dep in node._deps:
+                dkey = dep._key
+                left = needed[dkey] - 1
+                needed[dkey] = left
+                if not left and dkey not in keep:
+                    self.values.pop(dkey, None)
+                    if self.on_release is not None:
+                        self.on_release(dkey)
+        else:  # the expanded nodes waiting for it
+            for parent in self._waiters.pop(key, ()):
+                self._waiting[parent] -= 1
+                if not self._waiting[parent]:
+                    self._settling.append(parent)
         downs = self._dependents.get(key)
         if downs:
             waiting, on_ready = self._waiting, self.on_ready
@@ -212,6 +265,8 @@ class RunRecord:
                 waiting[down] = left
                 if not left and on_ready is not None:
                     on_ready(nodes[down])
+        if self._settling and not _final:
+            self._settle()
 
     def failed(self, key: str, error: BaseException, seconds: float | None = None) -> None:
         """``key`` failed for good with ``error``: it and its descendants are done for."""
@@ -222,6 +277,8 @@ class RunRecord:
             self.open -= 1
         self.states[key] = _FAILED
         self.errors[key] = note_node(error, key)
+        if key in self.parents:
+            note_parent(error, key, self.parents[key])
         if seconds is not None:
             self.durations[key] = seconds
         if self.fail_fast and not self.stopping:
@@ -232,20 +289,23 @@ class RunRecord:
             fire(node=self.nodes[key], error=error)
         self._doom(key, error)
 
-    def _doom(self, key: str, error: BaseException) -> None:
-        """Every descendant of failed ``key`` that has not ended is ``upstream_failed``."""
+    def _doom(self, key: str, error: BaseException, culprit: str | None = None) -> None:
+        """Every descendant of ``key`` that has not ended is ``upstream_failed``, blaming
+        ``culprit`` (default: ``key``), the node that failed with ``error``."""
+        culprit = culprit or key
         states, errors, nodes = self.states, self.errors, self.nodes
         hooks = self._hooks["on_node_upstream_failed"]
-        stack = list(self._dependents.get(key, ()))
+        stack = [*self._dependents.get(key, ()), *self._waiters.get(key, ())]
         while stack:
             down = stack.pop()
             if down not in states:
                 states[down] = _UPSTREAM
                 self.open -= 1
-                errors[down] = lost = UpstreamError(down, key, error)
+                errors[down] = lost = UpstreamError(down, culprit, error)
                 for fire in hooks:
                     fire(node=nodes[down], error=lost)
                 stack.extend(self._dependents.get(down, ()))
+                stack.extend(self._waiters.get(down, ()))
 
     # -- the end --------------------------------------------------------------------
     def results(self) -> Results:
@@ -255,9 +315,10 @@ class RunRecord:
         for key in self.nodes:
             if key not in states:
                 states[key] = State.CANCELLED
+        dynamic = Dynamic(self.nodes, self.children, self.returned) if self._dynamic else None
         results = Results(self.graph, {key: states[key] for key in self.nodes},
                           values=self.values, errors=self.errors, durations=self.durations,
-                          attempts=self.attempts, overrides=self.overrides)
+                          attempts=self.attempts, overrides=self.overrides, dynamic=dynamic)
         for fire in self._hooks["on_finish"]:
             fire(results=results)
         return results

@@ -4,7 +4,9 @@
 every executor calls, it keeps the state of each node itself: ``pending``
 until it starts, ``running`` (with its attempt and the time so far), then
 ``done`` or ``failed``, or ``upstream_failed`` when the run says an
-ancestor failed; nodes given in ``overrides`` are ``skipped``. Each drawing is a
+ancestor failed; nodes given in ``overrides`` are ``skipped``. Nodes that join
+the run as nodes expand appear, ``pending``, with dashed edges to the node
+that made them (their layout is not measured ahead). Each drawing is a
 :class:`Frame`, drawn by :func:`flowdispatch.visualize`, which shows in
 Jupyter as an SVG (the last one as the results do). The first frame is
 shown with ``IPython.display.display(frame, display_id=True)`` and later ones replace
@@ -57,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 import graphviz
 
 from ..core.callbacks import Callback
-from ..core.results import STATES, Results
+from ..core.results import STATES, Dynamic, Results
 from ..errors import DotNotFoundError
 from .progress import ProgressBar
 from .render import (
@@ -217,6 +219,8 @@ class LiveGraph(Callback):
         self._durations: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._started: dict[str, float] = {}
+        self._joined: dict[str, Node] = {}  # nodes that joined the run as nodes expanded
+        self._children: dict[str, list[str]] = {}
         self._layout: _Layout | None = None
         self._version = self._drawn = 0
         self._next_at = 0.0
@@ -242,6 +246,18 @@ class LiveGraph(Callback):
         else:
             self._layout = self._measure()
             self._show(self._frame())
+
+    def on_expand(self, *, node: Node, children: tuple[Node, ...],
+                  nodes: tuple[Node, ...]) -> None:
+        if self._bar is not None:
+            self._bar.on_expand(node=node, children=children, nodes=nodes)
+            return
+        with self._lock:  # the drawing grows: the new nodes, pending, below their parent
+            for new in nodes:
+                self._joined[new._key] = new
+                self._states.setdefault(new._key, "pending")
+            self._children[node._key] = [child._key for child in children]
+            self._changed()
 
     def on_node_start(self, *, node: Node, attempt: int) -> None:
         if self._bar is not None:
@@ -327,8 +343,11 @@ class LiveGraph(Callback):
         now = time.perf_counter()
         for key, started in self._started.items():
             durations[key] = now - started
+        dynamic = None
+        if self._joined and self._graph is not None:
+            dynamic = Dynamic({**self._graph.nodes, **self._joined}, dict(self._children), {})
         results = Results(self._graph, dict(self._states), errors=dict(self._errors),
-                          durations=durations, attempts=dict(self._attempts))
+                          durations=durations, attempts=dict(self._attempts), dynamic=dynamic)
         return Frame(results, layout=self._layout, **self._options)
 
     def _measure(self) -> _Layout | None:

@@ -46,6 +46,12 @@ class ProgressBar(Callback):
     def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
         self._step()
 
+    def on_expand(self, *, node: Node, children: tuple[Node, ...],
+                  nodes: tuple[Node, ...]) -> None:
+        if self._bar is not None:  # the run grew
+            self._bar.total += len(nodes)
+            self._bar.refresh()
+
     def on_finish(self, *, results: Results) -> None:
         if self._bar is not None:
             self._bar.n = sum(1 for s in results.states.values() if s != "cancelled")

@@ -229,6 +229,9 @@ def _draw(graph: Graph, results: Results | None, rankdir: str, threshold: int | 
         for node in graph:
             for dep in graph.deps_of(node._key):
                 dot.edge(dep._key, node._key)
+        for node in graph if results is not None else ():  # expanded into its children
+            for child in results.children(node):
+                dot.edge(child._key, node._key, style="dashed", arrowhead="onormal")
     if results is not None:
         _draw_legend(dot, results, layout)
     return dot
@@ -268,7 +271,7 @@ def _size(sizes: dict[str, tuple[str, str]], name: str) -> dict[str, str]:
 # -- what to draw, and how ---------------------------------------------------------
 def _subject(items: tuple) -> tuple[Graph, Results | None]:
     if len(items) == 1 and isinstance(items[0], Results):
-        return items[0].graph, items[0]
+        return items[0].drawn_graph(), items[0]
     if len(items) == 1 and isinstance(items[0], Graph):
         return items[0], None
     if any(isinstance(item, (Graph, Results)) for item in items):
