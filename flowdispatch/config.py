@@ -11,6 +11,10 @@ context manager), in dask's YAML files, or in the environment
 ``cache_secret``
     A secret (a string of at least 16 bytes) that signs the cache's entries, see
     :mod:`flowdispatch.cache`.
+``no_workers_timeout``
+    Seconds a dask run waits while its cluster has no worker at all before it
+    gives up on the nodes left (``60``); see
+    :class:`~flowdispatch.executors.dask.DaskExecutor`.
 ``pure``
     What ``fd.op(pure=None)`` and ``fd.value(pure=None)`` mean (``False``): with
     ``True``, every node's key follows its op and arguments, as dask's
@@ -41,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "executor": "threads",
     "cache_dir": None,
     "cache_secret": None,
+    "no_workers_timeout": 60.0,
     "pure": False,
 }
 

@@ -8,7 +8,8 @@ import flowdispatch as fd
 
 def test_defaults():
     assert fd.config.DEFAULTS == {"executor": "threads", "cache_dir": None,
-                                   "cache_secret": None, "pure": False}
+                                   "cache_secret": None, "no_workers_timeout": 60.0,
+                                   "pure": False}
     assert fd.config.get("executor") == "threads"
     assert fd.config.get("cache_dir") is None
 
@@ -39,7 +40,7 @@ def test_set_without_with_stays_until_undone():
 
 def test_unknown_settings_are_refused():
     with pytest.raises(KeyError, match=r"unknown flowdispatch setting 'exector'; expected one "
-                                       r"of \['cache_dir', 'cache_secret', 'executor', 'pure'\]"):
+                                       r"of \['cache_dir', 'cache_secret', 'executor', 'no_workers_timeout', 'pure'\]"):
         fd.config.set(exector="sync")
     with pytest.raises(KeyError, match=r"unknown flowdispatch setting 'color'"):
         fd.config.get("color")

@@ -787,3 +787,66 @@ def test_losing_the_scheduler_raises_and_the_cache_keeps_what_completed(tmp_path
             second.stop()
     assert res[target] == 3 and res.counts == {"cached": 1, "done": 2}
     assert lines(log) == ["counted"]  # it completed before the loss, and was not run again
+
+
+def test_a_cluster_that_loses_every_worker_ends_the_run_naming_what_could_not_run(tmp_path):
+    import psutil
+    from conftest import DaskProcesses
+
+    cluster = DaskProcesses(tmp_path, n_workers=1)
+    cluster.start()
+    gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
+    try:
+        with DaskExecutor(cluster.address, no_workers_timeout=1.0) as executor:
+            executor.connect().wait_for_workers(1, timeout=60)
+            first = inc(1)
+            stuck = gated(first, gate, log)
+            last = inc(stuck)
+            outcome: dict = {}
+            runner = threading.Thread(target=lambda: outcome.update(
+                res=fd.run(last, first, executor=executor)))
+            runner.start()
+            wait_until(lambda: lines(log), 60, "the gated op to start")
+            worker = psutil.Process(cluster.processes[1].pid)  # the nanny and its worker
+            for process in [*worker.children(recursive=True), worker]:
+                process.kill()
+            runner.join(60)
+            assert not runner.is_alive(), "the run hung without workers"
+    finally:
+        open(gate, "w").close()
+        cluster.stop()
+    res = outcome["res"]
+    assert (res.state(first), res.state(stuck), res.state(last)) == (
+        "done", "failed", "upstream_failed")
+    error = res.error(stuck)
+    assert isinstance(error, fd.ExecutorError)
+    assert error.args[0].startswith(
+        f"the dask cluster has had no worker for 1 s, so node {stuck.key!r} could not run")
+    assert repr(last.key) in str(error) and "no_workers_timeout" in str(error)
+
+
+def test_no_workers_timeout_is_checked():
+    with pytest.raises(ValueError, match=r"no_workers_timeout: expected seconds > 0, got 0"):
+        DaskExecutor(no_workers_timeout=0)
+
+
+@fd.op
+def dies_once(marker, x):
+    """Kill this worker the first time (when ``marker`` does not exist yet), then return ``x``."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_a_run_cut_short_by_its_worker_dying_counts_as_an_attempt(dask_executor, dask_client,
+                                                                  tmp_path):
+    pids = dask_client.run(os.getpid)
+    node = inc(dies_once(str(tmp_path / "marker"), inc(1)))
+    killer = next(n for n in fd.Graph(node) if n.name == "dies_once")
+    res = fd.run(node, executor=dask_executor)
+    assert res[node] == 3
+    assert res.attempts(killer) == 2
+    assert [res.attempts(n) for n in res.graph if n is not killer] == [1, 1]
+    wait_for_workers_back(dask_client, gone=set(pids) - set(dask_client.run(os.getpid)))
+
