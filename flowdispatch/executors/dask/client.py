@@ -416,8 +416,8 @@ def _load_error(data: bytes) -> BaseException:
     try:
         return pickle.loads(data)
     except Exception as exc:
-        return RuntimeError(f"an op failed on a dask worker, and its exception could not be "
-                            f"unpickled here: {exc}")
+        return SerializationError(f"an op failed on a dask worker, and its exception could "
+                                  f"not be unpickled here: {exc}")
 
 
 class _Run:

@@ -29,7 +29,7 @@ from typing import Any
 from ...cache import save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
-from ...errors import OpTimeoutError, note_node
+from ...errors import OpTimeoutError, note_node, stand_in
 
 __all__ = ["TOPIC", "Chain", "Code", "Step", "dump_error"]
 
@@ -101,14 +101,21 @@ def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any
 
 
 def dump_error(error: BaseException) -> bytes:
-    """The exception, pickled (with its traceback, by tblib), or a stand-in that says why not."""
+    """The exception, pickled (with its traceback, by tblib), or, if it cannot be pickled
+    or unpickled, a :func:`~flowdispatch.errors.stand_in` with its type's name, message,
+    notes and the traceback's text."""
+    import traceback
+
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(error)
+        data = cloudpickle.dumps(error)
+        pickle.loads(data)  # an exception whose __init__ its args do not fit fails here
+        return data
     except Exception as exc:
-        return cloudpickle.dumps(RuntimeError(
-            f"{type(error).__name__}: {error} (the exception itself could not be pickled: {exc})"))
+        error.add_note("Traceback on the dask worker:\n" + "".join(
+            traceback.format_exception(error)).rstrip())
+        return cloudpickle.dumps(stand_in(error, exc))
 
 
 class Code:

@@ -14,7 +14,7 @@ import signal
 import traceback
 from typing import Any
 
-from ...errors import OpTimeoutError, SerializationError
+from ...errors import OpTimeoutError, SerializationError, stand_in
 from ..loop import attempt
 
 __all__ = ["attempt_batch", "attempt_pickled"]
@@ -44,8 +44,13 @@ def attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
         result.add_note("Traceback in the worker process:\n" + "".join(
             traceback.format_exception(result)).rstrip())
     try:
-        return cloudpickle.dumps((ok, result, seconds))
+        data = cloudpickle.dumps((ok, result, seconds))
+        if not ok:
+            _check_loads(data)  # an exception whose __init__ its args do not fit
+        return data
     except Exception as exc:
+        if not ok:
+            return cloudpickle.dumps((False, stand_in(result, exc), seconds))
         what = "result" if ok else "exception"
         error = SerializationError(
             f"the {what} of type {type(result).__name__} could not be pickled to send it "
@@ -53,6 +58,12 @@ def attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
             "thread-based executor."
         )
         return cloudpickle.dumps((False, error, seconds))
+
+
+def _check_loads(data: bytes) -> None:
+    import pickle
+
+    pickle.loads(data)
 
 
 def attempt_batch(payloads: list[bytes]) -> list[bytes]:
