@@ -850,3 +850,26 @@ def test_a_run_cut_short_by_its_worker_dying_counts_as_an_attempt(dask_executor,
     assert [res.attempts(n) for n in res.graph if n is not killer] == [1, 1]
     wait_for_workers_back(dask_client, gone=set(pids) - set(dask_client.run(os.getpid)))
 
+
+
+def a_lock(x):
+    return threading.Lock()
+
+
+def passes(x):
+    return x
+
+
+def test_an_unpicklable_return_value_fails_its_node_and_dependents_never_hang(
+        dask_executor, dask_client):
+    one, other = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])[:2]
+    lock = fd.op(a_lock, workers=[one])(1)
+    user = fd.op(passes, workers=[other])(lock)  # the value would travel between workers
+    res = fd.run(user, lock, executor=dask_executor)
+    assert (res.state(lock), res.state(user)) == ("failed", "upstream_failed")
+    error = res.error(lock)
+    assert isinstance(error, fd.SerializationError)
+    assert str(error).startswith(f"node {lock.key!r} returned a value of type lock that could "
+                                 "not be pickled")
+    with pytest.raises(fd.SerializationError, match=r"node 'a_lock-.*' returned a value of type lock"):
+        fd.compute(fd.op(a_lock)(2), executor=dask_executor)

@@ -29,7 +29,7 @@ from typing import Any
 from ...cache import save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
-from ...errors import OpTimeoutError, note_node, stand_in
+from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
 
 __all__ = ["TOPIC", "Chain", "Code", "Step", "dump_error"]
 
@@ -118,6 +118,38 @@ def dump_error(error: BaseException) -> bytes:
         return cloudpickle.dumps(stand_in(error, exc))
 
 
+#: Values that always pickle: a result of these types is not checked.
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
+def check_picklable(value: Any, key: str) -> None:
+    """Raise a :class:`~flowdispatch.SerializationError` naming node ``key`` if ``value``
+    cannot be pickled (dask would fail later, where it sends the value, naming no node).
+
+    Buffers (numpy arrays, bytes-likes) are not copied: pickle protocol 5 hands them out.
+    """
+    if type(value) in _PLAIN:
+        return
+    try:
+        pickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+    except Exception:
+        import cloudpickle
+
+        try:
+            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+        except Exception as exc:
+            raise SerializationError(
+                f"node {key!r} returned a value of type {type(value).__name__} that could not "
+                f"be pickled ({exc}), so it cannot travel to the client or another dask "
+                "worker. Return a picklable value, or use a thread-based executor.") from None
+
+
+def _failed(report, key: str, attempt: int, seconds: float, error: BaseException) -> None:
+    """Tell the client (if it listens) that node ``key`` failed for good."""
+    if report:
+        report(key, "failed", attempt, seconds, dump_error(error))
+
+
 class Code:
     """An op as it travels: its name, the pickled ``(fn, settings)``, and the run to report to.
 
@@ -168,8 +200,7 @@ class Step:
         except Exception as exc:
             exc.add_note(f"flowdispatch: node {key!r} could not be unpickled on the dask "
                          "worker; the modules of its op and arguments must be importable there")
-            if report:
-                report(key, "failed", 1, 0.0, dump_error(exc))
+            _failed(report, key, 1, 0.0, exc)
             raise
         if self.deps:
             known = dict(zip(self.deps, values))
@@ -184,14 +215,17 @@ class Step:
                 seconds = time.perf_counter() - start
                 delay = retry_delay(settings, exc, attempt)
                 if delay is None:
-                    note_node(exc, key)
-                    if report:
-                        report(key, "failed", attempt, seconds, dump_error(exc))
+                    _failed(report, key, attempt, seconds, note_node(exc, key))
                     raise
                 if delay:
                     _pause(delay)
                 continue
             seconds = time.perf_counter() - start
+            try:
+                check_picklable(result, key)
+            except SerializationError as exc:
+                _failed(report, key, attempt, seconds, note_node(exc, key))
+                raise
             if self.store is not None:
                 save(self.store, result)
             if report:
