@@ -873,3 +873,42 @@ def test_an_unpicklable_return_value_fails_its_node_and_dependents_never_hang(
                                  "not be pickled")
     with pytest.raises(fd.SerializationError, match=r"node 'a_lock-.*' returned a value of type lock"):
         fd.compute(fd.op(a_lock)(2), executor=dask_executor)
+
+
+@fd.op
+def fails_with_source(x):
+    doubled = 2 * x
+    raise ValueError(f"failed on {doubled}")
+
+
+def test_op_failures_show_their_source_and_stay_out_of_the_worker_log(
+        dask_executor, dask_processes, dask_client):
+    import traceback
+
+    one = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])[0]
+    pinned = fd.op(fails_with_source.__wrapped__, workers=[one])
+    expected = pinned(21)
+    res = fd.run(expected, executor=dask_executor)
+    text = "".join(traceback.format_exception(res.error(expected)))
+    assert 'raise ValueError(f"failed on {doubled}")' in text and "<dynamic-code>" not in text
+    # A failure nobody follows (a future of submit) is logged as dask does, and after it
+    # the worker has logged whatever the run's failure would have made it log.
+    control = pinned(22)
+    future = dask_executor.submit(control)[control]
+    with pytest.raises(ValueError, match="failed on 44"):
+        future.result(timeout=60)
+    def logs():
+        return "".join(p.read_text(errors="replace") for p in dask_processes.directory.glob("*.log"))
+
+    wait_until(lambda: control.key in logs(), 30, "the control's log record")
+    assert "Compute Failed" in logs()
+    assert expected.key not in logs()
+
+
+def test_closing_after_runs_logs_no_errors(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING), DaskExecutor(n_workers=1, processes=False) as executor:
+        assert fd.compute(inc(1), executor=executor) == (2,)
+        assert fd.run(inc(2), executor=executor).ok
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

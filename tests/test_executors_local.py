@@ -563,3 +563,21 @@ def test_ctrl_c_on_threads_returns_at_once_and_says_the_running_ops_were_abandon
     assert "KeyboardInterrupt" in err
     assert "flowdispatch: 2 running op(s) were abandoned" in err
     assert "threading" not in err.split("KeyboardInterrupt")[-1]  # no exit-time join traceback
+
+
+@fd.op
+def fails_with_source(x):
+    doubled = 2 * x
+    raise ValueError(f"failed on {doubled}")
+
+
+def test_a_worker_process_traceback_shows_the_op_source_once():
+    import traceback
+
+    node = fails_with_source(1)
+    error = fd.run(node, executor="processes").error(node)
+    text = "".join(traceback.format_exception(error))
+    assert 'raise ValueError(f"failed on {doubled}")' in text  # sent by reference
+    assert "<dynamic-code>" not in text
+    assert text.count("Traceback (most recent call last)") == 1
+    assert text.count("ValueError: failed on 2") == 2  # the error, and the worker's last line

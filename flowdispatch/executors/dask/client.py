@@ -408,8 +408,23 @@ def _router(client: Client) -> _Router:
         if router is None:
             router = _routers[client] = _Router()
             client.subscribe_topic(TOPIC, router)
-            client.subscribe_topic("all", router.lost_worker)
         return router
+
+
+def _follow_workers(client: Client, router: _Router, run: str, inbox: _Inbox | None) -> None:
+    """Add (or, with ``inbox=None``, remove) a run of ``client``. While it has runs, the
+    client hears of lost workers (topic ``all``; not for ever: the scheduler would send
+    the client's own goodbye on it to a closed connection, and log that loudly)."""
+    with _routers_lock:
+        before = bool(router.runs)
+        if inbox is None:
+            router.runs.pop(run, None)
+        else:
+            router.runs[run] = inbox
+        if before and not router.runs:
+            client.unsubscribe_topic("all")
+        elif router.runs and not before:
+            client.subscribe_topic("all", router.lost_worker)
 
 
 def _load_error(data: bytes) -> BaseException:
@@ -467,7 +482,7 @@ class _Run:
         else:
             inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)
-        router.runs[self.run_id] = inbox
+        _follow_workers(self.client, router, self.run_id, inbox)
         try:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
             names = [lowered.dask_key(k) for k in hold]
@@ -483,7 +498,7 @@ class _Run:
             self._cancel()
             raise
         finally:
-            router.runs.pop(self.run_id, None)
+            _follow_workers(self.client, router, self.run_id, None)
             self._release()
         raise self._lost()
 

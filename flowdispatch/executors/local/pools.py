@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SerializationError
-from ..calls import call_parts, unpicklable
+from ..calls import by_reference, call_parts, unpicklable
 from ..loop import Outcome, _timeout, attempt
 from ..submit import SubmitExecutor
 from .daemon import DaemonThreadPool
@@ -129,7 +129,7 @@ def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps((node._fn, args, kwargs))
+        return cloudpickle.dumps((by_reference(node._fn), args, kwargs))
     except Exception as exc:
         error = unpicklable(node, [("the op", node._fn), *call_parts(node, args, kwargs)],
                             "another process", exc)

@@ -3,7 +3,9 @@
 The parent ships each call as cloudpickle bytes (``fn, args, kwargs``); the
 worker runs it (:func:`~flowdispatch.executors.loop.attempt`), stopping it by a
 SIGALRM at its ``timeout``, and sends the outcome back pickled, with the
-worker's traceback added as a note to a failure. A result or exception that
+worker's traceback added as a note to a failure (which then travels without
+its traceback objects, so that the traceback is printed once, as the worker
+formatted it, with the op's source lines). A result or exception that
 cannot be pickled becomes a :class:`~flowdispatch.SerializationError` that
 says so.
 """
@@ -11,10 +13,10 @@ says so.
 from __future__ import annotations
 
 import signal
-import traceback
 from typing import Any
 
 from ...errors import OpTimeoutError, SerializationError, stand_in
+from ..calls import note_traceback
 from ..loop import attempt
 
 __all__ = ["attempt_batch", "attempt_pickled"]
@@ -41,8 +43,7 @@ def attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
         if timeout is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
     if not ok:
-        result.add_note("Traceback in the worker process:\n" + "".join(
-            traceback.format_exception(result)).rstrip())
+        note_traceback(result, "the worker process")
     try:
         data = cloudpickle.dumps((ok, result, seconds))
         if not ok:
