@@ -912,3 +912,44 @@ def test_closing_after_runs_logs_no_errors(caplog):
         assert fd.compute(inc(1), executor=executor) == (2,)
         assert fd.run(inc(2), executor=executor).ok
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@fd.op
+def poison_at_gate(gate, x):
+    wait_for_file(gate, 60)
+    os._exit(1)  # takes its worker down
+
+
+class _OpenGateAfter(fd.Callback):
+    def __init__(self, node, gate):
+        self.node, self.gate = node, gate
+
+    def on_node_finish(self, *, node, duration):
+        if node is self.node or node.key == self.node.key:
+            open(self.gate, "w").close()
+
+
+def test_a_killed_worker_in_a_fused_chain_blames_the_op_that_killed_it(tmp_path):
+    import dask
+
+    gate = str(tmp_path / "gate")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        executor = DaskExecutor(n_workers=1, threads_per_worker=1)
+        executor.connect()
+    with executor:
+        first = inc(1)
+        bad = poison_at_gate(gate, first)
+        after = double(bad)
+        target = inc(after)
+        # As compute runs it: one chain of four steps; the gate opens once the client has
+        # heard that the step before the poison finished.
+        res = executor.run(fd.Graph(target), fail_fast=True,
+                           callbacks=[_OpenGateAfter(first, gate)])
+    assert [res.state(n) for n in (first, bad, after, target)] == [
+        "done", "failed", "upstream_failed", "upstream_failed"]
+    error = res.error(bad)
+    assert type(error).__name__ == "KilledWorker"
+    assert f"flowdispatch: raised by node {bad.key!r}" in error.__notes__
+    assert any(note.startswith("flowdispatch: the worker died while running ops that compute "
+                               "folded into one dask task (inc, poison_at_gate, double, inc)")
+               for note in error.__notes__)

@@ -644,15 +644,32 @@ class _Run:
                 error = future.exception()
             except Exception as exc:  # lost contact with the scheduler
                 error = exc
-            culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
-            if culprit not in self.nodes or culprit in record.states:
-                culprit = key
+            culprit = self._culprit(error, key)
             if type(error).__name__ == "KilledWorker":  # it took down allowed_failures + 1
                 tries = getattr(error, "allowed_failures", 0) + 1
                 record.attempts[culprit] = max(record.attempts.get(culprit, 0), tries)
             record.failed(culprit, error.with_traceback(future.traceback()))
             if self.stopped:
                 return
+
+    def _culprit(self, error: BaseException, key: str) -> str:
+        """The node to blame for ``error``, which erred the task of ``key``: a
+        KilledWorker's task, or in a chain of steps the first that had not finished."""
+        culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
+        states = self.record.states
+        if culprit not in self.nodes or culprit in states:
+            return key
+        if not self._chained(culprit):
+            return culprit
+        steps = [s.key for s in self.lowered.tasks[culprit].func.steps]
+        first = next(k for k in steps if k not in states)
+        error.add_note(
+            f"flowdispatch: the worker died while running ops that compute folded into one "
+            f"dask task ({', '.join(self.nodes[k].name for k in steps)}); {first!r} is the "
+            "first of them that had not finished. Had the op before it finished only "
+            "milliseconds earlier, its report may have died with the worker: "
+            "DaskExecutor(fuse=False) runs each op as its own task.")
+        return first
 
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""
