@@ -14,6 +14,10 @@ context manager), in dask's YAML files, or in the environment
 ``max_dynamic_nodes``
     The most nodes that may join one run as ops return nodes (1,000,000): past
     it the expanding node fails, instead of exhausting memory.
+``no_workers_timeout``
+    Seconds a dask run waits while its cluster has no worker at all before it
+    gives up on the nodes left (``60``); see
+    :class:`~flowdispatch.executors.dask.DaskExecutor`.
 ``pure``
     What ``fd.op(pure=None)`` and ``fd.value(pure=None)`` mean (``False``): with
     ``True``, every node's key follows its op and arguments, as dask's
@@ -45,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "cache_dir": None,
     "cache_secret": None,
     "max_dynamic_nodes": 1_000_000,
+    "no_workers_timeout": 60.0,
     "pure": False,
 }
 

@@ -198,3 +198,26 @@ def note_node(error: BaseException, key: str) -> BaseException:
     if note not in getattr(error, "__notes__", ()):
         error.add_note(note)
     return error
+
+
+def stand_in(error: BaseException, reason: BaseException) -> SerializationError:
+    """A picklable error that keeps what ``error`` said, when ``error`` itself cannot be
+    pickled or unpickled (``reason`` says why): its type's name, message and notes
+    (the node, the remote traceback).
+
+    Examples
+    --------
+    >>> class TwoArgError(Exception):
+    ...     def __init__(self, a, b):
+    ...         super().__init__(f"{a}/{b}")
+    >>> str(stand_in(TwoArgError("bad", "input"), TypeError("missing b")))
+    '...TwoArgError: bad/input (the exception could not travel between processes as itself: ...)'
+    """
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else (
+        f"{kind.__module__}.{kind.__qualname__}")
+    copy = SerializationError(f"{name}: {error} (the exception could not travel between "
+                              f"processes as itself: {reason})")
+    for note in getattr(error, "__notes__", ()):
+        copy.add_note(note)
+    return copy

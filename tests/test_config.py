@@ -9,6 +9,7 @@ import flowdispatch as fd
 def test_defaults():
     assert fd.config.DEFAULTS == {"executor": "threads", "cache_dir": None,
                                    "cache_secret": None, "max_dynamic_nodes": 1_000_000,
+                                   "no_workers_timeout": 60.0,
                                    "pure": False}
     assert fd.config.get("executor") == "threads"
     assert fd.config.get("cache_dir") is None
@@ -40,7 +41,8 @@ def test_set_without_with_stays_until_undone():
 
 def test_unknown_settings_are_refused():
     with pytest.raises(KeyError, match=r"unknown flowdispatch setting 'exector'; expected one "
-                                       r"of \['cache_dir', 'cache_secret', 'executor', 'max_dynamic_nodes', 'pure'\]"):
+                                       r"of \['cache_dir', 'cache_secret', 'executor', 'max_dynamic_nodes', "
+                                       r"'no_workers_timeout', 'pure'\]"):
         fd.config.set(exector="sync")
     with pytest.raises(KeyError, match=r"unknown flowdispatch setting 'color'"):
         fd.config.get("color")

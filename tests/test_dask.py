@@ -789,3 +789,169 @@ def test_losing_the_scheduler_raises_and_the_cache_keeps_what_completed(tmp_path
             second.stop()
     assert res[target] == 3 and res.counts == {"cached": 1, "done": 2}
     assert lines(log) == ["counted"]  # it completed before the loss, and was not run again
+
+
+def test_a_cluster_that_loses_every_worker_ends_the_run_naming_what_could_not_run(tmp_path):
+    import psutil
+    from conftest import DaskProcesses
+
+    cluster = DaskProcesses(tmp_path, n_workers=1)
+    cluster.start()
+    gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
+    try:
+        with DaskExecutor(cluster.address, no_workers_timeout=1.0) as executor:
+            executor.connect().wait_for_workers(1, timeout=60)
+            first = inc(1)
+            stuck = gated(first, gate, log)
+            last = inc(stuck)
+            outcome: dict = {}
+            runner = threading.Thread(target=lambda: outcome.update(
+                res=fd.run(last, first, executor=executor)))
+            runner.start()
+            wait_until(lambda: lines(log), 60, "the gated op to start")
+            worker = psutil.Process(cluster.processes[1].pid)  # the nanny and its worker
+            for process in [*worker.children(recursive=True), worker]:
+                process.kill()
+            runner.join(60)
+            assert not runner.is_alive(), "the run hung without workers"
+    finally:
+        open(gate, "w").close()
+        cluster.stop()
+    res = outcome["res"]
+    assert (res.state(first), res.state(stuck), res.state(last)) == (
+        "done", "failed", "upstream_failed")
+    error = res.error(stuck)
+    assert isinstance(error, fd.ExecutorError)
+    assert error.args[0].startswith(
+        f"the dask cluster has had no worker for 1 s, so node {stuck.key!r} could not run")
+    assert repr(last.key) in str(error) and "no_workers_timeout" in str(error)
+
+
+def test_no_workers_timeout_is_checked():
+    with pytest.raises(ValueError, match=r"no_workers_timeout: expected seconds > 0, got 0"):
+        DaskExecutor(no_workers_timeout=0)
+
+
+@fd.op
+def dies_once(marker, x):
+    """Kill this worker the first time (when ``marker`` does not exist yet), then return ``x``."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_a_run_cut_short_by_its_worker_dying_counts_as_an_attempt(dask_executor, dask_client,
+                                                                  tmp_path):
+    pids = dask_client.run(os.getpid)
+    node = inc(dies_once(str(tmp_path / "marker"), inc(1)))
+    killer = next(n for n in fd.Graph(node) if n.name == "dies_once")
+    res = fd.run(node, executor=dask_executor)
+    assert res[node] == 3
+    assert res.attempts(killer) == 2
+    assert [res.attempts(n) for n in res.graph if n is not killer] == [1, 1]
+    wait_for_workers_back(dask_client, gone=set(pids) - set(dask_client.run(os.getpid)))
+
+
+
+def a_lock(x):
+    return threading.Lock()
+
+
+def passes(x):
+    return x
+
+
+def test_an_unpicklable_return_value_fails_its_node_and_dependents_never_hang(
+        dask_executor, dask_client):
+    one, other = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])[:2]
+    lock = fd.op(a_lock, workers=[one])(1)
+    user = fd.op(passes, workers=[other])(lock)  # the value would travel between workers
+    res = fd.run(user, lock, executor=dask_executor)
+    assert (res.state(lock), res.state(user)) == ("failed", "upstream_failed")
+    error = res.error(lock)
+    assert isinstance(error, fd.SerializationError)
+    assert str(error).startswith(f"node {lock.key!r} returned a value of type lock that could "
+                                 "not be pickled")
+    with pytest.raises(fd.SerializationError, match=r"node 'a_lock-.*' returned a value of type lock"):
+        fd.compute(fd.op(a_lock)(2), executor=dask_executor)
+
+
+@fd.op
+def fails_with_source(x):
+    doubled = 2 * x
+    raise ValueError(f"failed on {doubled}")
+
+
+def test_op_failures_show_their_source_and_stay_out_of_the_worker_log(
+        dask_executor, dask_processes, dask_client):
+    import traceback
+
+    one = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])[0]
+    pinned = fd.op(fails_with_source.__wrapped__, workers=[one])
+    expected = pinned(21)
+    res = fd.run(expected, executor=dask_executor)
+    text = "".join(traceback.format_exception(res.error(expected)))
+    assert 'raise ValueError(f"failed on {doubled}")' in text and "<dynamic-code>" not in text
+    # A failure nobody follows (a future of submit) is logged as dask does, and after it
+    # the worker has logged whatever the run's failure would have made it log.
+    control = pinned(22)
+    future = dask_executor.submit(control)[control]
+    with pytest.raises(ValueError, match="failed on 44"):
+        future.result(timeout=60)
+    def logs():
+        return "".join(p.read_text(errors="replace") for p in dask_processes.directory.glob("*.log"))
+
+    wait_until(lambda: control.key in logs(), 30, "the control's log record")
+    assert "Compute Failed" in logs()
+    assert expected.key not in logs()
+
+
+def test_closing_after_runs_logs_no_errors(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING), DaskExecutor(n_workers=1, processes=False) as executor:
+        assert fd.compute(inc(1), executor=executor) == (2,)
+        assert fd.run(inc(2), executor=executor).ok
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@fd.op
+def poison_at_gate(gate, x):
+    wait_for_file(gate, 60)
+    os._exit(1)  # takes its worker down
+
+
+class _OpenGateAfter(fd.Callback):
+    def __init__(self, node, gate):
+        self.node, self.gate = node, gate
+
+    def on_node_finish(self, *, node, duration):
+        if node is self.node or node.key == self.node.key:
+            open(self.gate, "w").close()
+
+
+def test_a_killed_worker_in_a_fused_chain_blames_the_op_that_killed_it(tmp_path):
+    import dask
+
+    gate = str(tmp_path / "gate")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        executor = DaskExecutor(n_workers=1, threads_per_worker=1)
+        executor.connect()
+    with executor:
+        first = inc(1)
+        bad = poison_at_gate(gate, first)
+        after = double(bad)
+        target = inc(after)
+        # As compute runs it: one chain of four steps; the gate opens once the client has
+        # heard that the step before the poison finished.
+        res = executor.run(fd.Graph(target), fail_fast=True,
+                           callbacks=[_OpenGateAfter(first, gate)])
+    assert [res.state(n) for n in (first, bad, after, target)] == [
+        "done", "failed", "upstream_failed", "upstream_failed"]
+    error = res.error(bad)
+    assert type(error).__name__ == "KilledWorker"
+    assert f"flowdispatch: raised by node {bad.key!r}" in error.__notes__
+    assert any(note.startswith("flowdispatch: the worker died while running ops that compute "
+                               "folded into one dask task (inc, poison_at_gate, double, inc)")
+               for note in error.__notes__)

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import pickle
+import re
 
 import pytest
 
@@ -87,3 +88,34 @@ def test_pickled_errors_keep_their_fields():
 def test_a_timeout_is_caught_as_a_builtin_timeout():
     with pytest.raises(TimeoutError):
         raise fd.OpTimeoutError("node 'slow-1' ran longer than 5 s")
+
+
+class TwoArgError(Exception):
+    """An exception that pickles but does not unpickle: its args do not fit its __init__."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+@fd.op
+def raises_two_arg_error(x):
+    raise TwoArgError("bad", x)
+
+
+@pytest.mark.parametrize("executor", ["processes", "dask"])
+def test_an_exception_that_cannot_be_unpickled_keeps_its_type_message_traceback_and_node(
+        executor, request):
+    import traceback
+
+    if executor == "dask":  # real worker processes (see conftest.py)
+        pytest.importorskip("distributed")
+        executor = request.getfixturevalue("dask_executor")
+    node = raises_two_arg_error("input")
+    error = fd.run(node, executor=executor).error(node)
+    text = "".join(traceback.format_exception(error))
+    assert isinstance(error, fd.SerializationError)  # a stand-in that names the type
+    assert re.search(r"(\w+\.)*TwoArgError: bad/input", text)
+    assert f"flowdispatch: raised by node {node.key!r}" in text
+    assert "in raises_two_arg_error" in text  # the remote traceback
+    with pytest.raises(fd.SerializationError, match=r"TwoArgError: bad/input \(the exception"):
+        fd.compute(raises_two_arg_error("input"), executor=executor)

@@ -525,3 +525,59 @@ def test_a_batch_the_pool_refuses_fails_each_of_its_nodes():
     errors = _start_many(refuse, [(n, (i,), {}, None) for i, n in enumerate(nodes)])
     assert all(isinstance(e, RuntimeError) and "shutdown" in str(e) for e in errors)
     assert len({id(e) for e in errors}) == 3  # each node notes its own
+
+
+_BLOCKED_RUN = """
+import threading, flowdispatch as fd
+
+@fd.op
+def blocks(x):
+    print("started", flush=True)
+    threading.Event().wait(120)  # a long op: Ctrl-C must not wait for it
+    return x
+
+if __name__ == "__main__":
+    fd.run([blocks(i) for i in range(2)], executor="threads")
+"""
+
+
+def test_ctrl_c_on_threads_returns_at_once_and_says_the_running_ops_were_abandoned(tmp_path):
+    import signal
+    import subprocess
+
+    script = tmp_path / "blocked.py"
+    script.write_text(_BLOCKED_RUN)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        while seen.count("started") < 2:  # both ops run (bounded by the test's timeout)
+            seen += process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)  # the ops would run for two minutes
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in err
+    assert "flowdispatch: 2 running op(s) were abandoned" in err
+    assert "threading" not in err.split("KeyboardInterrupt")[-1]  # no exit-time join traceback
+
+
+@fd.op
+def fails_with_source(x):
+    doubled = 2 * x
+    raise ValueError(f"failed on {doubled}")
+
+
+def test_a_worker_process_traceback_shows_the_op_source_once():
+    import traceback
+
+    node = fails_with_source(1)
+    error = fd.run(node, executor="processes").error(node)
+    text = "".join(traceback.format_exception(error))
+    assert 'raise ValueError(f"failed on {doubled}")' in text  # sent by reference
+    assert "<dynamic-code>" not in text
+    assert text.count("Traceback (most recent call last)") == 1
+    assert text.count("ValueError: failed on 2") == 2  # the error, and the worker's last line

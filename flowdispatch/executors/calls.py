@@ -2,7 +2,9 @@
 
 ``bind`` fills a node's arguments with the values of its dependencies, for
 the local scheduling loop. ``unpicklable`` explains, when a node must travel
-to another process and cannot, which of its parts is to blame. (The dask
+to another process and cannot, which of its parts is to blame; ``by_reference``
+lets an op's function travel as its module and name, so that the other
+process runs (and its tracebacks show) the function of the module's source. (The dask
 form of a whole graph is in :mod:`flowdispatch.executors.dask.lower`.)
 
 Examples
@@ -20,16 +22,99 @@ node 'inc-...': argument 0 (a lock) cannot be pickled to send it to another proc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.node import Node
 from ..core.traverse import substitute
 from ..errors import SerializationError
 
-__all__ = ["bind", "unpicklable"]
+__all__ = ["bind", "by_reference", "note_traceback", "unpicklable"]
 
 _EMPTY: dict = {}
+
+
+def _op_function(module: str, qualname: str) -> Callable:
+    """The function of the op importable as ``module.qualname`` (unpickling a reference)."""
+    import importlib
+
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return getattr(found, "__wrapped__", found)
+
+
+class _Reference:
+    """Pickles as :func:`_op_function` of a module and a name: unpickled, the function."""
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str):
+        self.module, self.qualname = module, qualname
+
+    def __reduce__(self):
+        return (_op_function, (self.module, self.qualname))
+
+
+def note_traceback(error: BaseException, where: str) -> None:
+    """Before ``error`` leaves this process: add its traceback, formatted here (with the
+    source lines, which the other process may not have), as a note, and drop the
+    traceback objects of it and its causes, so that the traceback is printed once.
+
+    Examples
+    --------
+    >>> try:
+    ...     1 / 0
+    ... except ZeroDivisionError as exc:
+    ...     note_traceback(exc, "the worker")
+    ...     error = exc
+    >>> print(error.__notes__[0])
+    Traceback in the worker:
+    Traceback (most recent call last):
+      File "<doctest ...>", line 2, in <module>
+        1 / 0
+        ~~^~~
+    ZeroDivisionError: division by zero
+    >>> error.__traceback__ is None
+    True
+    """
+    import traceback
+
+    notes = {f"{note}\n" for note in getattr(error, "__notes__", ())}
+    lines = [line for line in traceback.format_exception(error) if line not in notes]
+    error.add_note(f"Traceback in {where}:\n" + "".join(lines).rstrip())
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        exc = stack.pop()
+        if exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            stack += [exc.__cause__, exc.__context__]
+
+
+def by_reference(fn: Callable) -> Any:
+    """``fn``, or what pickles as a reference to it when it is the function of an op that
+    its module names (``@op def f``: the module's ``f`` is the op, so cloudpickle would
+    pickle the function by value, and tracebacks would show no source lines).
+
+    Examples
+    --------
+    >>> by_reference(len) is len  # pickled by reference anyway
+    True
+    """
+    module_name = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    module = sys.modules.get(module_name) if module_name else None
+    if module is None or module_name == "__main__" or "<locals>" in qualname:
+        return fn
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is not fn and getattr(found, "__wrapped__", None) is fn:
+        return _Reference(module_name, qualname)
+    return fn
 
 
 def bind(node: Node, values: dict[str, Any]) -> tuple[tuple, dict]:

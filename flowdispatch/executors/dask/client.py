@@ -25,8 +25,18 @@ and brought back with the results, so that :meth:`Results.rerun
 failure cancels the rest on the cluster; so does an interrupt.
 
 Worker loss is the scheduler's business: a task that was running on a lost
-worker runs again elsewhere (dask's ``allowed-failures``); its start events
-add up in ``attempts``.
+worker runs again elsewhere (dask's ``allowed-failures``). Such a run counts in
+``attempts`` when the client can tell that it ran: the client hears of every
+lost worker with the tasks it held (the scheduler's ``remove-worker`` event).
+A held task counts if its start was heard (starts are reported when someone
+watches them: each is a message), or else if it was the run's only task
+there (a task merely queued on a worker is not a run). A task of a fused
+chain is not counted: which step died is not known. A cluster left without any worker for
+``no_workers_timeout`` seconds ends the run: the nodes left fail with an
+:class:`~flowdispatch.ExecutorError` that names them. The states, durations
+and attempts of the nodes that finished are kept, and so are their values
+that are on the client (overrides, and cached values on disk); the values
+that lived only on the lost workers are gone.
 """
 
 from __future__ import annotations
@@ -36,17 +46,19 @@ import math
 import os
 import pickle
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ... import config
 from ...core.graph import Graph, as_nodes
 from ...errors import ExecutorError, SecurityWarning, SerializationError
 from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
 from .lower import Lowered
-from .worker import TOPIC
+from .worker import TOPIC, Chain
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -135,6 +147,11 @@ class DaskExecutor(Executor):
         ``run``, which keeps every intermediate value reachable for ``rerun``).
         Each dependent hop on a cluster costs milliseconds of scheduler round
         trips, whatever the op; nodes keep their own states and timings.
+    no_workers_timeout
+        Seconds a run waits while the cluster has no worker at all; then the
+        nodes left fail with an :class:`~flowdispatch.ExecutorError` naming
+        them. Default: the setting ``no_workers_timeout`` (60 s). dask itself
+        would wait for ever on a cluster it did not start.
     security
         A ``distributed.security.Security`` (TLS certificates) for the
         connection to ``address``, or for the embedded cluster, where ``True``
@@ -170,7 +187,7 @@ class DaskExecutor(Executor):
 
     def __init__(self, address: str | None = None, client: Client | None = None, *,
                  connect_timeout: float = 10.0, fuse: bool = True, security: Any = None,
-                 **cluster_kwargs: Any):
+                 no_workers_timeout: float | None = None, **cluster_kwargs: Any):
         if address is not None and client is not None:
             raise TypeError("DaskExecutor: expected address= or client=, got both")
         if address is None and client is None and not cluster_kwargs and security is not True:
@@ -185,6 +202,9 @@ class DaskExecutor(Executor):
                             "to the embedded cluster, not with address= or client=")
         if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
             raise ValueError(f"connect_timeout: expected seconds > 0, got {connect_timeout!r}")
+        if no_workers_timeout is not None and (
+                not isinstance(no_workers_timeout, (int, float)) or no_workers_timeout <= 0):
+            raise ValueError(f"no_workers_timeout: expected seconds > 0, got {no_workers_timeout!r}")
         if not isinstance(fuse, bool):
             raise TypeError(f"fuse: expected True or False, got {fuse!r}")
         if security is not None and client is not None:
@@ -198,6 +218,7 @@ class DaskExecutor(Executor):
         self.address = address
         self.connect_timeout = connect_timeout
         self.fuse = fuse
+        self.no_workers_timeout = no_workers_timeout
         self.security = security
         self.cluster_kwargs = cluster_kwargs
         self._given = client
@@ -305,7 +326,10 @@ class DaskExecutor(Executor):
                           stores=record.stores)
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse({t._key for t in record.graph.targets})
-        return _Run(self.connect(), record, lowered, run_id).go()
+        patience = self.no_workers_timeout
+        if patience is None:
+            patience = float(config.get("no_workers_timeout"))
+        return _Run(self.connect(), record, lowered, run_id, patience).go()
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -351,9 +375,26 @@ class _Router:
 
     def __call__(self, event: tuple) -> None:
         run, key, kind, attempt, seconds, error = event[1]
+        if kind == "held":  # from lost_worker(): the keys held by a worker that died
+            self.runs[run].put((None, "held", 0, 0.0, error))
+            return
         inbox = self.runs.get(run)
         if inbox is not None:
             inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
+
+
+    def lost_worker(self, event: tuple) -> None:
+        """A worker left the cluster (the scheduler's topic ``all``): tell each run
+        which of its tasks were processing there."""
+        message = event[1]
+        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        held: dict[str, list[str]] = {}
+        for key in message.get("processing-tasks") or ():
+            if isinstance(key, str) and key.rpartition("-")[2] in self.runs:
+                held.setdefault(key.rpartition("-")[2], []).append(key)
+        for run, keys in held.items():
+            self((0, [run, None, "held", 0, 0.0, keys]))
 
 
 _routers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -370,20 +411,40 @@ def _router(client: Client) -> _Router:
         return router
 
 
+def _follow_workers(client: Client, router: _Router, run: str, inbox: _Inbox | None) -> None:
+    """Add (or, with ``inbox=None``, remove) a run of ``client``. While it has runs, the
+    client hears of lost workers (topic ``all``; not for ever: the scheduler would send
+    the client's own goodbye on it to a closed connection, and log that loudly)."""
+    with _routers_lock:
+        before = bool(router.runs)
+        if inbox is None:
+            router.runs.pop(run, None)
+        else:
+            router.runs[run] = inbox
+        if before and not router.runs:
+            client.unsubscribe_topic("all")
+        elif router.runs and not before:
+            client.subscribe_topic("all", router.lost_worker)
+
+
 def _load_error(data: bytes) -> BaseException:
     try:
         return pickle.loads(data)
     except Exception as exc:
-        return RuntimeError(f"an op failed on a dask worker, and its exception could not be "
-                            f"unpickled here: {exc}")
+        return SerializationError(f"an op failed on a dask worker, and its exception could "
+                                  f"not be unpickled here: {exc}")
 
 
 class _Run:
     """One run on the cluster: submit, then report what the events and futures say to
     the run's :class:`~.record.RunRecord`."""
 
-    def __init__(self, client: Client, record: RunRecord, lowered: Lowered, run_id: str):
+    def __init__(self, client: Client, record: RunRecord, lowered: Lowered, run_id: str,
+                 patience: float = math.inf):
         self.client = client
+        self.patience = patience  # seconds without any worker before giving up
+        self.workerless_since: float | None = None
+        self.next_look = 0.0  # when to ask the scheduler about its workers again
         self.record = record
         self.nodes = record.nodes
         self.lowered = lowered
@@ -395,6 +456,9 @@ class _Run:
         self.waiting: set[str] = set()  # fail-fast: the targets not done yet
         self.stopped = False
         self.lost = False
+        self.gave_up = False  # the cluster had no worker for too long
+        self.running: set[str] = set()  # heard to start, not yet to end
+        self.cut_short: dict[str, int] = {}  # key -> its runs ended by a worker's death
         if self.fail_fast:
             record.on_stop = self._stop
         else:
@@ -418,13 +482,15 @@ class _Run:
         else:
             inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)
-        router.runs[self.run_id] = inbox
+        _follow_workers(self.client, router, self.run_id, inbox)
         try:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
             names = [lowered.dask_key(k) for k in hold]
             self.held = dict(zip(hold, self.client.get(lowered.expression(), names, sync=False)))
             self.waiting = set(wanted)
             self._follow(inbox)
+            if self.gave_up:
+                return record.results()  # the values of the done nodes are gone
             if not self.lost:
                 record.values.update(self._gather())
                 return record.results()
@@ -432,7 +498,7 @@ class _Run:
             self._cancel()
             raise
         finally:
-            router.runs.pop(self.run_id, None)
+            _follow_workers(self.client, router, self.run_id, None)
             self._release()
         raise self._lost()
 
@@ -448,6 +514,9 @@ class _Run:
                 self._unexplained()
                 if not self.fail_fast or self.lost:
                     return
+            elif not events and self._workerless():
+                self._give_up()
+                return
 
     def _open(self) -> bool:
         """Whether something the run waits for has yet to end."""
@@ -468,17 +537,41 @@ class _Run:
                error: BaseException | None) -> None:
         """Report one event of a node (none once the node has ended)."""
         record = self.record
+        if kind == "held":
+            self._held_by_lost_worker(error)  # type: ignore[arg-type]
+            return
         if key not in self.nodes or key in record.states:
             return
         if kind == "start":
+            self.running.add(key)
             record.started(key)
             return
-        record.attempts[key] = max(record.attempts.get(key, 0), attempt)  # if starts went unreported
+        self.running.discard(key)
+        tries = attempt + self.cut_short.get(key, 0)  # if starts went unheard
+        record.attempts[key] = max(record.attempts.get(key, 0), tries)
         if kind == "done":
             self.waiting.discard(key)
             record.finished(key, seconds)
         else:
             record.failed(key, error, seconds)
+
+    def _held_by_lost_worker(self, tasks: list[str]) -> None:
+        """Count the runs cut short on a worker that died (see the module docstring)."""
+        states = self.record.states
+        held = []
+        for task in tasks:
+            key = self.lowered.node_keys.get(task)
+            if key in self.nodes and key not in states and not self._chained(key):
+                held.append(key)
+        running = [k for k in held if k in self.running] or (held if len(held) == 1 else [])
+        for key in running:
+            self.running.discard(key)
+            self.cut_short[key] = self.cut_short.get(key, 0) + 1
+
+    def _chained(self, key: str) -> bool:
+        """Whether ``key``'s task is a chain of fused steps (events of a step that ran
+        just before its worker died may not have left it: which step died is unknown)."""
+        return isinstance(self.lowered.tasks[key].func, Chain)
 
     def _let_go(self, key: str) -> None:
         """No unfinished node needs the value of ``key`` any more: the cluster may free it."""
@@ -496,6 +589,40 @@ class _Run:
         if not self.fail_fast:
             return all(f.done() for f in futures)
         return self.lost or any(f.status == "error" for f in futures)
+
+    def _workerless(self) -> bool:
+        """Whether the cluster has had no worker for ``patience`` seconds (asked at most
+        once a second, only while the run is quiet)."""
+        now = time.monotonic()
+        if now < self.next_look:
+            return False
+        self.next_look = now + min(1.0, self.patience / 4)
+        try:
+            workers = self.client.scheduler_info(n_workers=0).get("n_workers", 1)
+        except Exception:  # lost contact: the futures will say so
+            return False
+        if workers:
+            self.workerless_since = None
+            return False
+        if self.workerless_since is None:
+            self.workerless_since = now
+        return now - self.workerless_since >= self.patience
+
+    def _give_up(self) -> None:
+        """Fail the nodes left (the first of each line; the rest are upstream-failed)."""
+        self.gave_up = True
+        record, states = self.record, self.record.states
+        left = [k for k in self.nodes if k not in states]
+        shown = ", ".join(repr(k) for k in left[:10]) + (", ..." if len(left) > 10 else "")
+        for key in left:
+            if key not in states:
+                record.failed(key, ExecutorError(
+                    f"the dask cluster has had no worker for {self.patience:g} s, so node "
+                    f"{key!r} could not run; {len(left)} nodes could not run: {shown}. Start "
+                    "workers (`dask worker <scheduler address>`) and run again; the setting "
+                    "no_workers_timeout (or DaskExecutor(no_workers_timeout=...)) says how "
+                    "long to wait. Ops declared cache=True keep their values on disk."))
+        self._cancel()
 
     def _lost(self) -> ExecutorError:
         done = sum(state == "done" for state in self.record.states.values())
@@ -517,15 +644,32 @@ class _Run:
                 error = future.exception()
             except Exception as exc:  # lost contact with the scheduler
                 error = exc
-            culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
-            if culprit not in self.nodes or culprit in record.states:
-                culprit = key
+            culprit = self._culprit(error, key)
             if type(error).__name__ == "KilledWorker":  # it took down allowed_failures + 1
                 tries = getattr(error, "allowed_failures", 0) + 1
                 record.attempts[culprit] = max(record.attempts.get(culprit, 0), tries)
             record.failed(culprit, error.with_traceback(future.traceback()))
             if self.stopped:
                 return
+
+    def _culprit(self, error: BaseException, key: str) -> str:
+        """The node to blame for ``error``, which erred the task of ``key``: a
+        KilledWorker's task, or in a chain of steps the first that had not finished."""
+        culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
+        states = self.record.states
+        if culprit not in self.nodes or culprit in states:
+            return key
+        if not self._chained(culprit):
+            return culprit
+        steps = [s.key for s in self.lowered.tasks[culprit].func.steps]
+        first = next(k for k in steps if k not in states)
+        error.add_note(
+            f"flowdispatch: the worker died while running ops that compute folded into one "
+            f"dask task ({', '.join(self.nodes[k].name for k in steps)}); {first!r} is the "
+            "first of them that had not finished. Had the op before it finished only "
+            "milliseconds earlier, its report may have died with the worker: "
+            "DaskExecutor(fuse=False) runs each op as its own task.")
+        return first
 
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""

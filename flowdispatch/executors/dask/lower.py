@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.node import _identity
 from ...core.traverse import Ref, template
 from ...errors import SerializationError
-from ..calls import call_parts, unpicklable
+from ..calls import by_reference, call_parts, unpicklable
 from .worker import Chain, Code, Step
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class Lowered:
         if op is None:
             return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
         try:
-            return Code(op.op_name, cloudpickle.dumps((node._fn, op.settings)), run,
+            return Code(op.op_name, cloudpickle.dumps((by_reference(node._fn), op.settings)), run,
                         starts)
         except Exception as exc:
             error = unpicklable(node, [("the op", op.__wrapped__),

@@ -20,6 +20,7 @@ client learns of a node before it learns of anything that depends on it.
 from __future__ import annotations
 
 import itertools
+import logging
 import pickle
 import threading
 import time
@@ -29,7 +30,8 @@ from typing import Any
 from ...cache import save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
-from ...errors import OpTimeoutError, note_node
+from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
+from ..calls import note_traceback
 
 __all__ = ["TOPIC", "Chain", "Code", "Step", "dump_error"]
 
@@ -101,14 +103,77 @@ def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any
 
 
 def dump_error(error: BaseException) -> bytes:
-    """The exception, pickled (with its traceback, by tblib), or a stand-in that says why not."""
+    """The exception, pickled with its traceback as a note (formatted here, with the op's
+    source lines), or, if it cannot be pickled or unpickled, a
+    :func:`~flowdispatch.errors.stand_in` with its type's name, message and notes."""
     import cloudpickle
 
+    note_traceback(error, "the dask worker")
     try:
-        return cloudpickle.dumps(error)
+        data = cloudpickle.dumps(error)
+        pickle.loads(data)  # an exception whose __init__ its args do not fit fails here
+        return data
     except Exception as exc:
-        return cloudpickle.dumps(RuntimeError(
-            f"{type(error).__name__}: {error} (the exception itself could not be pickled: {exc})"))
+        return cloudpickle.dumps(stand_in(error, exc))
+
+
+#: Values that always pickle: a result of these types is not checked.
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
+def check_picklable(value: Any, key: str) -> None:
+    """Raise a :class:`~flowdispatch.SerializationError` naming node ``key`` if ``value``
+    cannot be pickled (dask would fail later, where it sends the value, naming no node).
+
+    Buffers (numpy arrays, bytes-likes) are not copied: pickle protocol 5 hands them out.
+    """
+    if type(value) in _PLAIN:
+        return
+    try:
+        pickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+    except Exception:
+        import cloudpickle
+
+        try:
+            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+        except Exception as exc:
+            raise SerializationError(
+                f"node {key!r} returned a value of type {type(value).__name__} that could not "
+                f"be pickled ({exc}), so it cannot travel to the client or another dask "
+                "worker. Return a picklable value, or use a thread-based executor.") from None
+
+
+class _Quiet(logging.Filter):
+    """Drops distributed's "Compute Failed" log record for the tasks in :attr:`keys`:
+    failures of ops that the client hears of (they are in its Results)."""
+
+    keys: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Compute Failed") and record.args:
+            key = record.args[0]  # type: ignore[index]
+            if key in self.keys:
+                self.keys.discard(key)
+                return False
+        return True
+
+
+def _keep_quiet(dask_key: str) -> None:
+    """Keep the worker's log free of the failure of task ``dask_key``."""
+    if not _Quiet.keys:  # the first time in this process: install the filter
+        logger = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _Quiet) for f in logger.filters):
+            logger.addFilter(_Quiet())
+    if len(_Quiet.keys) > 10_000:  # keys of chain steps are never logged: do not pile up
+        _Quiet.keys.clear()
+    _Quiet.keys.add(dask_key)
+
+
+def _failed(report, step: Step, attempt: int, seconds: float, error: BaseException) -> None:
+    """Tell the client (if it listens) that node ``step.key`` failed for good."""
+    if report:
+        report(step.key, "failed", attempt, seconds, dump_error(error))
+        _keep_quiet(f"{step.key}-{step.op.run}")
 
 
 class Code:
@@ -161,8 +226,7 @@ class Step:
         except Exception as exc:
             exc.add_note(f"flowdispatch: node {key!r} could not be unpickled on the dask "
                          "worker; the modules of its op and arguments must be importable there")
-            if report:
-                report(key, "failed", 1, 0.0, dump_error(exc))
+            _failed(report, self, 1, 0.0, exc)
             raise
         if self.deps:
             known = dict(zip(self.deps, values))
@@ -177,14 +241,17 @@ class Step:
                 seconds = time.perf_counter() - start
                 delay = retry_delay(settings, exc, attempt)
                 if delay is None:
-                    note_node(exc, key)
-                    if report:
-                        report(key, "failed", attempt, seconds, dump_error(exc))
+                    _failed(report, self, attempt, seconds, note_node(exc, key))
                     raise
                 if delay:
                     _pause(delay)
                 continue
             seconds = time.perf_counter() - start
+            try:
+                check_picklable(result, key)
+            except SerializationError as exc:
+                _failed(report, self, attempt, seconds, note_node(exc, key))
+                raise
             if self.store is not None:
                 save(self.store, result)
             if report:
@@ -216,7 +283,13 @@ class Chain:
         return f"<flowdispatch chain of {len(self.steps)} steps to {self.steps[-1].key!r}>"
 
     def __call__(self, *values: Any) -> Any:
-        value = self.steps[0](*values)
-        for step in self.steps[1:]:
-            value = step(value)
+        try:
+            value = self.steps[0](*values)
+            for step in self.steps[1:]:
+                value = step(value)
+        except Exception:
+            last = self.steps[-1]
+            if last.op.run is not None:  # the step told the client
+                _keep_quiet(f"{last.key}-{last.op.run}")
+            raise
         return value

@@ -12,13 +12,15 @@ import functools
 import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SerializationError
-from ..calls import call_parts, unpicklable
+from ..calls import by_reference, call_parts, unpicklable
 from ..loop import Outcome, _timeout, attempt
 from ..submit import SubmitExecutor
+from .daemon import DaemonThreadPool
 from .worker import attempt_batch, attempt_pickled
 
 if TYPE_CHECKING:
@@ -74,8 +76,11 @@ class _PoolRunner(SubmitExecutor):
 class ThreadExecutor(_PoolRunner):
     """Runs nodes on a pool of ``max_workers`` threads (default: as ``ThreadPoolExecutor``).
 
-    A running op cannot be stopped from outside its thread: on interrupt, the
-    nodes not yet started are cancelled and the running ones finish.
+    A running op cannot be stopped from outside its thread: on interrupt
+    (Ctrl-C), the nodes not yet started are cancelled and the running ones
+    are abandoned, as past a timeout: the interrupt is raised at once (its
+    note says how many ops were left running), and the pool's threads are
+    daemons, so the program does not wait for those ops when it exits.
 
     Examples
     --------
@@ -95,13 +100,21 @@ class ThreadExecutor(_PoolRunner):
     def _get_pool(self) -> cf.Executor:
         with self._lock:
             if self._pool is None:
-                self._pool = cf.ThreadPoolExecutor(self.slots, thread_name_prefix="flowdispatch")
+                self._pool = DaemonThreadPool(self.slots, "flowdispatch")
             return self._pool
 
     def cancel(self) -> None:
         # After an interrupt: start nothing more and do not wait for the running
         # ops (a thread cannot be stopped); their threads end as the ops return.
+        pool = self._pool
+        running = pool.running if isinstance(pool, DaemonThreadPool) else 0
         self._shutdown(wait=False)
+        interrupt = sys.exception()  # the loop calls this while handling the interrupt
+        if running and interrupt is not None:
+            interrupt.add_note(
+                f"flowdispatch: {running} running op(s) were abandoned: a thread cannot be "
+                "stopped, so they run on in the background until they return; the program "
+                "does not wait for them when it exits")
 
     def close(self) -> None:
         """Shut the pool down; wait for running ops unless some were abandoned."""
@@ -116,7 +129,7 @@ def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps((node._fn, args, kwargs))
+        return cloudpickle.dumps((by_reference(node._fn), args, kwargs))
     except Exception as exc:
         error = unpicklable(node, [("the op", node._fn), *call_parts(node, args, kwargs)],
                             "another process", exc)

@@ -3,7 +3,9 @@
 The parent ships each call as cloudpickle bytes (``fn, args, kwargs``); the
 worker runs it (:func:`~flowdispatch.executors.loop.attempt`), stopping it by a
 SIGALRM at its ``timeout``, and sends the outcome back pickled, with the
-worker's traceback added as a note to a failure. A result or exception that
+worker's traceback added as a note to a failure (which then travels without
+its traceback objects, so that the traceback is printed once, as the worker
+formatted it, with the op's source lines). A result or exception that
 cannot be pickled becomes a :class:`~flowdispatch.SerializationError` that
 says so.
 """
@@ -11,10 +13,10 @@ says so.
 from __future__ import annotations
 
 import signal
-import traceback
 from typing import Any
 
-from ...errors import OpTimeoutError, SerializationError
+from ...errors import OpTimeoutError, SerializationError, stand_in
+from ..calls import note_traceback
 from ..loop import attempt
 
 __all__ = ["attempt_batch", "attempt_pickled"]
@@ -41,11 +43,15 @@ def attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
         if timeout is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
     if not ok:
-        result.add_note("Traceback in the worker process:\n" + "".join(
-            traceback.format_exception(result)).rstrip())
+        note_traceback(result, "the worker process")
     try:
-        return cloudpickle.dumps((ok, result, seconds))
+        data = cloudpickle.dumps((ok, result, seconds))
+        if not ok:
+            _check_loads(data)  # an exception whose __init__ its args do not fit
+        return data
     except Exception as exc:
+        if not ok:
+            return cloudpickle.dumps((False, stand_in(result, exc), seconds))
         what = "result" if ok else "exception"
         error = SerializationError(
             f"the {what} of type {type(result).__name__} could not be pickled to send it "
@@ -53,6 +59,12 @@ def attempt_pickled(payload: bytes, timeout: float | None = None) -> bytes:
             "thread-based executor."
         )
         return cloudpickle.dumps((False, error, seconds))
+
+
+def _check_loads(data: bytes) -> None:
+    import pickle
+
+    pickle.loads(data)
 
 
 def attempt_batch(payloads: list[bytes]) -> list[bytes]:
