@@ -45,6 +45,7 @@ from ...errors import ExecutorError, SecurityWarning, SerializationError
 from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
+from . import quick
 from .lower import Lowered
 from .worker import TOPIC
 
@@ -303,9 +304,15 @@ class DaskExecutor(Executor):
         lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
                           stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
                           stores=record.stores)
+        targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
-            lowered.fuse({t._key for t in record.graph.targets})
-        return _Run(self.connect(), record, lowered, run_id).go()
+            lowered.fuse(targets)
+        client = self.connect()
+        if lowered.kinds:  # quick ops' nodes share tasks (run(): each keeps a getter)
+            lowered.batch(targets if fail_fast else None, sum(client.nthreads().values()))
+        results = _Run(client, record, lowered, run_id).go()
+        quick.observe(lowered.timings(record.durations))
+        return results
 
 
 # -- following a run ---------------------------------------------------------------------

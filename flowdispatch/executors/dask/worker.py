@@ -1,4 +1,4 @@
-"""What a flowdispatch task does on a dask worker: run one node, or a chain of them.
+"""What a flowdispatch task does on a dask worker: run one node, a chain, or a batch of them.
 
 A task's function is a :class:`Step`: the node's argument templates and its
 op's :class:`Code`, both pickled with cloudpickle on the client (see
@@ -15,6 +15,12 @@ watches for starts: each event is a message through the scheduler), ``"done"`` o
 ``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
+
+A :class:`Batch` runs independent quick nodes in one task: each step still
+reports its own events and retries on its own; a failed step's exception
+takes its place in the batch's tuple of values, so its batch-mates keep
+theirs, and :func:`pick` (a dependent's, or a node's own getter task) raises
+it again, as dask hands a failed task's exception on to its dependents.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, note_node
 
-__all__ = ["TOPIC", "Chain", "Code", "Step", "dump_error"]
+__all__ = ["TOPIC", "Batch", "Chain", "Code", "Step", "dump_error", "pick"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
@@ -220,3 +226,71 @@ class Chain:
         for step in self.steps[1:]:
             value = step(value)
         return value
+
+
+class _Failed:
+    """A failed step's exception, in its batch's values."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __reduce__(self):
+        return (_Failed, (self.error,))
+
+
+def pick(values: tuple, index: int) -> Any:
+    """The value of a batch's node ``index``; its exception, raised, if it failed.
+
+    Examples
+    --------
+    >>> pick((1, 2), 1)
+    2
+    """
+    value = values[index]
+    if type(value) is _Failed:
+        raise value.error
+    return value
+
+
+class Batch:
+    """Independent steps as one dask task: ``batch(*values)`` runs them in turn.
+
+    ``values`` are the steps' dependency values, one after the other (those
+    from other batches as they are there: a failed one skips its step, which
+    the client marks failed upstream). The task returns a tuple with each
+    step's value, or its exception if it failed.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[Step, ...]):
+        self.steps = steps
+
+    def __reduce__(self):
+        return (Batch, (self.steps,))
+
+    @property
+    def __name__(self) -> str:
+        return self.steps[0].op.name
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch batch of {len(self.steps)} steps from {self.steps[0].key!r}>"
+
+    def __call__(self, *values: Any) -> tuple:
+        out: list = []
+        at = 0
+        for step in self.steps:
+            width = len(step.deps)
+            args = values[at:at + width]
+            at += width
+            failed = next((v for v in args if type(v) is _Failed), None)
+            if failed is not None:
+                out.append(failed)
+                continue
+            try:
+                out.append(step(*args))
+            except Exception as exc:  # reported by the step; its batch-mates go on
+                out.append(_Failed(exc))
+        return tuple(out)
