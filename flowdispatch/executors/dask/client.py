@@ -349,7 +349,7 @@ class _Router:
     """Hands the events on a client's topic to the inbox of the run they belong to.
 
     It runs on the client's event loop, in the order the scheduler sent the
-    messages. Errors are unpickled here, so that their tracebacks (rebuilt by
+    messages (an event, or a batch's bundle of them: ``[run, [event, ...]]``). Errors are unpickled here, so that their tracebacks (rebuilt by
     tblib) hang off the loop's long-lived frames rather than a run's.
     """
 
@@ -357,9 +357,11 @@ class _Router:
         self.runs: dict[str, _Inbox] = {}
 
     def __call__(self, event: tuple) -> None:
-        run, key, kind, attempt, seconds, error = event[1]
+        run, *rest = event[1]
         inbox = self.runs.get(run)
-        if inbox is not None:
+        if inbox is None:
+            return
+        for key, kind, attempt, seconds, error in rest[0] if len(rest) == 1 else [rest]:
             inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
 
 

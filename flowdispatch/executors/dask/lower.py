@@ -32,7 +32,7 @@ from ...core.traverse import Ref, template
 from ...errors import SerializationError
 from ..calls import call_parts, unpicklable
 from . import quick
-from .worker import Batch, Chain, Code, Step, pick
+from .worker import Batch, Chain, Code, Picking, Step, pick
 
 if TYPE_CHECKING:
     from ...core.graph import Graph
@@ -254,17 +254,21 @@ class Lowered:
 
     def _rewire(self, refs: dict[str, Any]) -> None:
         """Point every task that needs a batched node at the node's place in its batch."""
-        import operator
-
         from dask.task_spec import Task, TaskRef
 
         for key, task in list(self.tasks.items()):
-            if not any(d in refs for d in task.dependencies) or task.func is pick:
+            if task.func is pick or not any(d in refs for d in task.dependencies):
                 continue
-            get = operator.getitem if isinstance(task.func, Batch) else pick  # Batch skips failed
-            args = [Task(None, get, TaskRef(refs[a.key][0]), refs[a.key][1])
-                    if isinstance(a, TaskRef) and a.key in refs else a for a in task.args]
-            self.tasks[key] = Task(task.key, task.func, *args)
+            sources: dict[Any, int] = {}  # a batch's key, or an argument's position -> source
+            plan = []
+            for n, arg in enumerate(task.args):
+                place = refs.get(arg.key) if isinstance(arg, TaskRef) else None
+                if place is None:
+                    plan.append((sources.setdefault(n, len(sources)), -1))
+                else:
+                    plan.append((sources.setdefault(place[0], len(sources)), place[1]))
+            args = [TaskRef(s) if isinstance(s, str) else task.args[s] for s in sources]
+            self.tasks[key] = Task(task.key, Picking(task.func, tuple(plan)), *args)
 
     def timings(self, durations: dict[str, float]) -> dict[bytes, list[float]]:
         """The ``durations`` of the run's nodes, by their op's pickled code."""

@@ -37,10 +37,12 @@ from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, note_node
 
-__all__ = ["TOPIC", "Batch", "Chain", "Code", "Step", "dump_error", "pick"]
+__all__ = ["TOPIC", "Batch", "Chain", "Code", "Picking", "Step", "dump_error", "pick"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
+#: Longest wait, in seconds, before a batch sends the events of its steps.
+BUNDLE = 0.1
 _EMPTY: dict = {}
 
 
@@ -49,15 +51,20 @@ def _load_code(code: bytes) -> tuple:
     return pickle.loads(code)
 
 
-def _reporter(run: str | None):
-    """A function that sends an event of ``run`` to the client, or ``None``."""
-    if run is None:
-        return None
+def _worker() -> Any:
+    """The dask worker this runs on, or ``None`` (e.g. under ``dask.get``)."""
     try:
         from distributed.worker import get_worker
 
-        worker = get_worker()
-    except (ImportError, ValueError):  # not on a dask worker (e.g. dask.get)
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _reporter(run: str | None):
+    """A function that sends an event of ``run`` to the client, or ``None``."""
+    worker = None if run is None else _worker()
+    if worker is None:
         return None
     return lambda *msg: worker.log_event(TOPIC, [run, *msg])
 
@@ -159,8 +166,11 @@ class Step:
         return f"<flowdispatch step {self.key!r}>"
 
     def __call__(self, *values: Any) -> Any:
+        return self.run(values, _reporter(self.op.run))
+
+    def run(self, values: tuple, report: Any) -> Any:
+        """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
-        report = _reporter(self.op.run)
         try:
             fn, settings = _load_code(self.op.code)
             args, kwargs = pickle.loads(self.call) if self.call is not None else ((), _EMPTY)
@@ -228,6 +238,40 @@ class Chain:
         return value
 
 
+class _Bundle:
+    """The events of a batch's steps, sent a few at a time: a failure (the client may
+    stop the run on it) or a start (sent only when someone watches for starts) at
+    once, with those before it; the others every :data:`BUNDLE` seconds and at the end.
+
+    Every event goes through the scheduler; one for each of thousands of quick nodes
+    would cost more than the nodes do. A bundle is ``[run, [event, ...]]``.
+    """
+
+    __slots__ = ("worker", "run", "events", "since")
+
+    def __init__(self, worker: Any, run: str):
+        self.worker = worker
+        self.run = run
+        self.events: list = []
+        self.since = time.perf_counter()
+
+    @classmethod
+    def of(cls, run: str | None) -> _Bundle | None:
+        worker = None if run is None else _worker()
+        return None if worker is None else cls(worker, run)
+
+    def __call__(self, *event: Any) -> None:
+        self.events.append(list(event))
+        if event[1] != "done" or time.perf_counter() - self.since > BUNDLE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.events:
+            self.worker.log_event(TOPIC, [self.run, self.events])
+            self.events = []
+        self.since = time.perf_counter()
+
+
 class _Failed:
     """A failed step's exception, in its batch's values."""
 
@@ -252,6 +296,46 @@ def pick(values: tuple, index: int) -> Any:
     if type(value) is _Failed:
         raise value.error
     return value
+
+
+class Picking:
+    """A task's function whose arguments come partly out of batches' tuples.
+
+    ``plan`` holds, for each argument of ``func``, ``(source, index)``: the
+    task's argument ``source``, or item ``index`` of it (a batch's tuple) when
+    ``index >= 0``. So a task needs each batch once, however many of its nodes
+    it takes. A failed node's value raises its exception, except for a
+    :class:`Batch` (``soft``), which skips the steps that need it.
+
+    Examples
+    --------
+    >>> Picking(max, ((0, 1), (1, -1)))((5, 7), 6)
+    7
+    """
+
+    __slots__ = ("func", "plan")
+
+    def __init__(self, func: Any, plan: tuple[tuple[int, int], ...]):
+        self.func = func
+        self.plan = plan
+
+    def __reduce__(self):
+        return (Picking, (self.func, self.plan))
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.func, "__name__", "picking")
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch picking for {self.func!r}>"
+
+    def __call__(self, *sources: Any) -> Any:
+        get = _item if isinstance(self.func, Batch) else pick
+        return self.func(*[sources[s] if i < 0 else get(sources[s], i) for s, i in self.plan])
+
+
+def _item(values: tuple, index: int) -> Any:
+    return values[index]
 
 
 class Batch:
@@ -279,6 +363,14 @@ class Batch:
         return f"<flowdispatch batch of {len(self.steps)} steps from {self.steps[0].key!r}>"
 
     def __call__(self, *values: Any) -> tuple:
+        report = _Bundle.of(self.steps[0].op.run)
+        try:
+            return self._run(values, report)
+        finally:
+            if report is not None:
+                report.flush()
+
+    def _run(self, values: tuple, report: _Bundle | None) -> tuple:
         out: list = []
         at = 0
         for step in self.steps:
@@ -290,7 +382,7 @@ class Batch:
                 out.append(failed)
                 continue
             try:
-                out.append(step(*args))
+                out.append(step.run(args, report))
             except Exception as exc:  # reported by the step; its batch-mates go on
                 out.append(_Failed(exc))
         return tuple(out)
