@@ -318,7 +318,7 @@ def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: 
                 print(line, flush=True)
         for n, seconds in work or []:
             r = measure_work(client, n, seconds, repeat)
-            line = (f"| fan of {fmt(seconds * 1e6)} µs ops | {n:,} | {n + 1:,} | {fmt(r['fd'])} | "
+            line = (f"| fan of {seconds * 1e6:,g} µs ops | {n:,} | {n + 1:,} | {fmt(r['fd'])} | "
                     f"{fmt(r['raw'])} | {ratio(r['fd'], r['raw'])} | skip | — |")
             lines.append(line)
             print(line, flush=True)
