@@ -25,7 +25,9 @@ across runs. ``--memory`` adds the peak memory per task.
 With ``--dask``, a further table: the same shapes on one ``LocalCluster`` of
 two worker processes, flowdispatch's DaskExecutor end to end (build, lower,
 run, gather) against ``client.get`` of the prebuilt raw graph and against
-``dask.delayed`` + ``client.compute``.
+``dask.delayed`` + ``client.compute``; then fan-outs of ops that take time
+(``--dask-work``: 10,000 of 10 µs, 2,000 of 1 ms, 200 of 50 ms), against raw
+``client.get``.
 
 Then dynamic workflows on SyncExecutor: a lazy map over N tiny ops (``op.map``
 over a node, expanded at run time) against the same static fan-out (built
@@ -75,6 +77,18 @@ def total(xs):
 
 def add3(x, y, z):
     return x + y + z
+
+
+def work(i, seconds):
+    """``i``, after ``seconds`` of work: spinning below 10 ms (a sleep that short
+    oversleeps), else sleeping (a spinning worker would starve the others of the cores)."""
+    if seconds >= 0.01:
+        time.sleep(seconds)
+        return i
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return i
 
 
 def build(shape: str, n: int, lazy: Callable[[Callable], Callable]):
@@ -247,6 +261,24 @@ def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) ->
     return {"tasks": tasks, "delayed": None} | {k: v / tasks * 1e6 for k, v in best.items()}
 
 
+def measure_work(client, n: int, seconds: float, repeat: int) -> dict:
+    """A fan-out of ``n`` ops of ``seconds`` each, then a sum: fd against raw ``client.get``."""
+    dsk: dict = {f"work-{i}": (work, i, seconds) for i in range(n)}
+    dsk["total-0"] = (total, list(dsk))
+    want = sum(range(n))
+
+    def fd_run() -> None:
+        step = fd.op(work)
+        assert fd.compute(fd.op(total)([step(i, seconds) for i in range(n)]),
+                          executor=executor)[0] == want
+
+    with fd.DaskExecutor(client=client) as executor:
+        best = best_interleaved({"fd": fd_run,
+                                 "raw": lambda: client.get(dsk, "total-0") == want or fail()},
+                                repeat)
+    return {k: v / len(dsk) * 1e6 for k, v in best.items()}
+
+
 def fail():
     raise AssertionError("wrong result")
 
@@ -301,7 +333,7 @@ def chain_4k(repeat: int) -> list[str]:
 
 
 def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: int,
-               chain_limit: int) -> list[str]:
+               chain_limit: int, work: list[tuple[int, float]] | None = None) -> list[str]:
     import dask.config
     from distributed import Client, LocalCluster
 
@@ -329,6 +361,12 @@ def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: 
                         f"{ratio(r['fd'], r['delayed'])} |")
                 lines.append(line)
                 print(line, flush=True)
+        for n, seconds in work or []:
+            r = measure_work(client, n, seconds, repeat)
+            line = (f"| fan of {seconds * 1e6:,g} µs ops | {n:,} | {n + 1:,} | {fmt(r['fd'])} | "
+                    f"{fmt(r['raw'])} | {ratio(r['fd'], r['raw'])} | skip | — |")
+            lines.append(line)
+            print(line, flush=True)
     return lines
 
 
@@ -419,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the dynamic-workflow table")
     parser.add_argument("--dynamic-size", type=int, default=10000,
                         help="N of the lazy map in the dynamic-workflow table")
+    parser.add_argument("--dask-work", default="10000:0.00001,2000:0.001,200:0.05",
+                        help="fan-outs of ops that work: comma-separated N:seconds ('' for none)")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -466,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dask:
         lines += dask_table([int(s) for s in args.dask_sizes.split(",")],
                             args.dask_shapes.split(","), args.repeat, args.delayed_limit,
-                            args.dask_chain_limit)
+                            args.dask_chain_limit,
+                            [(int(n), float(t)) for n, t in
+                             (w.split(":") for w in args.dask_work.split(",") if w)])
     if args.out:
         with open(args.out, "w") as f:
             f.write("# Benchmark results\n\n" + "\n".join(lines) + "\n")

@@ -95,6 +95,7 @@ class OpSettings:
     workers: Any = None
     allow_other_workers: bool = False
     tags: tuple[str, ...] = ()
+    quick: bool | None = None
 
     def __post_init__(self) -> None:
         def bad(option: str, expected: str, got: Any, kind: type = TypeError) -> Exception:
@@ -144,6 +145,8 @@ class OpSettings:
             raise bad("version", "a string (or an integer) naming the op's code", self.version)
         if self.pure is not None and not isinstance(self.pure, bool):
             raise bad("pure", "True, False or None (the configured default)", self.pure)
+        if self.quick is not None and not isinstance(self.quick, bool):
+            raise bad("quick", "True, False or None (measure it)", self.quick)
         for option in ("cache", "allow_other_workers"):
             if not isinstance(getattr(self, option), bool):
                 raise bad(option, "True or False", getattr(self, option))
@@ -174,6 +177,7 @@ class _Options(TypedDict, total=False):
     workers: Any
     allow_other_workers: bool
     tags: Iterable[str]
+    quick: bool | None
 
 
 if TYPE_CHECKING:
@@ -583,6 +587,7 @@ def op(
     workers: Any = None,
     allow_other_workers: bool = False,
     tags: Iterable[str] = (),
+    quick: bool | None = None,
 ) -> Op[..., Any] | _Decorator:
     """Make ``fn`` lazy: calling it returns a node instead of running it.
 
@@ -624,6 +629,15 @@ def op(
         worker restrictions.
     tags
         Free labels, shown in the graph.
+    quick
+        Whether a call takes at most a few milliseconds, about what a dask
+        scheduler spends on each task. On the dask executor the independent
+        nodes of a quick op share tasks, in batches (each node keeps its own
+        state, attempts, duration, callbacks, cache entry and error).
+        ``None`` (the default) measures it: an op whose nodes took under
+        5 ms each in its last dask run in this process is quick. ``False``
+        never batches it. An op with a ``timeout``, ``resources`` or
+        ``workers`` always runs one task per node.
 
     Returns
     -------
@@ -657,6 +671,7 @@ def op(
         workers=workers,
         allow_other_workers=allow_other_workers,
         tags=tags,  # type: ignore[arg-type]  # OpSettings refuses a str, makes a tuple
+        quick=quick,
     )
     if fn is None:
         return lambda f: _make_op(f, settings)  # type: ignore[return-value]  # generic

@@ -57,6 +57,7 @@ from ...errors import ExecutorError, SecurityWarning, SerializationError
 from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
+from . import quick
 from .lower import Lowered
 from .worker import TOPIC, Chain
 
@@ -324,12 +325,18 @@ class DaskExecutor(Executor):
         lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
                           stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
                           stores=record.stores)
+        targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
-            lowered.fuse({t._key for t in record.graph.targets})
+            lowered.fuse(targets)
+        client = self.connect()
+        if lowered.kinds:  # quick ops' nodes share tasks (run(): each keeps a getter)
+            lowered.batch(targets if fail_fast else None, sum(client.nthreads().values()))
         patience = self.no_workers_timeout
         if patience is None:
             patience = float(config.get("no_workers_timeout"))
-        return _Run(self.connect(), record, lowered, run_id, patience).go()
+        results = _Run(client, record, lowered, run_id, patience).go()
+        quick.observe(lowered.timings(record.durations))
+        return results
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -366,7 +373,7 @@ class _Router:
     """Hands the events on a client's topic to the inbox of the run they belong to.
 
     It runs on the client's event loop, in the order the scheduler sent the
-    messages. Errors are unpickled here, so that their tracebacks (rebuilt by
+    messages (an event, or a batch's bundle of them: ``[run, [event, ...]]``). Errors are unpickled here, so that their tracebacks (rebuilt by
     tblib) hang off the loop's long-lived frames rather than a run's.
     """
 
@@ -374,12 +381,11 @@ class _Router:
         self.runs: dict[str, _Inbox] = {}
 
     def __call__(self, event: tuple) -> None:
-        run, key, kind, attempt, seconds, error = event[1]
-        if kind == "held":  # from lost_worker(): the keys held by a worker that died
-            self.runs[run].put((None, "held", 0, 0.0, error))
-            return
+        run, *rest = event[1]
         inbox = self.runs.get(run)
-        if inbox is not None:
+        if inbox is None:
+            return
+        for key, kind, attempt, seconds, error in rest[0] if len(rest) == 1 else [rest]:
             inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
 
 
@@ -394,7 +400,7 @@ class _Router:
             if isinstance(key, str) and key.rpartition("-")[2] in self.runs:
                 held.setdefault(key.rpartition("-")[2], []).append(key)
         for run, keys in held.items():
-            self((0, [run, None, "held", 0, 0.0, keys]))
+            self.runs[run].put((None, "held", 0, 0.0, keys))
 
 
 _routers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

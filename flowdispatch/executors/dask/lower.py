@@ -31,7 +31,8 @@ from ...core.node import _identity
 from ...core.traverse import Ref, template
 from ...errors import SerializationError
 from ..calls import by_reference, call_parts, unpicklable
-from .worker import Chain, Code, Step
+from . import quick
+from .worker import Batch, Chain, Code, Picking, Step, pick
 
 if TYPE_CHECKING:
     from ...core.graph import Graph
@@ -62,6 +63,16 @@ def _pickled_call(node: Node) -> bytes | None:
     except Exception as exc:
         error = unpicklable(node, call_parts(node, args, kwargs), _WORKERS, exc)
         raise error from error.__cause__
+
+
+def _batchable(op: Any, notes: tuple) -> bool:
+    """Whether the op's nodes may share a task: not ``quick=False``, no timeout (its
+    deadline counts from its own start), no resources nor workers (a batch would hold
+    them for all its nodes); a priority is shared by batch-mates of the same op."""
+    if op is None:
+        return False
+    s = op.settings
+    return s.quick is not False and s.timeout is None and all(n[0] == "priority" for n in notes)
 
 
 def _annotations(node: Node) -> tuple:
@@ -111,6 +122,8 @@ class Lowered:
         self.broken: dict[str, SerializationError] = {}
         self.blocked: set[str] = set()
         self.node_keys: dict[str, str] = {}  # dask key -> node key
+        self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
+        self.batches = 0
         codes: dict[int, Code] = {}
         for node in graph:
             key = node._key
@@ -138,6 +151,8 @@ class Lowered:
             notes = _annotations(node)
             if notes:
                 self.annotations[key] = notes
+            if _batchable(op, notes):
+                self.kinds[key] = (code.code, notes, op.settings.quick)
 
     def fuse(self, keep: set[str]) -> int:
         """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
@@ -175,6 +190,94 @@ class Lowered:
                 self.annotations.pop(key, None)
             folded += len(chain) - 1
         return folded
+
+    def batch(self, addressable: set[str] | None, threads: int) -> int:
+        """Put independent nodes of quick ops in batches, one task each; how many nodes.
+
+        Nodes are independent when they are as deep in the graph; those of one
+        op (and priority) at one depth are cut into :func:`.quick.batch_count`
+        batches. A batch's dask key starts with the op name (the dashboard
+        groups by it). Dependents pick their values out of the batch's tuple on
+        their worker; a node in ``addressable`` (``None``: all) also keeps a
+        task of its own, keyed as before, that picks its value (for the client).
+        """
+        groups = self._independent()
+        refs: dict[str, Any] = {}  # dask key of a batched node -> how dependents get its value
+        done = 0
+        for (code, notes, declared, _), keys in groups.items():
+            seconds = quick.measured(code)
+            if not declared and (seconds is None or seconds >= quick.QUICK):
+                continue
+            count = quick.batch_count(len(keys), seconds or 0.0, threads)
+            for i in range(count):
+                done += self._cut(keys[i * len(keys) // count:(i + 1) * len(keys) // count],
+                                  notes, addressable, refs)
+        if refs:
+            self._rewire(refs)
+        return done
+
+    def _independent(self) -> dict[tuple, list[str]]:
+        """Nodes that may share a batch, by (code, notes, declared, depth)."""
+        depth: dict[str, int] = {}
+        groups: dict[tuple, list[str]] = {}
+        for key, task in self.tasks.items():  # in topological order
+            deps = [self.node_keys.get(d, d) for d in task.dependencies]
+            depth[key] = 1 + max((depth.get(d, 0) for d in deps), default=0)
+            kind = self.kinds.get(key)
+            if kind is not None and isinstance(task.func, Step):
+                groups.setdefault((*kind, depth[key]), []).append(key)
+        return groups
+
+    def _cut(self, keys: list[str], notes: tuple, addressable: set[str] | None,
+             refs: dict[str, Any]) -> int:
+        """One batch of the nodes ``keys``; their tasks become getters, or go."""
+        from dask.task_spec import Task, TaskRef
+
+        steps = tuple(self.tasks[k].func for k in keys)
+        self.batches += 1
+        name = f"{steps[0].op.name}-batch{self.batches}"  # unique in the run
+        batch = self.dask_key(name)
+        self.tasks[name] = Task(batch, Batch(steps),
+                                *(a for k in keys for a in self.tasks[k].args))
+        self.node_keys[batch] = name
+        if notes:
+            self.annotations[name] = notes
+        for i, key in enumerate(keys):
+            refs[self.dask_key(key)] = (batch, i)
+            if addressable is None or key in addressable:
+                self.tasks[key] = Task(self.dask_key(key), pick, TaskRef(batch), i)
+            else:
+                del self.tasks[key]
+                del self.node_keys[self.dask_key(key)]
+                self.annotations.pop(key, None)
+        return len(keys)
+
+    def _rewire(self, refs: dict[str, Any]) -> None:
+        """Point every task that needs a batched node at the node's place in its batch."""
+        from dask.task_spec import Task, TaskRef
+
+        for key, task in list(self.tasks.items()):
+            if task.func is pick or not any(d in refs for d in task.dependencies):
+                continue
+            sources: dict[Any, int] = {}  # a batch's key, or an argument's position -> source
+            plan = []
+            for n, arg in enumerate(task.args):
+                place = refs.get(arg.key) if isinstance(arg, TaskRef) else None
+                if place is None:
+                    plan.append((sources.setdefault(n, len(sources)), -1))
+                else:
+                    plan.append((sources.setdefault(place[0], len(sources)), place[1]))
+            args = [TaskRef(s) if isinstance(s, str) else task.args[s] for s in sources]
+            self.tasks[key] = Task(task.key, Picking(task.func, tuple(plan)), *args)
+
+    def timings(self, durations: dict[str, float]) -> dict[bytes, list[float]]:
+        """The ``durations`` of the run's nodes, by their op's pickled code."""
+        out: dict[bytes, list[float]] = {}
+        for key, kind in self.kinds.items():
+            seconds = durations.get(key)
+            if seconds is not None:
+                out.setdefault(kind[0], []).append(seconds)
+        return out
 
     def dask_key(self, key: str) -> str:
         """The dask key of the node with ``key``."""

@@ -1,4 +1,4 @@
-"""What a flowdispatch task does on a dask worker: run one node, or a chain of them.
+"""What a flowdispatch task does on a dask worker: run one node, a chain, or a batch of them.
 
 A task's function is a :class:`Step`: the node's argument templates and its
 op's :class:`Code`, both pickled with cloudpickle on the client (see
@@ -15,6 +15,12 @@ watches for starts: each event is a message through the scheduler), ``"done"`` o
 ``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
+
+A :class:`Batch` runs independent quick nodes in one task: each step still
+reports its own events and retries on its own; a failed step's exception
+takes its place in the batch's tuple of values, so its batch-mates keep
+theirs, and :func:`pick` (a dependent's, or a node's own getter task) raises
+it again, as dask hands a failed task's exception on to its dependents.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
 from ..calls import note_traceback
 
-__all__ = ["TOPIC", "Chain", "Code", "Step", "dump_error"]
+__all__ = ["TOPIC", "Batch", "Chain", "Code", "Picking", "Step", "dump_error", "pick"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
+#: Longest wait, in seconds, before a batch sends the events of its steps.
+BUNDLE = 0.1
 _EMPTY: dict = {}
 
 
@@ -45,15 +53,20 @@ def _load_code(code: bytes) -> tuple:
     return pickle.loads(code)
 
 
-def _reporter(run: str | None):
-    """A function that sends an event of ``run`` to the client, or ``None``."""
-    if run is None:
-        return None
+def _worker() -> Any:
+    """The dask worker this runs on, or ``None`` (e.g. under ``dask.get``)."""
     try:
         from distributed.worker import get_worker
 
-        worker = get_worker()
-    except (ImportError, ValueError):  # not on a dask worker (e.g. dask.get)
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _reporter(run: str | None):
+    """A function that sends an event of ``run`` to the client, or ``None``."""
+    worker = None if run is None else _worker()
+    if worker is None:
         return None
     return lambda *msg: worker.log_event(TOPIC, [run, *msg])
 
@@ -218,8 +231,11 @@ class Step:
         return f"<flowdispatch step {self.key!r}>"
 
     def __call__(self, *values: Any) -> Any:
+        return self.run(values, _reporter(self.op.run))
+
+    def run(self, values: tuple, report: Any) -> Any:
+        """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
-        report = _reporter(self.op.run)
         try:
             fn, settings = _load_code(self.op.code)
             args, kwargs = pickle.loads(self.call) if self.call is not None else ((), _EMPTY)
@@ -293,3 +309,153 @@ class Chain:
                 _keep_quiet(f"{last.key}-{last.op.run}")
             raise
         return value
+
+
+class _Bundle:
+    """The events of a batch's steps, sent a few at a time: a failure (the client may
+    stop the run on it) or a start (sent only when someone watches for starts) at
+    once, with those before it; the others every :data:`BUNDLE` seconds and at the end.
+
+    Every event goes through the scheduler; one for each of thousands of quick nodes
+    would cost more than the nodes do. A bundle is ``[run, [event, ...]]``.
+    """
+
+    __slots__ = ("worker", "run", "events", "since")
+
+    def __init__(self, worker: Any, run: str):
+        self.worker = worker
+        self.run = run
+        self.events: list = []
+        self.since = time.perf_counter()
+
+    @classmethod
+    def of(cls, run: str | None) -> _Bundle | None:
+        worker = None if run is None else _worker()
+        return None if worker is None else cls(worker, run)
+
+    def __call__(self, *event: Any) -> None:
+        self.events.append(list(event))
+        if event[1] != "done" or time.perf_counter() - self.since > BUNDLE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.events:
+            self.worker.log_event(TOPIC, [self.run, self.events])
+            self.events = []
+        self.since = time.perf_counter()
+
+
+class _Failed:
+    """A failed step's exception, in its batch's values."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __reduce__(self):
+        return (_Failed, (self.error,))
+
+
+def pick(values: tuple, index: int) -> Any:
+    """The value of a batch's node ``index``; its exception, raised, if it failed.
+
+    Examples
+    --------
+    >>> pick((1, 2), 1)
+    2
+    """
+    value = values[index]
+    if type(value) is _Failed:
+        raise value.error
+    return value
+
+
+class Picking:
+    """A task's function whose arguments come partly out of batches' tuples.
+
+    ``plan`` holds, for each argument of ``func``, ``(source, index)``: the
+    task's argument ``source``, or item ``index`` of it (a batch's tuple) when
+    ``index >= 0``. So a task needs each batch once, however many of its nodes
+    it takes. A failed node's value raises its exception, except for a
+    :class:`Batch` (``soft``), which skips the steps that need it.
+
+    Examples
+    --------
+    >>> Picking(max, ((0, 1), (1, -1)))((5, 7), 6)
+    7
+    """
+
+    __slots__ = ("func", "plan")
+
+    def __init__(self, func: Any, plan: tuple[tuple[int, int], ...]):
+        self.func = func
+        self.plan = plan
+
+    def __reduce__(self):
+        return (Picking, (self.func, self.plan))
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.func, "__name__", "picking")
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch picking for {self.func!r}>"
+
+    def __call__(self, *sources: Any) -> Any:
+        get = _item if isinstance(self.func, Batch) else pick
+        return self.func(*[sources[s] if i < 0 else get(sources[s], i) for s, i in self.plan])
+
+
+def _item(values: tuple, index: int) -> Any:
+    return values[index]
+
+
+class Batch:
+    """Independent steps as one dask task: ``batch(*values)`` runs them in turn.
+
+    ``values`` are the steps' dependency values, one after the other (those
+    from other batches as they are there: a failed one skips its step, which
+    the client marks failed upstream). The task returns a tuple with each
+    step's value, or its exception if it failed.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[Step, ...]):
+        self.steps = steps
+
+    def __reduce__(self):
+        return (Batch, (self.steps,))
+
+    @property
+    def __name__(self) -> str:
+        return self.steps[0].op.name
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch batch of {len(self.steps)} steps from {self.steps[0].key!r}>"
+
+    def __call__(self, *values: Any) -> tuple:
+        report = _Bundle.of(self.steps[0].op.run)
+        try:
+            return self._run(values, report)
+        finally:
+            if report is not None:
+                report.flush()
+
+    def _run(self, values: tuple, report: _Bundle | None) -> tuple:
+        out: list = []
+        at = 0
+        for step in self.steps:
+            width = len(step.deps)
+            args = values[at:at + width]
+            at += width
+            failed = next((v for v in args if type(v) is _Failed), None)
+            if failed is not None:
+                out.append(failed)
+                continue
+            try:
+                out.append(step.run(args, report))
+            except Exception as exc:  # reported by the step; its batch-mates go on
+                out.append(_Failed(exc))
+        return tuple(out)
