@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..core.node import ancestors
+from ..core.op import CACHE_DECLARED
 from ..core.traverse import substitute
 from ..errors import CacheWarning
 from . import entryfile
@@ -337,6 +338,8 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
     overrides, and the graph is cut there: what only they needed does not
     run, and values that the cut leaves unused are not even read.
     """
+    if not CACHE_DECLARED[0]:
+        return graph, overrides, None
     cached = [node for node in graph if _cached(node) and node._key not in overrides]
     if not cached:
         return graph, overrides, None

@@ -153,7 +153,13 @@ class OpSettings:
         if isinstance(self.tags, str) or not isinstance(self.tags, (tuple, list, set, frozenset)):
             raise bad("tags", "a tuple of strings", self.tags)
         object.__setattr__(self, "tags", tuple(self.tags))
+        if self.cache:
+            CACHE_DECLARED[0] = True
 
+
+#: ``[True]`` once an op of this process was given ``cache=True``: until then a run
+#: has no cache entries to look up (and skips looking at each node for them).
+CACHE_DECLARED = [False]
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(OpSettings))
 

@@ -249,6 +249,8 @@ class Results:
 
     def first_error(self) -> tuple[str, BaseException] | None:
         """``(key, exception)`` of the first node that failed, if any."""
+        if not self._errors:
+            return None
         for key, state in self.states.items():
             if state == "failed":
                 return key, self._errors[key]

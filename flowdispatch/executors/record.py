@@ -311,12 +311,10 @@ class RunRecord(Expanding):
     def results(self) -> Results:
         """The run's :class:`~flowdispatch.Results` (what never ran is ``cancelled``);
         fires ``on_finish``."""
-        states = self.states
-        for key in self.nodes:
-            if key not in states:
-                states[key] = State.CANCELLED
+        states, cancelled = self.states, State.CANCELLED
+        self.states = states = {key: states.get(key, cancelled) for key in self.nodes}
         dynamic = Dynamic(self.nodes, self.children, self.returned) if self._dynamic else None
-        results = Results(self.graph, {key: states[key] for key in self.nodes},
+        results = Results(self.graph, states,
                           values=self.values, errors=self.errors, durations=self.durations,
                           attempts=self.attempts, overrides=self.overrides, dynamic=dynamic)
         for fire in self._hooks["on_finish"]:
