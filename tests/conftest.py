@@ -134,6 +134,18 @@ class DaskProcesses:
             process.log.close()
 
 
+@pytest.fixture(autouse=True)
+def _registry_restored() -> Iterator[None]:
+    """Executor names registered by a test are gone after it, so that no test sees
+    names another registered (the order of tests does not matter)."""
+    from flowdispatch.executors import registry
+
+    saved = dict(registry._factories)
+    yield
+    registry._factories.clear()
+    registry._factories.update(saved)
+
+
 @pytest.fixture(scope="session")
 def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
     """A real ``dask scheduler`` and two ``dask worker`` processes (nannies, 2 threads each)."""
