@@ -317,8 +317,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         count, size = cache.clear()
         print(f"removed {count} entries ({size / 1e6:.1f} MB) from {folder}")
     else:
-        found = cache.entries()
-        size = sum(os.path.getsize(entry) for entry in found)
+        found = cache.sizes()
+        size = sum(found.values())
         print(f"{folder}: {len(found)} entries ({size / 1e6:.1f} MB)")
     return 0
 

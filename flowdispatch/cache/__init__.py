@@ -75,26 +75,81 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from ..core.node import ancestors
 from ..core.traverse import substitute
-from ..errors import CacheWarning
-from . import entryfile
+from ..errors import CacheError, CacheWarning
+from . import entryfile, remote
 
 if TYPE_CHECKING:
     from ..core.graph import Graph
     from ..core.node import Node
 
-__all__ = ["CachePlan", "cache_dir", "clear", "entries", "lineage_keys", "load", "prepare", "save"]
+__all__ = ["CachePlan", "cache_dir", "clear", "entries", "entry_path", "lineage_keys", "load",
+           "maybe_present", "prepare", "require_signing", "save", "sizes"]
 
 
 def cache_dir() -> str:
-    """The cache directory in use: the ``cache_dir`` setting, else the user's cache folder."""
+    """The cache in use: the ``cache_dir`` setting, else the user's cache folder.
+
+    A local folder comes back as an absolute path (a ``file://`` URL too), any
+    other fsspec URL as it is, without a trailing slash.
+    """
     chosen = config.get("cache_dir")
     if chosen is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         chosen = os.path.join(base, "flowdispatch")
     if not isinstance(chosen, (str, os.PathLike)):
-        raise TypeError(f"cache_dir: expected a directory path, got {type(chosen).__name__} "
-                        f"{chosen!r}; set it with fd.config.set(cache_dir='...')")
-    return os.path.abspath(os.fspath(chosen))
+        raise TypeError(f"cache_dir: expected a directory path or URL, got "
+                        f"{type(chosen).__name__} {chosen!r}; set it with "
+                        "fd.config.set(cache_dir='...')")
+    return remote.normalize(os.fspath(chosen))
+
+
+def entry_path(lineage: str, folder: str | None = None) -> str:
+    """Where the value of the lineage key ``lineage`` is kept in the cache ``folder``
+    (default: :func:`cache_dir`): ``<folder>/<lineage[:2]>/<lineage>``.
+
+    Examples
+    --------
+    >>> entry_path("3f2a77", "s3://bucket/cache")
+    's3://bucket/cache/3f/3f2a77'
+    """
+    folder = cache_dir() if folder is None else folder
+    if remote.is_url(folder):
+        return f"{folder}/{lineage[:2]}/{lineage}"
+    return os.path.join(folder, lineage[:2], lineage)
+
+
+def maybe_present(path: str) -> bool:
+    """Whether an entry may be at ``path``: it exists (a local path), or it is in a
+    remote store (asked only by reading it: one request instead of two)."""
+    return remote.is_url(path) or os.path.exists(path)
+
+
+def require_signing(folder: str | None = None) -> None:
+    """Raise :class:`~flowdispatch.CacheError` if the cache ``folder`` (default:
+    :func:`cache_dir`) is a remote store and no ``cache_secret`` is set.
+
+    Examples
+    --------
+    >>> require_signing("memory://cache")  # in the process: no secret needed
+    >>> require_signing("s3://bucket/cache")
+    Traceback (most recent call last):
+    ...
+    flowdispatch.errors.CacheError: the cache_dir 's3://bucket/cache' is a shared store: ...
+    """
+    folder = cache_dir() if folder is None else folder
+    if not (remote.is_url(folder) and remote.needs_signing(folder)):
+        return
+    try:
+        if entryfile.secret() is not None:
+            return
+    except (TypeError, ValueError):  # a bad secret: load and save say so
+        return
+    raise CacheError(
+        f"the cache_dir {folder!r} is a shared store: whoever can write it could run code "
+        "in every process that reads it, so its entries must be signed. Set a cache secret "
+        "(at least 16 bytes, such as python -c 'import secrets; print(secrets.token_hex())') "
+        "with fd.config.set(cache_secret=...) or DASK_FLOWDISPATCH__CACHE_SECRET, the same "
+        "in the client and in every worker")
 
 
 def save(path: str, value: Any) -> None:
@@ -103,50 +158,81 @@ def save(path: str, value: Any) -> None:
     (:class:`~flowdispatch.CacheWarning`) if it cannot be pickled or written, or the
     cache folder cannot be trusted: the run goes on, and the node runs again next time.
 
-    New folders are private to the user (mode 0o700): the cache holds pickles,
-    and loading a pickle can run code.
+    ``path`` may be a URL (see :mod:`flowdispatch.cache.remote`): the entry is then
+    written in one piece, and only when it is signed (a remote store needs a
+    ``cache_secret``). New local folders are private to the user (mode 0o700):
+    the cache holds pickles, and loading a pickle can run code.
     """
     import cloudpickle
 
     try:
-        key = os.path.basename(path)
+        url = remote.is_url(path)
+        if url:
+            require_signing(_root(path))
         signing = entryfile.secret()
         data = cloudpickle.dumps(value)
-        folder = os.path.dirname(path)
-        os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        problem = entryfile.entry_folder_problem(path)
-        if problem is not None:
-            _distrusted(*problem)
-            return
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(entryfile.seal(key, data, signing))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        if url:
+            remote.write(path, entryfile.seal(_key(path), data, signing))
+        else:
+            _save_local(path, data, signing)
     except Exception as exc:
         warnings.warn(f"flowdispatch: a value could not be saved to the cache at {path!r} "
                       f"({type(exc).__name__}: {exc}); its node will run again next time",
                       CacheWarning, stacklevel=2)
 
 
+def _save_local(path: str, data: bytes, signing: bytes | None) -> None:
+    """Write the entry to a temporary file in its folder, then rename it into place."""
+    folder = os.path.dirname(path)
+    os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    problem = entryfile.entry_folder_problem(path)
+    if problem is not None:
+        _distrusted(*problem, level=5)
+        return
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(entryfile.seal(os.path.basename(path), data, signing))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def load(path: str) -> tuple[bool, Any]:
     """``(True, value)`` from ``path``, or ``(False, None)`` if it is missing or cannot be
     trusted (then with a :class:`~flowdispatch.CacheWarning`, and the node runs again).
 
-    An entry is trusted when the current user owns it and the folders it is in
-    (see :func:`flowdispatch.cache.entryfile.folder_problem`), it holds the key it is
-    read under (its file name), and its checksum holds; with a ``cache_secret``
-    set, also its signature. Nothing else is unpickled.
+    An entry is trusted when it holds the key it is read under (its file name)
+    and its checksum holds; with a ``cache_secret`` set, also its signature. A
+    local entry must also belong to the current user, as must the folders it is
+    in (see :func:`flowdispatch.cache.entryfile.folder_problem`); an entry of a
+    remote store (a URL, see :mod:`flowdispatch.cache.remote`) has no owner to
+    check, and is read only when a ``cache_secret`` is set. Nothing else is
+    unpickled.
     """
     import pickle
 
+    blob = _read_remote(path) if remote.is_url(path) else _read_local(path)
+    if not isinstance(blob, bytes):
+        return blob
+    data = _unsealed(path, blob)
+    if not isinstance(data, bytes):
+        return data
+    try:
+        return True, pickle.loads(data)
+    except Exception as exc:
+        return _unreadable(path, f"{type(exc).__name__}: {exc}")
+
+
+def _read_local(path: str) -> bytes | tuple[bool, None]:
+    """The bytes of the local entry at ``path``, or what :func:`load` returns instead."""
     problem = entryfile.entry_folder_problem(path)
     if problem is not None:
-        return _distrusted(*problem)
+        if not os.path.exists(path):  # no cache folder yet: nothing to distrust
+            return False, None
+        return _distrusted(*problem, level=5)
     try:
         with open(path, "rb") as f:
             owner = os.fstat(f.fileno()).st_uid
@@ -154,33 +240,56 @@ def load(path: str) -> tuple[bool, Any]:
     except FileNotFoundError:
         return False, None
     except OSError as exc:
-        return _unreadable(path, f"{type(exc).__name__}: {exc}")
+        return _unreadable(path, f"{type(exc).__name__}: {exc}", level=5)
     if hasattr(os, "getuid") and owner != os.getuid():
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
-                                 "a pickle can run code")
+                                 "a pickle can run code", level=5)
+    return blob
+
+
+def _read_remote(path: str) -> bytes | tuple[bool, None]:
+    """The bytes of the entry at the URL ``path``, or what :func:`load` returns instead."""
+    try:
+        require_signing(_root(path))
+    except CacheError as exc:
+        return _warn(f"flowdispatch: cached values are not read: {exc}")
+    try:
+        blob = remote.read(path)
+    except Exception as exc:
+        return _unreadable(path, f"{type(exc).__name__}: {exc}", level=5)
+    return (False, None) if blob is None else blob
+
+
+def _unsealed(path: str, blob: bytes) -> bytes | tuple[bool, None]:
+    """The pickled value in the entry ``blob`` read at ``path``, or what :func:`load`
+    returns instead."""
     try:
         signing = entryfile.secret()
     except (TypeError, ValueError) as exc:  # the cache_secret setting
-        return _warn(f"flowdispatch: cached values are not read: {exc}", 3)
+        return _warn(f"flowdispatch: cached values are not read: {exc}")
     try:
-        data = entryfile.unseal(os.path.basename(path), blob, signing)
+        return entryfile.unseal(_key(path), blob, signing)
     except entryfile.OldFormat as exc:
         return _warn(f"flowdispatch: entries in the cache folder {_root(path)!r} are not "
-                     f"read: {exc}; their nodes run again and replace them", 3)
+                     f"read: {exc}; their nodes run again and replace them")
     except entryfile.Unsigned:
         return _warn(
             f"flowdispatch: unsigned entries in the cache folder {_root(path)!r} are not read: "
             "a cache_secret is set; their nodes run again and replace them. If dask workers "
-            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)", 3)
+            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)")
     except entryfile.Untrusted as exc:
-        return _unreadable(path, str(exc))
-    try:
-        return True, pickle.loads(data)
-    except Exception as exc:
-        return _unreadable(path, f"{type(exc).__name__}: {exc}")
+        return _unreadable(path, str(exc), level=5)
+
+
+def _key(path: str) -> str:
+    """The key an entry is read under: its name."""
+    return path.rsplit("/", 1)[-1] if remote.is_url(path) else os.path.basename(path)
 
 
 def _root(path: str) -> str:
+    """The cache folder of the entry at ``path``."""
+    if remote.is_url(path):
+        return path.rsplit("/", 2)[0]
     return os.path.dirname(os.path.dirname(path))
 
 
@@ -190,27 +299,41 @@ def _warn(message: str, stacklevel: int = 4) -> tuple[bool, None]:
     return False, None
 
 
-def _unreadable(path: str, why: str) -> tuple[bool, None]:
+def _unreadable(path: str, why: str, level: int = 4) -> tuple[bool, None]:
     return _warn(f"flowdispatch: the cached value at {path!r} could not be read ({why}); "
-                 "its node runs again and replaces it")
+                 "its node runs again and replaces it", level)
 
 
-def _distrusted(folder: str, why: str) -> tuple[bool, None]:
+def _distrusted(folder: str, why: str, level: int = 4) -> tuple[bool, None]:
     return _warn(f"flowdispatch: the cache folder {folder!r} is not used: {why}. Whoever can "
                  "write it can run code in the processes that read it: make it private to "
-                 "you (chmod 700), or choose another with fd.config.set(cache_dir=...)")
+                 "you (chmod 700), or choose another with fd.config.set(cache_dir=...)", level)
 
 
 _MAGICS = (entryfile.MAGIC, *entryfile.OLD_MAGICS)
 
 
 def entries(directory: str | None = None) -> list[str]:
-    """The paths of the cache entries in ``directory`` (default: :func:`cache_dir`).
+    """The paths of the cache entries in ``directory`` (default: :func:`cache_dir`), a
+    local folder or a URL (then the entries are URLs too).
 
     Only flowdispatch's own files count (by their header, of this format or an
     older one), whatever else the folder holds.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> with fd.config.set(cache_dir="memory://entries-doc"):
+    ...     fd.compute(fd.op(cache=True)(abs)(-4), executor="sync")
+    ...     entries()
+    (4,)
+    ['memory://entries-doc/.../...']
+    >>> clear("memory://entries-doc")[0]
+    1
     """
-    folder = cache_dir() if directory is None else os.path.abspath(directory)
+    folder = cache_dir() if directory is None else remote.normalize(os.fspath(directory))
+    if remote.is_url(folder):
+        return list(remote.listing(folder, _MAGICS))
     found = []
     for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         path = os.path.join(folder, sub)
@@ -227,13 +350,25 @@ def entries(directory: str | None = None) -> list[str]:
     return found
 
 
+def sizes(directory: str | None = None) -> dict[str, int]:
+    """The cache entries in ``directory`` (as :func:`entries`) with their sizes in bytes."""
+    folder = cache_dir() if directory is None else remote.normalize(os.fspath(directory))
+    if remote.is_url(folder):
+        return remote.listing(folder, _MAGICS)
+    return {entry: os.path.getsize(entry) for entry in entries(folder)}
+
+
 def clear(directory: str | None = None) -> tuple[int, int]:
-    """Remove the cache entries in ``directory`` (default: :func:`cache_dir`); return
-    how many, and their bytes. Other files are left alone."""
+    """Remove the cache entries in ``directory`` (default: :func:`cache_dir`, a local
+    folder or a URL); return how many, and their bytes. Other files are left alone."""
+    found = sizes(directory)
+    if found and remote.is_url(next(iter(found))):
+        remote.remove(found)
+        return len(found), sum(found.values())
     count = size = 0
-    for entry in entries(directory):
-        size += os.path.getsize(entry)
+    for entry, bytes_ in found.items():
         os.remove(entry)
+        size += bytes_
         count += 1
         try:
             os.rmdir(os.path.dirname(entry))  # once its folder is empty
@@ -342,6 +477,7 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
         return graph, overrides, None
     keys = lineage_keys(graph, overrides, of=cached)
     folder = cache_dir()
+    require_signing(folder)
     paths: dict[str, str] = {}
     for node in cached:
         lineage = keys[node._key]
@@ -352,8 +488,8 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
                 f"({lineage}). Give their types a __dask_tokenize__ method, or make them "
                 "in an op upstream.", CacheWarning, stacklevel=3)
             continue
-        paths[node._key] = os.path.join(folder, lineage[:2], lineage)
-    present = {k for k, path in paths.items() if os.path.exists(path)}
+        paths[node._key] = entry_path(lineage, folder)
+    present = {k for k, path in paths.items() if maybe_present(path)}
     hits: dict[str, Any] = {}
     cut = graph
     while present:
