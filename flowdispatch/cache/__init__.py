@@ -13,8 +13,12 @@ temporary name first and renamed into place, so that a crash never leaves half
 a value behind (the format is in :mod:`flowdispatch.cache.entryfile`). The
 directory comes from ``fd.config.set(cache_dir=...)``; by default
 ``$XDG_CACHE_HOME/flowdispatch`` (``~/.cache/flowdispatch``). On a dask
-cluster the workers read and write the same path: they need to share its file
-system.
+cluster the workers read and write the same cache: a folder on a file system
+they all mount, or a store named by an fsspec URL (``s3://bucket/prefix``,
+``gs://...``), see :mod:`flowdispatch.cache.remote`. An entry goes to a store
+in one PUT of the whole object, so no reader ever sees part of one; a store
+needs a ``cache_secret`` (below), as it has no owner to check. ``memory://``
+(in the process only) needs none.
 
 Who can write the cache folder can run code in every process that reads it:
 loading a value unpickles it, and unpickling can run any code. So an entry is

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 __all__ = ["ATOMIC_PUT", "UNSIGNED_OK", "is_url", "listing", "needs_signing", "normalize",
-           "read", "remove", "write"]
+           "protocol", "read", "remove", "write"]
 
 #: Stores where one PUT of a whole object is atomic: written straight to the entry's name.
 ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss",
