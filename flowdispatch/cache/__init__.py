@@ -117,9 +117,12 @@ def entry_path(lineage: str, folder: str | None = None) -> str:
     's3://bucket/cache/3f/3f2a77'
     """
     folder = cache_dir() if folder is None else folder
-    if remote.is_url(folder):
-        return f"{folder}/{lineage[:2]}/{lineage}"
-    return os.path.join(folder, lineage[:2], lineage)
+    join = _url_join if remote.is_url(folder) else os.path.join
+    return join(folder, lineage[:2], lineage)
+
+
+def _url_join(*parts: str) -> str:
+    return "/".join(parts)
 
 
 def maybe_present(path: str) -> bool:
@@ -176,7 +179,7 @@ def save(path: str, value: Any) -> None:
         signing = entryfile.secret()
         data = cloudpickle.dumps(value)
         if url:
-            remote.write(path, entryfile.seal(_key(path), data, signing))
+            remote.write(path, entryfile.seal(path.rsplit("/", 1)[-1], data, signing))
         else:
             _save_local(path, data, signing)
     except Exception as exc:
@@ -216,27 +219,13 @@ def load(path: str) -> tuple[bool, Any]:
     check, and is read only when a ``cache_secret`` is set. Nothing else is
     unpickled.
     """
-    import pickle
-
-    blob = _read_remote(path) if remote.is_url(path) else _read_local(path)
-    if not isinstance(blob, bytes):
-        return blob
-    data = _unsealed(path, blob)
-    if not isinstance(data, bytes):
-        return data
-    try:
-        return True, pickle.loads(data)
-    except Exception as exc:
-        return _unreadable(path, f"{type(exc).__name__}: {exc}")
-
-
-def _read_local(path: str) -> bytes | tuple[bool, None]:
-    """The bytes of the local entry at ``path``, or what :func:`load` returns instead."""
+    if "://" in path:  # a URL (remote.is_url, inlined: this is the local fast path)
+        return _load_remote(path)
     problem = entryfile.entry_folder_problem(path)
     if problem is not None:
         if not os.path.exists(path):  # no cache folder yet: nothing to distrust
             return False, None
-        return _distrusted(*problem, level=5)
+        return _distrusted(*problem)
     try:
         with open(path, "rb") as f:
             owner = os.fstat(f.fileno()).st_uid
@@ -244,15 +233,15 @@ def _read_local(path: str) -> bytes | tuple[bool, None]:
     except FileNotFoundError:
         return False, None
     except OSError as exc:
-        return _unreadable(path, f"{type(exc).__name__}: {exc}", level=5)
+        return _unreadable(path, f"{type(exc).__name__}: {exc}")
     if hasattr(os, "getuid") and owner != os.getuid():
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
-                                 "a pickle can run code", level=5)
-    return blob
+                                 "a pickle can run code")
+    return _value(path, os.path.basename(path), blob)
 
 
-def _read_remote(path: str) -> bytes | tuple[bool, None]:
-    """The bytes of the entry at the URL ``path``, or what :func:`load` returns instead."""
+def _load_remote(path: str) -> tuple[bool, Any]:
+    """:func:`load` for the entry at the URL ``path``."""
     try:
         require_signing(_root(path))
     except CacheError as exc:
@@ -261,33 +250,37 @@ def _read_remote(path: str) -> bytes | tuple[bool, None]:
         blob = remote.read(path)
     except Exception as exc:
         return _unreadable(path, f"{type(exc).__name__}: {exc}", level=5)
-    return (False, None) if blob is None else blob
+    if blob is None:
+        return False, None
+    return _value(path, path.rsplit("/", 1)[-1], blob, level=5)
 
 
-def _unsealed(path: str, blob: bytes) -> bytes | tuple[bool, None]:
-    """The pickled value in the entry ``blob`` read at ``path``, or what :func:`load`
-    returns instead."""
+def _value(path: str, key: str, blob: bytes, level: int = 4) -> tuple[bool, Any]:
+    """What :func:`load` returns for the entry ``blob`` read at ``path`` under ``key``
+    (warnings point ``level`` frames up: at the caller of :func:`load`)."""
+    import pickle
+
     try:
         signing = entryfile.secret()
     except (TypeError, ValueError) as exc:  # the cache_secret setting
-        return _warn(f"flowdispatch: cached values are not read: {exc}")
+        return _warn(f"flowdispatch: cached values are not read: {exc}", level)
     try:
-        return entryfile.unseal(_key(path), blob, signing)
+        data = entryfile.unseal(key, blob, signing)
     except entryfile.OldFormat as exc:
         return _warn(f"flowdispatch: entries in the cache folder {_root(path)!r} are not "
-                     f"read: {exc}; their nodes run again and replace them")
+                     f"read: {exc}; their nodes run again and replace them", level)
     except entryfile.Unsigned:
         return _warn(
             f"flowdispatch: unsigned entries in the cache folder {_root(path)!r} are not read: "
             "a cache_secret is set; their nodes run again and replace them. If dask workers "
-            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)")
+            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)",
+            level)
     except entryfile.Untrusted as exc:
-        return _unreadable(path, str(exc), level=5)
-
-
-def _key(path: str) -> str:
-    """The key an entry is read under: its name."""
-    return path.rsplit("/", 1)[-1] if remote.is_url(path) else os.path.basename(path)
+        return _unreadable(path, str(exc), level=level + 1)
+    try:
+        return True, pickle.loads(data)
+    except Exception as exc:
+        return _unreadable(path, f"{type(exc).__name__}: {exc}", level=level + 1)
 
 
 def _root(path: str) -> str:
@@ -482,6 +475,8 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
     keys = lineage_keys(graph, overrides, of=cached)
     folder = cache_dir()
     require_signing(folder)
+    url = remote.is_url(folder)
+    join = _url_join if url else os.path.join  # local paths: plain os calls, as fast as ever
     paths: dict[str, str] = {}
     for node in cached:
         lineage = keys[node._key]
@@ -492,25 +487,51 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
                 f"({lineage}). Give their types a __dask_tokenize__ method, or make them "
                 "in an op upstream.", CacheWarning, stacklevel=3)
             continue
-        paths[node._key] = entry_path(lineage, folder)
-    present = {k for k, path in paths.items() if maybe_present(path)}
-    hits: dict[str, Any] = {}
-    cut = graph
-    while present:
-        cut = graph.cut(graph.targets, frozenset(overrides) | present)
-        unreadable = set()
-        for key in present:
-            if key in cut and key not in hits:
-                found, value = load(paths[key])
-                if found:
-                    hits[key] = value
-                else:  # it runs after all, and so may what it needs: cut again
-                    unreadable.add(key)
-        if not unreadable:
-            break
-        present -= unreadable
-    hits = {k: v for k, v in hits.items() if k in cut}
+        paths[node._key] = join(folder, lineage[:2], lineage)
+    # a store is asked only by reading an entry: one request instead of two
+    present = set(paths) if url else {k for k, path in paths.items() if os.path.exists(path)}
+    cut, hits = _read_present(graph, overrides, paths, present)
     stores = {k: path for k, path in paths.items() if k in cut and k not in hits}
     if hits:
         overrides = {k: v for k, v in {**overrides, **hits}.items() if k in cut}
     return cut, overrides, CachePlan(hits, stores)
+
+
+def _read_present(graph: Graph, overrides: dict[str, Any], paths: dict[str, str],
+                  present: set[str]) -> tuple[Graph, dict[str, Any]]:
+    """The graph cut at the cached nodes whose entries can be read, and their values.
+
+    Only the entries the cut needs are read (a store's, all at once); one that
+    cannot be read makes its node run after all, and so may what it needs: the
+    graph is cut again, and what the new cut needs is read.
+    """
+    hits: dict[str, Any] = {}
+    cut = graph
+    while present:
+        cut = graph.cut(graph.targets, frozenset(overrides) | present)
+        wanted = [key for key in present if key in cut and key not in hits]
+        unreadable = set()
+        for key, (found, value) in zip(wanted, _load_all([paths[k] for k in wanted])):
+            if found:
+                hits[key] = value
+            else:
+                unreadable.add(key)
+        if not unreadable:
+            break
+        present -= unreadable
+    return cut, {k: v for k, v in hits.items() if k in cut}
+
+
+def _load_all(paths: list[str]) -> list[tuple[bool, Any]]:
+    """:func:`load` of each of ``paths``: the entries of a store are fetched together."""
+    if not paths or not remote.is_url(paths[0]):
+        return [load(path) for path in paths]
+    loaded: list[tuple[bool, Any]] = []
+    for path, blob in zip(paths, remote.read_many(paths)):
+        if isinstance(blob, bytes):
+            loaded.append(_value(path, path.rsplit("/", 1)[-1], blob, level=5))
+        elif blob is None:
+            loaded.append((False, None))
+        else:
+            loaded.append(_unreadable(path, f"{type(blob).__name__}: {blob}", level=5))
+    return loaded

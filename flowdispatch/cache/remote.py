@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 __all__ = ["ATOMIC_PUT", "UNSIGNED_OK", "is_url", "listing", "needs_signing", "normalize",
-           "protocol", "read", "remove", "write"]
+           "protocol", "read", "read_many", "remove", "write"]
 
 #: Stores where one PUT of a whole object is atomic: written straight to the entry's name.
 ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss",
@@ -119,6 +119,19 @@ def read(url: str) -> bytes | None:
         return bytes(fs.cat_file(path, start=0))
     except FileNotFoundError:
         return None
+
+
+def read_many(urls: list[str]) -> list[bytes | None | Exception]:
+    """:func:`read` of each of ``urls`` (of one store), concurrently where the store's
+    library can: the bytes, ``None`` for nothing there, or the error."""
+    if not urls:
+        return []
+    fs, _ = _fs(urls[0])
+    paths = [_fs(url)[1] for url in urls]
+    found = fs.cat_ranges(paths, [0] * len(paths), [None] * len(paths), on_error="return")
+    return [None if isinstance(blob, FileNotFoundError)
+            else bytes(blob) if isinstance(blob, (bytes, bytearray)) else blob
+            for blob in found]
 
 
 def _relative(root: str, path: str) -> str | None:
