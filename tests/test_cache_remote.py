@@ -146,7 +146,7 @@ def test_a_shared_store_without_a_secret_is_refused(bucket, tmp_path):
         assert fd.cache.load(path) == (False, None)
 
 
-def test_a_cached_workflow_in_a_bucket(signed, tmp_path):
+def test_a_cached_workflow_in_a_bucket(signed, tmp_path, capsys):
     log = str(tmp_path / "log")
     first = fd.run(workflow(log), executor="threads")
     assert first.counts == {"done": 5} and first[first.targets[0]] == 60
@@ -154,6 +154,8 @@ def test_a_cached_workflow_in_a_bucket(signed, tmp_path):
     again = fd.run(target, executor="sync")
     assert again.counts == {"cached": 1} and again[target] == 60
     assert sorted(read_lines(log)) == ["combine", "fetch 0", "fetch 1", "fetch 2", "fetch 3"]
+    each = [fetch(log, i) for i in range(4)]  # four entries, read together
+    assert fd.run(*each, executor="sync").counts == {"cached": 4}
     import fsspec
 
     blob = fsspec.open(entry_url(signed, target), "rb").open().read()
@@ -161,6 +163,10 @@ def test_a_cached_workflow_in_a_bucket(signed, tmp_path):
     found = fd.cache.sizes()
     assert sorted(found) == sorted(fd.cache.entries(signed)) and len(found) == 5
     assert entry_url(signed, target) in found
+    from flowdispatch.cli import main
+
+    assert main(["cache"]) == 0
+    assert capsys.readouterr().out.startswith(f"{signed}: 5 entries (0.0 MB)")
     fs = fsspec.filesystem("s3")
     fs.pipe_file(f"{signed[5:]}/ab/not-ours", b"something else")  # not an entry: kept
     assert fd.cache.clear(signed + "/") == (5, sum(found.values()))
