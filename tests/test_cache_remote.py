@@ -219,6 +219,37 @@ def test_a_file_url_is_a_local_folder(tmp_path):
     assert len(os.listdir(tmp_path / "cache")) == 1
 
 
+def test_a_store_without_atomic_puts_gets_a_temporary_name_moved_into_place(monkeypatch):
+    import fsspec
+
+    from flowdispatch.cache import remote
+
+    monkeypatch.setattr(remote, "ATOMIC_PUT", frozenset())
+    root = f"memory://flowdispatch-tests/{uuid.uuid4().hex}"
+    remote.write(f"{root}/ab/abc", b"entry")
+    fs = fsspec.filesystem("memory")
+    assert fs.find(root) == [f"{root[len('memory:/'):]}/ab/abc"]  # no temporary left
+    assert remote.read(f"{root}/ab/abc") == b"entry"
+
+    def fail(*args, **kwargs):
+        raise OSError("the move failed")
+
+    monkeypatch.setattr(type(fs), "mv", fail)
+    with pytest.raises(OSError, match="the move failed"):
+        remote.write(f"{root}/ab/abd", b"entry")
+    assert len(fs.find(root)) == 1 and remote.read(f"{root}/ab/abd") is None
+
+
+@pytest.mark.parametrize("url, store, signing", [
+    ("s3://bucket/cache", "s3", True), ("GS://bucket", "gs", True),
+    ("simplecache::s3://bucket/cache", "s3", True), ("memory://cache", "memory", False),
+])
+def test_which_store_a_url_names(url, store, signing):
+    from flowdispatch.cache import remote
+
+    assert (remote.protocol(url), remote.needs_signing(url)) == (store, signing)
+
+
 _OTHER_CLIENT = """
 import json, sys
 import flowdispatch as fd
