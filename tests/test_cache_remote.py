@@ -196,6 +196,18 @@ def test_a_torn_object_is_refused_and_recomputed(signed, tmp_path, keep):
         assert fd.run(fetch(log, 5), executor="sync").counts == {"cached": 1}
 
 
+def test_an_object_copied_under_another_entrys_name_is_refused(signed, tmp_path):
+    import fsspec
+
+    log = str(tmp_path / "log")
+    assert fd.compute(fetch(log, 1), fetch(log, 2), executor="sync") == (10, 20)
+    fs = fsspec.filesystem("s3")
+    fs.copy(entry_url(signed, fetch(log, 1))[5:], entry_url(signed, fetch(log, 2))[5:])
+    with pytest.warns(fd.CacheWarning, match="holds the value of key .*a copied, moved"):
+        assert fd.compute(fetch(log, 2), executor="sync") == (20,)
+    assert sorted(read_lines(log)) == ["fetch 1", "fetch 2", "fetch 2"]
+
+
 def test_the_memory_store_needs_no_secret(tmp_path):
     log = str(tmp_path / "log")
     url = f"memory://flowdispatch-tests/{uuid.uuid4().hex}"
