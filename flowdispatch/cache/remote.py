@@ -22,8 +22,8 @@ Examples
 --------
 >>> is_url("s3://bucket/cache"), is_url("/home/me/.cache/flowdispatch")
 (True, False)
->>> normalize("memory://cache/"), normalize("file:///tmp/cache")
-('memory://cache', '/tmp/cache')
+>>> normalize("memory://cache/"), normalize("file:///data/cache")
+('memory://cache', '/data/cache')
 >>> needs_signing("s3://bucket/cache"), needs_signing("memory://cache")
 (True, False)
 >>> write("memory://doc-cache/ab/abc", b"entry")
