@@ -23,6 +23,7 @@ from .core.node import Node, collect, value
 from .core.op import Op, OpSettings, op, unmapped
 from .core.results import Results, State
 from .errors import (
+    CacheError,
     CacheWarning,
     CancelledError,
     CycleError,
@@ -65,6 +66,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'flowdispatch' has no attribute {name!r}")
 
 __all__ = [
+    "CacheError",
     "CacheWarning",
     "Callback",
     "CancelledError",

@@ -317,8 +317,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         count, size = cache.clear()
         print(f"removed {count} entries ({size / 1e6:.1f} MB) from {folder}")
     else:
-        found = cache.entries()
-        size = sum(os.path.getsize(entry) for entry in found)
+        found = cache.sizes()
+        size = sum(found.values())
         print(f"{folder}: {len(found)} entries ({size / 1e6:.1f} MB)")
     return 0
 
@@ -371,7 +371,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cached = commands.add_parser(
         "cache", help="show the on-disk cache of ops with cache=True, or clear it",
-        description="Print the cache directory (the cache_dir setting, e.g. "
+        description="Print the cache directory or store URL (the cache_dir setting, e.g. "
                     "DASK_FLOWDISPATCH__CACHE_DIR, else ~/.cache/flowdispatch), how many "
                     "values it holds and their size.")
     cached.add_argument("--clear", action="store_true",

@@ -7,7 +7,9 @@ context manager), in dask's YAML files, or in the environment
 ``executor``
     The default executor (``"threads"``).
 ``cache_dir``
-    Where ``cache=True`` ops keep their values (``None``: the user's cache folder).
+    Where ``cache=True`` ops keep their values: a folder, or an fsspec URL such
+    as ``s3://bucket/prefix`` that needs a ``cache_secret`` too (``None``: the
+    user's cache folder); see :mod:`flowdispatch.cache.remote`.
 ``cache_secret``
     A secret (a string of at least 16 bytes) that signs the cache's entries, see
     :mod:`flowdispatch.cache`.

@@ -13,6 +13,7 @@
      ├── ExecutorError (RuntimeError)
      │    └── UnknownExecutorError (LookupError)
      ├── SerializationError (TypeError)
+     ├── CacheError (ValueError)
      └── DotNotFoundError (graphviz.ExecutableNotFound)
 
     CacheWarning (UserWarning): a value could not be cached, or read back
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 import graphviz
 
 __all__ = [
+    "CacheError",
     "CacheWarning",
     "CancelledError",
     "CycleError",
@@ -158,6 +160,11 @@ class UnknownExecutorError(ExecutorError, LookupError):
 
 class SerializationError(FlowDispatchError, TypeError):
     """An op or an argument cannot be serialized for another process."""
+
+
+class CacheError(FlowDispatchError, ValueError):
+    """The cache cannot be used as it is set up (such as a remote ``cache_dir`` without
+    a ``cache_secret``); the message says what to set."""
 
 
 class CacheWarning(UserWarning):

@@ -22,6 +22,7 @@ from flowdispatch import errors
     (fd.ExecutorError, (fd.FlowDispatchError, RuntimeError)),
     (fd.UnknownExecutorError, (fd.ExecutorError, LookupError)),
     (fd.SerializationError, (fd.FlowDispatchError, TypeError)),
+    (fd.CacheError, (fd.FlowDispatchError, ValueError)),
 ])
 def test_each_error_subclasses_its_documented_bases(cls, bases):
     assert all(issubclass(cls, base) for base in bases)
@@ -29,7 +30,7 @@ def test_each_error_subclasses_its_documented_bases(cls, bases):
 
 def test_every_error_is_exported():
     assert sorted(errors.__all__) == [
-        "CacheWarning", "CancelledError", "CycleError", "DotNotFoundError", "ExecutorError",
+        "CacheError", "CacheWarning", "CancelledError", "CycleError", "DotNotFoundError", "ExecutorError",
         "FlowDispatchError", "GraphError", "NotAllowedError", "NoutError", "OpTimeoutError",
         "SecurityWarning", "SerializationError",
         "UnknownExecutorError", "UpstreamError"]

@@ -13,8 +13,12 @@ temporary name first and renamed into place, so that a crash never leaves half
 a value behind (the format is in :mod:`flowdispatch.cache.entryfile`). The
 directory comes from ``fd.config.set(cache_dir=...)``; by default
 ``$XDG_CACHE_HOME/flowdispatch`` (``~/.cache/flowdispatch``). On a dask
-cluster the workers read and write the same path: they need to share its file
-system.
+cluster the workers read and write the same cache: a folder on a file system
+they all mount, or a store named by an fsspec URL (``s3://bucket/prefix``,
+``gs://...``), see :mod:`flowdispatch.cache.remote`. An entry goes to a store
+in one PUT of the whole object, so no reader ever sees part of one; a store
+needs a ``cache_secret`` (below), as it has no owner to check. ``memory://``
+(in the process only) needs none.
 
 Who can write the cache folder can run code in every process that reads it:
 loading a value unpickles it, and unpickling can run any code. So an entry is
@@ -76,26 +80,84 @@ from .. import config
 from ..core.node import ancestors
 from ..core.op import CACHE_DECLARED
 from ..core.traverse import substitute
-from ..errors import CacheWarning
-from . import entryfile
+from ..errors import CacheError, CacheWarning
+from . import entryfile, remote
 
 if TYPE_CHECKING:
     from ..core.graph import Graph
     from ..core.node import Node
 
-__all__ = ["CachePlan", "cache_dir", "clear", "entries", "lineage_keys", "load", "prepare", "save"]
+__all__ = ["CachePlan", "cache_dir", "clear", "entries", "entry_path", "lineage_keys", "load",
+           "maybe_present", "prepare", "require_signing", "save", "sizes"]
 
 
 def cache_dir() -> str:
-    """The cache directory in use: the ``cache_dir`` setting, else the user's cache folder."""
+    """The cache in use: the ``cache_dir`` setting, else the user's cache folder.
+
+    A local folder comes back as an absolute path (a ``file://`` URL too), any
+    other fsspec URL as it is, without a trailing slash.
+    """
     chosen = config.get("cache_dir")
     if chosen is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         chosen = os.path.join(base, "flowdispatch")
     if not isinstance(chosen, (str, os.PathLike)):
-        raise TypeError(f"cache_dir: expected a directory path, got {type(chosen).__name__} "
-                        f"{chosen!r}; set it with fd.config.set(cache_dir='...')")
-    return os.path.abspath(os.fspath(chosen))
+        raise TypeError(f"cache_dir: expected a directory path or URL, got "
+                        f"{type(chosen).__name__} {chosen!r}; set it with "
+                        "fd.config.set(cache_dir='...')")
+    return remote.normalize(os.fspath(chosen))
+
+
+def entry_path(lineage: str, folder: str | None = None) -> str:
+    """Where the value of the lineage key ``lineage`` is kept in the cache ``folder``
+    (default: :func:`cache_dir`): ``<folder>/<lineage[:2]>/<lineage>``.
+
+    Examples
+    --------
+    >>> entry_path("3f2a77", "s3://bucket/cache")
+    's3://bucket/cache/3f/3f2a77'
+    """
+    folder = cache_dir() if folder is None else folder
+    join = _url_join if remote.is_url(folder) else os.path.join
+    return join(folder, lineage[:2], lineage)
+
+
+def _url_join(*parts: str) -> str:
+    return "/".join(parts)
+
+
+def maybe_present(path: str) -> bool:
+    """Whether an entry may be at ``path``: it exists (a local path), or it is in a
+    remote store (asked only by reading it: one request instead of two)."""
+    return remote.is_url(path) or os.path.exists(path)
+
+
+def require_signing(folder: str | None = None) -> None:
+    """Raise :class:`~flowdispatch.CacheError` if the cache ``folder`` (default:
+    :func:`cache_dir`) is a remote store and no ``cache_secret`` is set.
+
+    Examples
+    --------
+    >>> require_signing("memory://cache")  # in the process: no secret needed
+    >>> require_signing("s3://bucket/cache")
+    Traceback (most recent call last):
+    ...
+    flowdispatch.errors.CacheError: the cache_dir 's3://bucket/cache' is a shared store: ...
+    """
+    folder = cache_dir() if folder is None else folder
+    if not (remote.is_url(folder) and remote.needs_signing(folder)):
+        return
+    try:
+        if entryfile.secret() is not None:
+            return
+    except (TypeError, ValueError):  # a bad secret: load and save say so
+        return
+    raise CacheError(
+        f"the cache_dir {folder!r} is a shared store: whoever can write it could run code "
+        "in every process that reads it, so its entries must be signed. Set a cache secret "
+        "(at least 16 bytes, such as python -c 'import secrets; print(secrets.token_hex())') "
+        "with fd.config.set(cache_secret=...) or DASK_FLOWDISPATCH__CACHE_SECRET, the same "
+        "in the client and in every worker")
 
 
 def save(path: str, value: Any) -> None:
@@ -104,49 +166,66 @@ def save(path: str, value: Any) -> None:
     (:class:`~flowdispatch.CacheWarning`) if it cannot be pickled or written, or the
     cache folder cannot be trusted: the run goes on, and the node runs again next time.
 
-    New folders are private to the user (mode 0o700): the cache holds pickles,
-    and loading a pickle can run code.
+    ``path`` may be a URL (see :mod:`flowdispatch.cache.remote`): the entry is then
+    written in one piece, and only when it is signed (a remote store needs a
+    ``cache_secret``). New local folders are private to the user (mode 0o700):
+    the cache holds pickles, and loading a pickle can run code.
     """
     import cloudpickle
 
     try:
-        key = os.path.basename(path)
+        url = remote.is_url(path)
+        if url:
+            require_signing(_root(path))
         signing = entryfile.secret()
         data = cloudpickle.dumps(value)
-        folder = os.path.dirname(path)
-        os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        problem = entryfile.entry_folder_problem(path)
-        if problem is not None:
-            _distrusted(*problem)
-            return
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(entryfile.seal(key, data, signing))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        if url:
+            remote.write(path, entryfile.seal(path.rsplit("/", 1)[-1], data, signing))
+        else:
+            _save_local(path, data, signing)
     except Exception as exc:
         warnings.warn(f"flowdispatch: a value could not be saved to the cache at {path!r} "
                       f"({type(exc).__name__}: {exc}); its node will run again next time",
                       CacheWarning, stacklevel=2)
 
 
+def _save_local(path: str, data: bytes, signing: bytes | None) -> None:
+    """Write the entry to a temporary file in its folder, then rename it into place."""
+    folder = os.path.dirname(path)
+    os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    problem = entryfile.entry_folder_problem(path)
+    if problem is not None:
+        _distrusted(*problem, level=5)
+        return
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(entryfile.seal(os.path.basename(path), data, signing))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def load(path: str) -> tuple[bool, Any]:
     """``(True, value)`` from ``path``, or ``(False, None)`` if it is missing or cannot be
     trusted (then with a :class:`~flowdispatch.CacheWarning`, and the node runs again).
 
-    An entry is trusted when the current user owns it and the folders it is in
-    (see :func:`flowdispatch.cache.entryfile.folder_problem`), it holds the key it is
-    read under (its file name), and its checksum holds; with a ``cache_secret``
-    set, also its signature. Nothing else is unpickled.
+    An entry is trusted when it holds the key it is read under (its file name)
+    and its checksum holds; with a ``cache_secret`` set, also its signature. A
+    local entry must also belong to the current user, as must the folders it is
+    in (see :func:`flowdispatch.cache.entryfile.folder_problem`); an entry of a
+    remote store (a URL, see :mod:`flowdispatch.cache.remote`) has no owner to
+    check, and is read only when a ``cache_secret`` is set. Nothing else is
+    unpickled.
     """
-    import pickle
-
+    if "://" in path:  # a URL (remote.is_url, inlined: this is the local fast path)
+        return _load_remote(path)
     problem = entryfile.entry_folder_problem(path)
     if problem is not None:
+        if not os.path.exists(path):  # no cache folder yet: nothing to distrust
+            return False, None
         return _distrusted(*problem)
     try:
         with open(path, "rb") as f:
@@ -159,29 +238,56 @@ def load(path: str) -> tuple[bool, Any]:
     if hasattr(os, "getuid") and owner != os.getuid():
         return _unreadable(path, f"it belongs to user id {owner}, not to you, and loading "
                                  "a pickle can run code")
+    return _value(path, os.path.basename(path), blob)
+
+
+def _load_remote(path: str) -> tuple[bool, Any]:
+    """:func:`load` for the entry at the URL ``path``."""
+    try:
+        require_signing(_root(path))
+    except CacheError as exc:
+        return _warn(f"flowdispatch: cached values are not read: {exc}")
+    try:
+        blob = remote.read(path)
+    except Exception as exc:
+        return _unreadable(path, f"{type(exc).__name__}: {exc}", level=5)
+    if blob is None:
+        return False, None
+    return _value(path, path.rsplit("/", 1)[-1], blob, level=5)
+
+
+def _value(path: str, key: str, blob: bytes, level: int = 4) -> tuple[bool, Any]:
+    """What :func:`load` returns for the entry ``blob`` read at ``path`` under ``key``
+    (warnings point ``level`` frames up: at the caller of :func:`load`)."""
+    import pickle
+
     try:
         signing = entryfile.secret()
     except (TypeError, ValueError) as exc:  # the cache_secret setting
-        return _warn(f"flowdispatch: cached values are not read: {exc}", 3)
+        return _warn(f"flowdispatch: cached values are not read: {exc}", level)
     try:
-        data = entryfile.unseal(os.path.basename(path), blob, signing)
+        data = entryfile.unseal(key, blob, signing)
     except entryfile.OldFormat as exc:
         return _warn(f"flowdispatch: entries in the cache folder {_root(path)!r} are not "
-                     f"read: {exc}; their nodes run again and replace them", 3)
+                     f"read: {exc}; their nodes run again and replace them", level)
     except entryfile.Unsigned:
         return _warn(
             f"flowdispatch: unsigned entries in the cache folder {_root(path)!r} are not read: "
             "a cache_secret is set; their nodes run again and replace them. If dask workers "
-            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)", 3)
+            "wrote them, give the workers the same secret (DASK_FLOWDISPATCH__CACHE_SECRET)",
+            level)
     except entryfile.Untrusted as exc:
-        return _unreadable(path, str(exc))
+        return _unreadable(path, str(exc), level=level + 1)
     try:
         return True, pickle.loads(data)
     except Exception as exc:
-        return _unreadable(path, f"{type(exc).__name__}: {exc}")
+        return _unreadable(path, f"{type(exc).__name__}: {exc}", level=level + 1)
 
 
 def _root(path: str) -> str:
+    """The cache folder of the entry at ``path``."""
+    if remote.is_url(path):
+        return path.rsplit("/", 2)[0]
     return os.path.dirname(os.path.dirname(path))
 
 
@@ -191,27 +297,41 @@ def _warn(message: str, stacklevel: int = 4) -> tuple[bool, None]:
     return False, None
 
 
-def _unreadable(path: str, why: str) -> tuple[bool, None]:
+def _unreadable(path: str, why: str, level: int = 4) -> tuple[bool, None]:
     return _warn(f"flowdispatch: the cached value at {path!r} could not be read ({why}); "
-                 "its node runs again and replaces it")
+                 "its node runs again and replaces it", level)
 
 
-def _distrusted(folder: str, why: str) -> tuple[bool, None]:
+def _distrusted(folder: str, why: str, level: int = 4) -> tuple[bool, None]:
     return _warn(f"flowdispatch: the cache folder {folder!r} is not used: {why}. Whoever can "
                  "write it can run code in the processes that read it: make it private to "
-                 "you (chmod 700), or choose another with fd.config.set(cache_dir=...)")
+                 "you (chmod 700), or choose another with fd.config.set(cache_dir=...)", level)
 
 
 _MAGICS = (entryfile.MAGIC, *entryfile.OLD_MAGICS)
 
 
 def entries(directory: str | None = None) -> list[str]:
-    """The paths of the cache entries in ``directory`` (default: :func:`cache_dir`).
+    """The paths of the cache entries in ``directory`` (default: :func:`cache_dir`), a
+    local folder or a URL (then the entries are URLs too).
 
     Only flowdispatch's own files count (by their header, of this format or an
     older one), whatever else the folder holds.
+
+    Examples
+    --------
+    >>> import flowdispatch as fd
+    >>> with fd.config.set(cache_dir="memory://entries-doc"):
+    ...     fd.compute(fd.op(cache=True)(abs)(-4), executor="sync")
+    ...     entries()
+    (4,)
+    ['memory://entries-doc/.../...']
+    >>> clear("memory://entries-doc")[0]
+    1
     """
-    folder = cache_dir() if directory is None else os.path.abspath(directory)
+    folder = cache_dir() if directory is None else remote.normalize(os.fspath(directory))
+    if remote.is_url(folder):
+        return list(remote.listing(folder, _MAGICS))
     found = []
     for sub in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         path = os.path.join(folder, sub)
@@ -228,13 +348,25 @@ def entries(directory: str | None = None) -> list[str]:
     return found
 
 
+def sizes(directory: str | None = None) -> dict[str, int]:
+    """The cache entries in ``directory`` (as :func:`entries`) with their sizes in bytes."""
+    folder = cache_dir() if directory is None else remote.normalize(os.fspath(directory))
+    if remote.is_url(folder):
+        return remote.listing(folder, _MAGICS)
+    return {entry: os.path.getsize(entry) for entry in entries(folder)}
+
+
 def clear(directory: str | None = None) -> tuple[int, int]:
-    """Remove the cache entries in ``directory`` (default: :func:`cache_dir`); return
-    how many, and their bytes. Other files are left alone."""
+    """Remove the cache entries in ``directory`` (default: :func:`cache_dir`, a local
+    folder or a URL); return how many, and their bytes. Other files are left alone."""
+    found = sizes(directory)
+    if found and remote.is_url(next(iter(found))):
+        remote.remove(found)
+        return len(found), sum(found.values())
     count = size = 0
-    for entry in entries(directory):
-        size += os.path.getsize(entry)
+    for entry, bytes_ in found.items():
         os.remove(entry)
+        size += bytes_
         count += 1
         try:
             os.rmdir(os.path.dirname(entry))  # once its folder is empty
@@ -345,6 +477,9 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
         return graph, overrides, None
     keys = lineage_keys(graph, overrides, of=cached)
     folder = cache_dir()
+    require_signing(folder)
+    url = remote.is_url(folder)
+    join = _url_join if url else os.path.join  # local paths: plain os calls, as fast as ever
     paths: dict[str, str] = {}
     for node in cached:
         lineage = keys[node._key]
@@ -355,25 +490,51 @@ def prepare(graph: Graph, overrides: dict[str, Any]) -> tuple[Graph, dict[str, A
                 f"({lineage}). Give their types a __dask_tokenize__ method, or make them "
                 "in an op upstream.", CacheWarning, stacklevel=3)
             continue
-        paths[node._key] = os.path.join(folder, lineage[:2], lineage)
-    present = {k for k, path in paths.items() if os.path.exists(path)}
-    hits: dict[str, Any] = {}
-    cut = graph
-    while present:
-        cut = graph.cut(graph.targets, frozenset(overrides) | present)
-        unreadable = set()
-        for key in present:
-            if key in cut and key not in hits:
-                found, value = load(paths[key])
-                if found:
-                    hits[key] = value
-                else:  # it runs after all, and so may what it needs: cut again
-                    unreadable.add(key)
-        if not unreadable:
-            break
-        present -= unreadable
-    hits = {k: v for k, v in hits.items() if k in cut}
+        paths[node._key] = join(folder, lineage[:2], lineage)
+    # a store is asked only by reading an entry: one request instead of two
+    present = set(paths) if url else {k for k, path in paths.items() if os.path.exists(path)}
+    cut, hits = _read_present(graph, overrides, paths, present)
     stores = {k: path for k, path in paths.items() if k in cut and k not in hits}
     if hits:
         overrides = {k: v for k, v in {**overrides, **hits}.items() if k in cut}
     return cut, overrides, CachePlan(hits, stores)
+
+
+def _read_present(graph: Graph, overrides: dict[str, Any], paths: dict[str, str],
+                  present: set[str]) -> tuple[Graph, dict[str, Any]]:
+    """The graph cut at the cached nodes whose entries can be read, and their values.
+
+    Only the entries the cut needs are read (a store's, all at once); one that
+    cannot be read makes its node run after all, and so may what it needs: the
+    graph is cut again, and what the new cut needs is read.
+    """
+    hits: dict[str, Any] = {}
+    cut = graph
+    while present:
+        cut = graph.cut(graph.targets, frozenset(overrides) | present)
+        wanted = [key for key in present if key in cut and key not in hits]
+        unreadable = set()
+        for key, (found, value) in zip(wanted, _load_all([paths[k] for k in wanted])):
+            if found:
+                hits[key] = value
+            else:
+                unreadable.add(key)
+        if not unreadable:
+            break
+        present -= unreadable
+    return cut, {k: v for k, v in hits.items() if k in cut}
+
+
+def _load_all(paths: list[str]) -> list[tuple[bool, Any]]:
+    """:func:`load` of each of ``paths``: the entries of a store are fetched together."""
+    if not paths or not remote.is_url(paths[0]):
+        return [load(path) for path in paths]
+    loaded: list[tuple[bool, Any]] = []
+    for path, blob in zip(paths, remote.read_many(paths)):
+        if isinstance(blob, bytes):
+            loaded.append(_value(path, path.rsplit("/", 1)[-1], blob, level=5))
+        elif blob is None:
+            loaded.append((False, None))
+        else:
+            loaded.append(_unreadable(path, f"{type(blob).__name__}: {blob}", level=5))
+    return loaded

@@ -147,8 +147,6 @@ def look_up(nodes: Iterable[Node], overrides: Mapping[str, Any]
     ``overrides`` are the values the user gave (not the cache's hits), so a lineage
     is the one :func:`flowdispatch.cache.prepare` gives the same node in a static run.
     """
-    import os
-
     from .. import cache
     from ..core.graph import Graph
 
@@ -157,14 +155,15 @@ def look_up(nodes: Iterable[Node], overrides: Mapping[str, Any]
         return {}, {}
     keys = cache.lineage_keys(Graph(*cached), dict(overrides), of=cached)
     folder = cache.cache_dir()
+    cache.require_signing(folder)
     hits: dict[str, Any] = {}
     stores: dict[str, str] = {}
     for node in cached:
         lineage = keys[node._key]
         if isinstance(lineage, BaseException):
             continue  # not tokenizable: it runs, and is not saved
-        path = os.path.join(folder, lineage[:2], lineage)
-        found, value = cache.load(path) if os.path.exists(path) else (False, None)
+        path = cache.entry_path(lineage, folder)
+        found, value = cache.load(path) if cache.maybe_present(path) else (False, None)
         if found:
             hits[node._key] = value
         else:
