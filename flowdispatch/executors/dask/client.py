@@ -36,7 +36,10 @@ chain is not counted: which step died is not known. A cluster left without any w
 :class:`~flowdispatch.ExecutorError` that names them. The states, durations
 and attempts of the nodes that finished are kept, and so are their values
 that are on the client (overrides, and cached values on disk); the values
-that lived only on the lost workers are gone.
+that lived only on the lost workers are gone. A value lost with a worker is
+recomputed by dask, except that the task of an op declared ``cache=True``
+loads the value from the cache when its entry is there (:class:`.worker.Step`):
+it counts in ``Results.reloads``, not in ``attempts``.
 """
 
 from __future__ import annotations
@@ -546,6 +549,11 @@ class _Run:
         if kind == "held":
             self._held_by_lost_worker(error)  # type: ignore[arg-type]
             return
+        if kind == "reloaded" and key in self.nodes:  # a lost value, read from the cache
+            record.reloads[key] = record.reloads.get(key, 0) + 1
+            if key in record.states:
+                return
+            kind = "done"  # its own report was lost with its worker
         if key not in self.nodes or key in record.states:
             return
         if kind == "start":

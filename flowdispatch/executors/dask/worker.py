@@ -11,7 +11,8 @@ holding a worker thread (``secede``/``rejoin``).
 A step reports what happens to the client as small events, sent with
 ``Worker.log_event`` on the topic :data:`TOPIC`: ``[run, key, kind, attempt,
 seconds, error]`` where ``kind`` is ``"start"`` (each attempt, when someone
-watches for starts: each event is a message through the scheduler), ``"done"`` or
+watches for starts: each event is a message through the scheduler), ``"done"``,
+``"reloaded"`` (attempt 0: the value came out of the cache, see :class:`Step`) or
 ``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
@@ -33,7 +34,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from ...cache import save
+from ...cache import load, save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
@@ -208,7 +209,14 @@ class Code:
 
 
 class Step:
-    """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker."""
+    """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker.
+
+    A node of a cached op (``store``: its cache entry) looks in the cache first:
+    when dask runs its task again because the value was lost with a worker, or
+    another run saved it meanwhile, the entry is loaded (checked and verified as
+    :func:`flowdispatch.cache.load` does) and reported as ``"reloaded"``; the op
+    runs only when there is no entry it can trust.
+    """
 
     __slots__ = ("op", "key", "call", "deps", "store")
 
@@ -236,6 +244,12 @@ class Step:
     def run(self, values: tuple, report: Any) -> Any:
         """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
+        if self.store is not None:
+            found, value = load(self.store)
+            if found:
+                if report:
+                    report(key, "reloaded", 0, 0.0, None)
+                return value
         try:
             fn, settings = _load_code(self.op.code)
             args, kwargs = pickle.loads(self.call) if self.call is not None else ((), _EMPTY)
