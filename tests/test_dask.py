@@ -405,6 +405,20 @@ def test_embedded_cluster_runs_on_loopback_and_closes(tmp_path):
                "the embedded cluster's processes to exit")
 
 
+def test_an_in_process_cluster_links_to_its_dashboard_where_it_listens():
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    with DaskExecutor(n_workers=1, processes=False) as executor:
+        link = executor.connect().dashboard_link
+        assert urlsplit(link).hostname == "127.0.0.1"
+        assert executor.cluster.dashboard_link == link
+        health = link.replace("/status", "/health")
+        with urllib.request.urlopen(health, timeout=10) as answer:  # something listens there
+            assert answer.read() == b"ok"
+        assert fd.compute(inc(1), executor=executor) == (2,)
+
+
 def test_an_op_that_kills_its_worker_fails_with_killed_worker():
     import dask
 

@@ -45,6 +45,7 @@ it counts in ``Results.reloads``, not in ``attempts``.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import pickle
@@ -123,6 +124,30 @@ def _warn_if_exposed(address: str) -> None:
             "Use tls:// with security=distributed.security.Security(...), an SSH tunnel to "
             "127.0.0.1, or a private network (see the docs' cluster how-to).",
             SecurityWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=1)
+def _loopback_cluster() -> type:
+    """A ``LocalCluster`` whose dashboard link names 127.0.0.1, where its dashboard listens.
+
+    With in-process comms (``processes=False``) the scheduler's address is
+    ``inproc://<this machine's address>/...``, and dask builds the link from
+    that host: an address where nothing listens (the dashboard is bound to
+    127.0.0.1 here).
+    """
+    from distributed import LocalCluster
+    from distributed.utils import format_dashboard_link
+
+    class LoopbackCluster(LocalCluster):
+        @property
+        def dashboard_link(self) -> str:
+            try:
+                port = self.scheduler_info["services"]["dashboard"]
+            except KeyError:
+                return ""
+            return format_dashboard_link("127.0.0.1", port)
+
+    return LoopbackCluster
 
 
 def _configured_address() -> str | None:
@@ -272,15 +297,18 @@ class DaskExecutor(Executor):
                     "for a local cluster."
                 ) from exc
         options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
+        kind: type = LocalCluster
         if self.cluster_kwargs.get("processes") is False and "protocol" not in self.cluster_kwargs:
             options["worker_dashboard_address"] = "127.0.0.1:0"  # in-process comms: no host
+            if "dashboard_address" not in self.cluster_kwargs:
+                kind = _loopback_cluster()
         else:
             options["host"] = "127.0.0.1"
         if self.security is not None:
             options["security"] = self.security
         options.update(self.cluster_kwargs)
         with dask.config.set(_tuned()):
-            cluster = LocalCluster(**options)
+            cluster = kind(**options)
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:
