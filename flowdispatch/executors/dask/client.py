@@ -75,6 +75,8 @@ __all__ = ["DaskExecutor"]
 
 # Longest blocking wait in a run, so that an interrupt is seen promptly.
 _POLL = 0.1
+#: Kinds of events that end a node well: only a target's wakes a fail-fast run.
+_ENDED = frozenset({"done", "reloaded"})
 
 
 #: How long the tasks of an embedded cluster wait for a worker that can run them.
@@ -515,7 +517,7 @@ class _Run:
         hold = wanted if self.fail_fast else computed
         if self.fail_fast and not any(record.hooks.values()):
             targets = self.targets  # only they end the run; nobody watches the others
-            inbox = _Inbox(lambda key, kind: kind != "done" or key in targets)
+            inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in targets)
         else:
             inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)

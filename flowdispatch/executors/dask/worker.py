@@ -47,6 +47,8 @@ TOPIC = "flowdispatch"
 #: Longest wait, in seconds, before a batch sends the events of its steps.
 BUNDLE = 0.1
 _EMPTY: dict = {}
+#: Kinds of events that a batch sends with the next ones (the others at once).
+_QUIET = frozenset({"done", "reloaded"})
 
 
 @lru_cache(maxsize=64)
@@ -349,7 +351,7 @@ class _Bundle:
 
     def __call__(self, *event: Any) -> None:
         self.events.append(list(event))
-        if event[1] != "done" or time.perf_counter() - self.since > BUNDLE:
+        if event[1] not in _QUIET or time.perf_counter() - self.since > BUNDLE:
             self.flush()
 
     def flush(self) -> None:
