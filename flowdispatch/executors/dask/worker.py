@@ -34,7 +34,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from ...cache import load, save
+from ...cache import entryfile, load, save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
@@ -47,6 +47,7 @@ TOPIC = "flowdispatch"
 #: Longest wait, in seconds, before a batch sends the events of its steps.
 BUNDLE = 0.1
 _EMPTY: dict = {}
+_CLIENT = object()  # Code(check=...) not given: take the client's
 #: Kinds of events that a batch sends with the next ones (the others at once).
 _QUIET = frozenset({"done", "reloaded"})
 
@@ -192,22 +193,43 @@ def _failed(report, step: Step, attempt: int, seconds: float, error: BaseExcepti
         _keep_quiet(f"{step.key}-{step.op.run}")
 
 
+def secret_check() -> bytes | None:
+    """What tells whether two processes have the same ``cache_secret``: ``None``
+    without one, else an HMAC of a fixed message under it (the secret itself never
+    travels; entries in the cache folder already carry HMACs under it)."""
+    import hmac
+
+    try:
+        chosen = entryfile.secret()
+    except (TypeError, ValueError):
+        return b"unusable"  # the cache reads nothing with it, on either side
+    if chosen is None:
+        return None
+    return hmac.digest(chosen, b"flowdispatch: the cache secret in use", "sha256")
+
+
 class Code:
     """An op as it travels: its name, the pickled ``(fn, settings)``, and the run to report to.
 
     One per op and run, shared by the op's steps, so a graph pickles it once.
+    ``check`` is the client's :func:`secret_check` (taken when made on the
+    client): a step loads a cache entry only where the worker has the same
+    secret, so that what the client's cache would refuse (an unsigned entry,
+    when only the client has a secret) runs again, as on the client.
     """
 
-    __slots__ = ("name", "code", "run", "starts")
+    __slots__ = ("name", "code", "run", "starts", "check")
 
-    def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True):
+    def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True,
+                 check: bytes | None | object = _CLIENT):
         self.name = name
         self.code = code
         self.run = run  # None: report nothing (futures from submit())
         self.starts = starts  # report each attempt's start too (someone watches for it)
+        self.check = secret_check() if check is _CLIENT else check
 
     def __reduce__(self):
-        return (Code, (self.name, self.code, self.run, self.starts))
+        return (Code, (self.name, self.code, self.run, self.starts, self.check))
 
 
 class Step:
@@ -217,7 +239,8 @@ class Step:
     when dask runs its task again because the value was lost with a worker, or
     another run saved it meanwhile, the entry is loaded (checked and verified as
     :func:`flowdispatch.cache.load` does) and reported as ``"reloaded"``; the op
-    runs only when there is no entry it can trust.
+    runs when there is no entry it can trust, or when the worker's cache secret
+    is not the client's (see :class:`Code`).
     """
 
     __slots__ = ("op", "key", "call", "deps", "store")
@@ -246,7 +269,7 @@ class Step:
     def run(self, values: tuple, report: Any) -> Any:
         """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
-        if self.store is not None:
+        if self.store is not None and self.op.check == secret_check():
             found, value = load(self.store)
             if found:
                 if report:
