@@ -369,4 +369,8 @@ if __name__ == "__main__":
 
         chaos.drive(sys.argv[2:])
     else:
-        main(sys.argv[1:])
+        try:
+            main(sys.argv[1:])
+        except KeyboardInterrupt:
+            print("interrupted: every process started here was stopped", file=sys.stderr)
+            sys.exit(130)
