@@ -23,7 +23,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo 2>/dev/null)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dot browser demo test bench docs clean distclean
+.PHONY: help venv dot browser demo test bench chaos docs clean distclean
 
 help:
 	@echo "make demo       run the demo workflow (writes demo.svg, demo-run.svg)"
@@ -32,6 +32,7 @@ help:
 	@echo "make dot        install Graphviz's dot with apt-get if it is missing"
 	@echo "make browser    install Chromium and chromedriver with apt-get if they are missing"
 	@echo "make bench      run benchmarks/run.py"
+	@echo "make chaos      flowdispatch next to raw dask on a cluster whose workers are killed (minutes)"
 	@echo "make docs       build the HTML docs (when docs/conf.py exists)"
 	@echo "make clean      remove build and test leftovers (make distclean: also $(VENV))"
 
@@ -87,6 +88,12 @@ test: venv dot browser
 # -- the rest ---------------------------------------------------------------------------
 bench: venv
 	$(BIN)/python benchmarks/run.py --sizes 1000,10000,100000,1000000 --memory 100000,1000000 --dask --out benchmarks/RESULTS.md
+
+# Real CLI-started clusters on 127.0.0.1, a worker SIGKILLed every few seconds;
+# not part of `make test`. CHAOS_ARGS="--workloads 20x100@5 --timeout 120" for a short one.
+CHAOS_ARGS ?=
+chaos: venv
+	$(BIN)/python benchmarks/chaos.py $(CHAOS_ARGS)
 
 $(DOCS_STAMP): setup.cfg $(STAMP)
 	$(BIN)/python -m pip install $(EDITABLE) '.[test,docs]'

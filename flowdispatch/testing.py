@@ -36,7 +36,8 @@ from .core.node import collect, value
 from .core.op import op, unmapped
 from .errors import UpstreamError
 
-__all__ = ["CHECKS", "PlantedError", "append_line", "check_executor", "read_lines"]
+__all__ = ["CHECKS", "PlantedError", "append_line", "check_executor", "read_lines",
+           "stop_process_trees"]
 
 
 class PlantedError(ValueError):
@@ -73,6 +74,36 @@ def read_lines(log: str) -> list[str]:
             return f.read().splitlines()
     except FileNotFoundError:
         return []
+
+
+def stop_process_trees(processes: Collection[Any], timeout: float) -> None:
+    """Stop child processes (``subprocess.Popen``) and everything they started: terminate
+    them, wait up to ``timeout`` seconds for them and their descendants to exit, kill
+    what is left, and reap them. Needs ``psutil``.
+
+    A dask nanny, say, stops its worker when it is terminated; a descendant that
+    outlives the wait is killed.
+    """
+    import contextlib
+    import subprocess
+
+    import psutil
+
+    tree = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(process.pid)
+            tree.extend([parent, *parent.children(recursive=True)])
+        if process.poll() is None:
+            process.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
 
 
 def _runs(log: str) -> collections.Counter:

@@ -112,25 +112,12 @@ class DaskProcesses:
 
     def stop(self) -> None:
         """Terminate the workers, then the scheduler; kill what is left after a bounded wait."""
-        import psutil
+        from flowdispatch.testing import stop_process_trees
 
         workers, scheduler = self.processes[1:], self.processes[:1]
         for group in (workers, scheduler):  # workers first: they say goodbye to the scheduler
-            tree = []
-            for process in group:
-                with contextlib.suppress(psutil.Error):
-                    parent = psutil.Process(process.pid)
-                    tree.extend([parent, *parent.children(recursive=True)])
-                if process.poll() is None:
-                    process.terminate()
-            _, alive = psutil.wait_procs(tree, timeout=STOP_TIMEOUT)
-            for proc in alive:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-            psutil.wait_procs(alive, timeout=STOP_TIMEOUT)
+            stop_process_trees(group, STOP_TIMEOUT)
         for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=STOP_TIMEOUT)
             process.log.close()
 
 

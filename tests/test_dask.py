@@ -405,6 +405,33 @@ def test_embedded_cluster_runs_on_loopback_and_closes(tmp_path):
                "the embedded cluster's processes to exit")
 
 
+def test_a_large_argument_travels_as_a_task_argument_not_in_the_call(dask_executor):
+    from flowdispatch.executors.dask.lower import SCATTER_BYTES, Lowered
+
+    data = b"x" * (SCATTER_BYTES + 1)
+    whole, part = size(data), takes(inc(1), thing=data)
+    lowered = Lowered(fd.Graph(whole, part), {}, run=None)
+    for node in (whole, part):  # pickled once, with the graph, not copied into the call
+        task = lowered.tasks[node.key]
+        assert len(task.func.call) < 1000 and any(a is data for a in task.args)
+    assert fd.compute(whole, part, executor=dask_executor) == (len(data), 2)
+    assert fd.run(whole, part, executor=dask_executor).ok
+
+
+def test_an_in_process_cluster_links_to_its_dashboard_where_it_listens():
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    with DaskExecutor(n_workers=1, processes=False) as executor:
+        link = executor.connect().dashboard_link
+        assert urlsplit(link).hostname == "127.0.0.1"
+        assert executor.cluster.dashboard_link == link
+        health = link.replace("/status", "/health")
+        with urllib.request.urlopen(health, timeout=10) as answer:  # something listens there
+            assert answer.read() == b"ok"
+        assert fd.compute(inc(1), executor=executor) == (2,)
+
+
 def test_an_op_that_kills_its_worker_fails_with_killed_worker():
     import dask
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import concurrent.futures as cf
 import os
 import sys
@@ -581,3 +582,57 @@ def test_a_worker_process_traceback_shows_the_op_source_once():
     assert "<dynamic-code>" not in text
     assert text.count("Traceback (most recent call last)") == 1
     assert text.count("ValueError: failed on 2") == 2  # the error, and the worker's last line
+
+
+_DRIVER = """
+import os, sys, time
+import flowdispatch as fd
+from flowdispatch.testing import append_line
+
+log, gate = sys.argv[1], sys.argv[2]
+
+def hold(i):
+    append_line(log, str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return i
+
+if __name__ == "__main__":
+    fd.run(*[fd.op(hold)(i) for i in range(2)], executor=fd.ProcessExecutor(2))
+"""
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_pool_workers_exit_when_their_driver_is_killed(tmp_path):
+    import subprocess
+
+    from conftest import wait_until
+
+    log, gate = str(tmp_path / "pids"), str(tmp_path / "gate")
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), log, gate])
+    tree: list[psutil.Process] = []
+    try:
+        wait_until(lambda: len(set(_lines(log))) == 2, 60, "both pool workers to start an op")
+        tree = psutil.Process(driver.pid).children(recursive=True)
+        workers = {int(pid) for pid in _lines(log)}
+        assert workers <= {p.pid for p in tree}
+        driver.kill()
+        driver.wait(10)
+        wait_until(lambda: not any(_running(p) for p in tree), 10,
+                   "the pool's processes to exit after their driver was killed")
+    finally:
+        open(gate, "w").close()
+        driver.kill()
+        driver.wait(10)
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.kill()

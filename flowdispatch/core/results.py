@@ -117,7 +117,8 @@ class Results:
                  durations: dict[str, float] | None = None,
                  attempts: dict[str, int] | None = None,
                  overrides: dict[str, Any] | None = None,
-                 dynamic: Dynamic | None = None):
+                 dynamic: Dynamic | None = None,
+                 reloads: dict[str, int] | None = None):
         self.graph = graph
         self._dynamic = dynamic
         self.states = states
@@ -126,6 +127,7 @@ class Results:
         self._durations = {} if durations is None else durations
         self._attempts = {} if attempts is None else attempts
         self._overrides = overrides or {}
+        self._reloads = {} if reloads is None else reloads
 
     def _key(self, node: Node | str) -> str:
         key = node if isinstance(node, str) else getattr(node, "_key", None)
@@ -231,6 +233,11 @@ class Results:
         """How many times it was started (retries included)."""
         return self._attempts.get(self._key(node), 0)
 
+    def reloads(self, node: Node | str) -> int:
+        """How many times a dask worker loaded its value from the cache instead of running
+        it again, after the worker that held the value died (ops declared ``cache=True``)."""
+        return self._reloads.get(self._key(node), 0)
+
     @property
     def ok(self) -> bool:
         """True when every node completed (done, cached or skipped)."""
@@ -303,6 +310,7 @@ class Results:
         values = dict(self._values)
         errors = {k: e for k, e in self._errors.items() if k not in redo}
         durations, attempts = dict(self._durations), dict(self._attempts)
+        reloads = dict(self._reloads)
         for key in [*redo, *(k for k in fresh.states if k not in states)]:
             states[key] = fresh.states.get(key, "cancelled")
             for mine, theirs in ((values, fresh._values), (errors, fresh._errors),
@@ -310,13 +318,16 @@ class Results:
                 if key in theirs:
                     mine[key] = theirs[key]
             attempts[key] = attempts.get(key, 0) + fresh._attempts.get(key, 0)
+            if key in fresh._reloads:
+                reloads[key] = reloads.get(key, 0) + fresh._reloads[key]
         dynamic = self._dynamic
         if dynamic is not None and fresh._dynamic is not None:
             dynamic = Dynamic({**dynamic.nodes, **fresh._dynamic.nodes},
                               {**dynamic.children, **fresh._dynamic.children},
                               {**dynamic.returned, **fresh._dynamic.returned})
         return Results(self.graph, states, values=values, errors=errors, durations=durations,
-                       attempts=attempts, overrides=self._overrides, dynamic=dynamic)
+                       attempts=attempts, overrides=self._overrides, dynamic=dynamic,
+                       reloads=reloads)
 
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:

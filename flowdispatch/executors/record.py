@@ -105,7 +105,7 @@ class RunRecord(Expanding):
     """
 
     __slots__ = ("graph", "nodes", "overrides", "hits", "stores", "states", "values", "errors",
-                 "durations", "attempts", "fail_fast", "stopping", "open", "on_release",
+                 "durations", "attempts", "reloads", "fail_fast", "stopping", "open", "on_release",
                  "on_stop", "on_ready", "_hooks", "_on_node_start", "_on_node_finish",
                  "_waiting", "_needed", "_dependents", "_keep", "parents", "children",
                  "returned", "created", "_dynamic", "_waiters", "_settling", "_given",
@@ -130,6 +130,8 @@ class RunRecord(Expanding):
         self.errors: dict[str, BaseException] = {}
         self.durations: dict[str, float] = {}
         self.attempts: dict[str, int] = {}
+        #: key -> how often a dask worker reloaded its value from the cache (lost with a worker).
+        self.reloads: dict[str, int] = {}
         self.fail_fast = fail_fast
         #: True once a failure has stopped a fail-fast run: start nothing more.
         self.stopping = False
@@ -316,7 +318,8 @@ class RunRecord(Expanding):
         dynamic = Dynamic(self.nodes, self.children, self.returned) if self._dynamic else None
         results = Results(self.graph, states,
                           values=self.values, errors=self.errors, durations=self.durations,
-                          attempts=self.attempts, overrides=self.overrides, dynamic=dynamic)
+                          attempts=self.attempts, overrides=self.overrides, dynamic=dynamic,
+                          reloads=self.reloads)
         for fire in self._hooks["on_finish"]:
             fire(results=results)
         return results

@@ -36,12 +36,16 @@ chain is not counted: which step died is not known. A cluster left without any w
 :class:`~flowdispatch.ExecutorError` that names them. The states, durations
 and attempts of the nodes that finished are kept, and so are their values
 that are on the client (overrides, and cached values on disk); the values
-that lived only on the lost workers are gone.
+that lived only on the lost workers are gone. A value lost with a worker is
+recomputed by dask, except that the task of an op declared ``cache=True``
+loads the value from the cache when its entry is there (:class:`.worker.Step`):
+it counts in ``Results.reloads``, not in ``attempts``.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import pickle
@@ -71,6 +75,8 @@ __all__ = ["DaskExecutor"]
 
 # Longest blocking wait in a run, so that an interrupt is seen promptly.
 _POLL = 0.1
+#: Kinds of events that end a node well: only a target's wakes a fail-fast run.
+_ENDED = frozenset({"done", "reloaded"})
 
 
 #: How long the tasks of an embedded cluster wait for a worker that can run them.
@@ -120,6 +126,30 @@ def _warn_if_exposed(address: str) -> None:
             "Use tls:// with security=distributed.security.Security(...), an SSH tunnel to "
             "127.0.0.1, or a private network (see the docs' cluster how-to).",
             SecurityWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=1)
+def _loopback_cluster() -> type:
+    """A ``LocalCluster`` whose dashboard link names 127.0.0.1, where its dashboard listens.
+
+    With in-process comms (``processes=False``) the scheduler's address is
+    ``inproc://<this machine's address>/...``, and dask builds the link from
+    that host: an address where nothing listens (the dashboard is bound to
+    127.0.0.1 here).
+    """
+    from distributed import LocalCluster
+    from distributed.utils import format_dashboard_link
+
+    class LoopbackCluster(LocalCluster):
+        @property
+        def dashboard_link(self) -> str:
+            try:
+                port = self.scheduler_info["services"]["dashboard"]
+            except KeyError:
+                return ""
+            return format_dashboard_link("127.0.0.1", port)
+
+    return LoopbackCluster
 
 
 def _configured_address() -> str | None:
@@ -269,15 +299,18 @@ class DaskExecutor(Executor):
                     "for a local cluster."
                 ) from exc
         options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
+        kind: type = LocalCluster
         if self.cluster_kwargs.get("processes") is False and "protocol" not in self.cluster_kwargs:
             options["worker_dashboard_address"] = "127.0.0.1:0"  # in-process comms: no host
+            if "dashboard_address" not in self.cluster_kwargs:
+                kind = _loopback_cluster()
         else:
             options["host"] = "127.0.0.1"
         if self.security is not None:
             options["security"] = self.security
         options.update(self.cluster_kwargs)
         with dask.config.set(_tuned()):
-            cluster = LocalCluster(**options)
+            cluster = kind(**options)
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:
@@ -484,7 +517,7 @@ class _Run:
         hold = wanted if self.fail_fast else computed
         if self.fail_fast and not any(record.hooks.values()):
             targets = self.targets  # only they end the run; nobody watches the others
-            inbox = _Inbox(lambda key, kind: kind != "done" or key in targets)
+            inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in targets)
         else:
             inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)
@@ -546,6 +579,11 @@ class _Run:
         if kind == "held":
             self._held_by_lost_worker(error)  # type: ignore[arg-type]
             return
+        if kind == "reloaded" and key in self.nodes:  # a lost value, read from the cache
+            record.reloads[key] = record.reloads.get(key, 0) + 1
+            if key in record.states:
+                return
+            kind = "done"  # its own report was lost with its worker
         if key not in self.nodes or key in record.states:
             return
         if kind == "start":

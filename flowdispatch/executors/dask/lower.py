@@ -47,22 +47,64 @@ _WORKERS = "the dask workers"
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
 
 
-def _pickled_call(node: Node) -> bytes | None:
-    """cloudpickle of the node's argument templates (nodes replaced by references)."""
+def _pickled_call(node: Node) -> tuple[bytes | None, dict[str, Any]]:
+    """cloudpickle of the node's argument templates (nodes replaced by references), and
+    the large arguments set apart (see :func:`_set_apart`), by the keys standing for them."""
     import cloudpickle
 
-    args, kwargs = node._args, node._kwargs or _EMPTY
+    given_args, given_kwargs = node._args, node._kwargs or _EMPTY
+    args, kwargs = given_args, given_kwargs
     if node._deps:  # else no node inside, or opaque data (fd.value(..., traverse=False))
         args, kwargs = template(args), template(kwargs)
     if not args and not kwargs:
-        return None
+        return None, _EMPTY
+    args, kwargs, apart = _set_apart(node._key, given_args, given_kwargs, args, kwargs)
     if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values()):
-        return pickle.dumps((args, kwargs), protocol=5)  # the same bytes, 4x faster
+        return pickle.dumps((args, kwargs), protocol=5), apart  # the same bytes, 4x faster
     try:
-        return cloudpickle.dumps((args, kwargs))
+        return cloudpickle.dumps((args, kwargs)), apart
     except Exception as exc:
         error = unpicklable(node, call_parts(node, args, kwargs), _WORKERS, exc)
         raise error from error.__cause__
+
+
+def _large(value: Any) -> bool:
+    """Whether ``value`` is over :data:`SCATTER_BYTES` (``dask.sizeof``; sized alike)."""
+    kind = type(value)
+    if kind in (bytes, str, bytearray):
+        return len(value) > SCATTER_BYTES
+    if kind in _PLAIN:
+        return False
+    from dask.sizeof import sizeof
+
+    return sizeof(value) > SCATTER_BYTES
+
+
+def _set_apart(key: str, given_args: tuple, given_kwargs: dict, args: tuple,
+               kwargs: dict) -> tuple[tuple, dict, dict[str, Any]]:
+    """The templates with each large argument (one with no node inside) replaced by a
+    reference to a key of its own, and those arguments by their keys.
+
+    A large argument then travels as an argument of the node's task, pickled
+    once with the graph, as dask sends a task's arguments; pickled into the
+    node's call as well, it would take its size again on the client.
+    """
+    apart: dict[str, Any] = {}
+    if any(a is g and _large(a) for a, g in zip(args, given_args)):
+        new = []
+        for i, (a, g) in enumerate(zip(args, given_args)):
+            if a is g and _large(a):
+                apart[f"{key}:arg{i}"] = a
+                a = Ref(f"{key}:arg{i}")
+            new.append(a)
+        args = tuple(new)
+    if any(v is given_kwargs.get(k) and _large(v) for k, v in kwargs.items()):
+        kwargs = dict(kwargs)
+        for name, v in kwargs.items():
+            if v is given_kwargs.get(name) and _large(v):
+                apart[f"{key}:{name}"] = v
+                kwargs[name] = Ref(f"{key}:{name}")
+    return args, kwargs, apart
 
 
 def _batchable(op: Any, notes: tuple) -> bool:
@@ -140,14 +182,15 @@ class Lowered:
                 code = codes.get(id(op))
                 if code is None:
                     code = codes[id(op)] = self._code(node, run, starts)
-                call = _pickled_call(node)
+                call, apart = _pickled_call(node)
             except SerializationError as exc:
                 self.broken[key] = exc
                 continue
             name = self.dask_key(key)
             self.node_keys[name] = key
-            self.tasks[key] = Task(name, Step(code, key, call, deps, stores.get(key) if stores else None),
-                                   *(TaskRef(self.dask_key(d)) for d in deps))
+            step = Step(code, key, call, (*deps, *apart), stores.get(key) if stores else None)
+            self.tasks[key] = Task(name, step, *(TaskRef(self.dask_key(d)) for d in deps),
+                                   *apart.values())  # large arguments: pickled once, with the graph
             notes = _annotations(node)
             if notes:
                 self.annotations[key] = notes

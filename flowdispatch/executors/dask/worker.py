@@ -11,7 +11,8 @@ holding a worker thread (``secede``/``rejoin``).
 A step reports what happens to the client as small events, sent with
 ``Worker.log_event`` on the topic :data:`TOPIC`: ``[run, key, kind, attempt,
 seconds, error]`` where ``kind`` is ``"start"`` (each attempt, when someone
-watches for starts: each event is a message through the scheduler), ``"done"`` or
+watches for starts: each event is a message through the scheduler), ``"done"``,
+``"reloaded"`` (attempt 0: the value came out of the cache, see :class:`Step`) or
 ``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
@@ -33,7 +34,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from ...cache import save
+from ...cache import entryfile, load, save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
@@ -46,6 +47,9 @@ TOPIC = "flowdispatch"
 #: Longest wait, in seconds, before a batch sends the events of its steps.
 BUNDLE = 0.1
 _EMPTY: dict = {}
+_CLIENT = object()  # Code(check=...) not given: take the client's
+#: Kinds of events that a batch sends with the next ones (the others at once).
+_QUIET = frozenset({"done", "reloaded"})
 
 
 @lru_cache(maxsize=64)
@@ -189,26 +193,55 @@ def _failed(report, step: Step, attempt: int, seconds: float, error: BaseExcepti
         _keep_quiet(f"{step.key}-{step.op.run}")
 
 
+def secret_check() -> bytes | None:
+    """What tells whether two processes have the same ``cache_secret``: ``None``
+    without one, else an HMAC of a fixed message under it (the secret itself never
+    travels; entries in the cache folder already carry HMACs under it)."""
+    import hmac
+
+    try:
+        chosen = entryfile.secret()
+    except (TypeError, ValueError):
+        return b"unusable"  # the cache reads nothing with it, on either side
+    if chosen is None:
+        return None
+    return hmac.digest(chosen, b"flowdispatch: the cache secret in use", "sha256")
+
+
 class Code:
     """An op as it travels: its name, the pickled ``(fn, settings)``, and the run to report to.
 
     One per op and run, shared by the op's steps, so a graph pickles it once.
+    ``check`` is the client's :func:`secret_check` (taken when made on the
+    client): a step loads a cache entry only where the worker has the same
+    secret, so that what the client's cache would refuse (an unsigned entry,
+    when only the client has a secret) runs again, as on the client.
     """
 
-    __slots__ = ("name", "code", "run", "starts")
+    __slots__ = ("name", "code", "run", "starts", "check")
 
-    def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True):
+    def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True,
+                 check: bytes | None | object = _CLIENT):
         self.name = name
         self.code = code
         self.run = run  # None: report nothing (futures from submit())
         self.starts = starts  # report each attempt's start too (someone watches for it)
+        self.check = secret_check() if check is _CLIENT else check
 
     def __reduce__(self):
-        return (Code, (self.name, self.code, self.run, self.starts))
+        return (Code, (self.name, self.code, self.run, self.starts, self.check))
 
 
 class Step:
-    """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker."""
+    """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker.
+
+    A node of a cached op (``store``: its cache entry) looks in the cache first:
+    when dask runs its task again because the value was lost with a worker, or
+    another run saved it meanwhile, the entry is loaded (checked and verified as
+    :func:`flowdispatch.cache.load` does) and reported as ``"reloaded"``; the op
+    runs when there is no entry it can trust, or when the worker's cache secret
+    is not the client's (see :class:`Code`).
+    """
 
     __slots__ = ("op", "key", "call", "deps", "store")
 
@@ -236,6 +269,12 @@ class Step:
     def run(self, values: tuple, report: Any) -> Any:
         """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
+        if self.store is not None and self.op.check == secret_check():
+            found, value = load(self.store)
+            if found:
+                if report:
+                    report(key, "reloaded", 0, 0.0, None)
+                return value
         try:
             fn, settings = _load_code(self.op.code)
             args, kwargs = pickle.loads(self.call) if self.call is not None else ((), _EMPTY)
@@ -335,7 +374,7 @@ class _Bundle:
 
     def __call__(self, *event: Any) -> None:
         self.events.append(list(event))
-        if event[1] != "done" or time.perf_counter() - self.since > BUNDLE:
+        if event[1] not in _QUIET or time.perf_counter() - self.since > BUNDLE:
             self.flush()
 
     def flush(self) -> None:

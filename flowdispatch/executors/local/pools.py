@@ -21,7 +21,7 @@ from ..calls import by_reference, call_parts, unpicklable
 from ..loop import Outcome, _timeout, attempt
 from ..submit import SubmitExecutor
 from .daemon import DaemonThreadPool
-from .worker import attempt_batch, attempt_pickled
+from .worker import attempt_batch, attempt_pickled, watch_parent
 
 if TYPE_CHECKING:
     from ...core.node import Node
@@ -202,7 +202,8 @@ class ProcessExecutor(_PoolRunner):
     work; an argument that cannot be pickled fails its node with a
     :class:`~flowdispatch.SerializationError` naming it. On interrupt, the
     worker processes are stopped. An op past its ``timeout`` is stopped in its
-    worker (by a SIGALRM, which takes effect when the op runs Python code).
+    worker (by a SIGALRM, which takes effect when the op runs Python code). The
+    worker processes exit when this process dies, even by SIGKILL.
     """
 
     stops_timeouts = True
@@ -219,7 +220,9 @@ class ProcessExecutor(_PoolRunner):
         with self._lock:
             if self._pool is None:
                 context = multiprocessing.get_context(self.mp_context)
-                self._pool = cf.ProcessPoolExecutor(self.slots, mp_context=context)
+                self._pool = cf.ProcessPoolExecutor(  # workers exit when this process dies
+                    self.slots, mp_context=context, initializer=watch_parent,
+                    initargs=(os.getpid(),))
             return self._pool
 
     def start(self, node, args, kwargs, report):

@@ -8,18 +8,57 @@ its traceback objects, so that the traceback is printed once, as the worker
 formatted it, with the op's source lines). A result or exception that
 cannot be pickled becomes a :class:`~flowdispatch.SerializationError` that
 says so.
+
+A worker process also watches its parent (:func:`watch_parent`, the pool's
+initializer): when the driver dies, even by SIGKILL, its workers exit too,
+rather than wait for calls that never come.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 from typing import Any
 
 from ...errors import OpTimeoutError, SerializationError, stand_in
 from ..calls import note_traceback
 from ..loop import attempt
 
-__all__ = ["attempt_batch", "attempt_pickled"]
+__all__ = ["PARENT_POLL", "attempt_batch", "attempt_pickled", "watch_parent"]
+
+#: Seconds between a worker process's looks at whether its driver is alive.
+PARENT_POLL = 0.2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process took the id: ours is gone
+        return False
+    return True
+
+
+def watch_parent(driver: int) -> None:
+    """In a worker process (the pool's initializer): end the process once the driver
+    (process id ``driver``) dies, seen every :data:`PARENT_POLL` seconds.
+
+    The driver is the worker's parent, or (``forkserver``) the parent is the fork
+    server, which exits with the driver: either way the parent changes when the
+    driver dies. A worker left behind would block for ever on the pool's queue,
+    whose pipe it holds open itself.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent and _alive(driver):
+            time.sleep(PARENT_POLL)  # a poll: nothing signals a parent's death portably
+        os._exit(1)
+
+    threading.Thread(target=watch, name="flowdispatch-watch-parent", daemon=True).start()
 
 
 def _alarm(signum: int, frame: Any) -> None:

@@ -1,0 +1,105 @@
+"""Cached ops on a real dask cluster: a value lost with a worker is reloaded, not recomputed.
+
+The cluster is the session's (see conftest.py): a ``dask scheduler`` and two
+``dask worker`` processes with nannies, which restart a worker that dies. Ops
+count their runs in files (the workers are other processes); every wait is
+bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import flowdispatch as fd
+from flowdispatch.cache import entries
+from flowdispatch.testing import append_line, read_lines
+
+pytest.importorskip("distributed")
+
+from conftest import wait_until  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- ops (module level: the workers import this module) ----------------------------------
+def counted(log: str, x: int) -> int:
+    """``10 * x``, noting each run in ``log``."""
+    append_line(log, str(x))
+    return 10 * x
+
+
+def dies_once(marker: str, x: int) -> int:
+    """SIGKILL this worker the first time (while ``marker`` does not exist); then ``x + 1``."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x + 1
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _worker_pids(client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def _wait_for_workers_back(client, before: dict[str, int]) -> None:
+    """Both workers up again, the killed one replaced by its nanny."""
+    def back() -> bool:
+        pids = _worker_pids(client)
+        return len(pids) == len(before) and set(pids.values()) != set(before.values())
+    wait_until(back, 60, "the nanny to restart the killed worker")
+
+
+def _pinned(fn, one: str, **options):
+    """``fn`` as an op that prefers worker ``one`` (and may run elsewhere once it dies)."""
+    return fd.op(fn, workers=[one], allow_other_workers=True, **options)
+
+
+def _on_one_worker(tmp_path, client, fuse: bool):
+    """Run ``dies_once(counted(4))``, both on one worker, with the cache in ``tmp_path``."""
+    from flowdispatch.executors.dask import DaskExecutor
+
+    before = _worker_pids(client)
+    one = sorted(before)[0]
+    log = str(tmp_path / "counted.log")
+    up = _pinned(counted, one, cache=True)(log, 4)
+    down = _pinned(dies_once, one)(str(tmp_path / "marker"), up)
+    with fd.config.set(cache_dir=str(tmp_path / "cache")), \
+            DaskExecutor(client=client, fuse=fuse) as executor:
+        res = fd.run(down, executor=executor) if not fuse else None
+        value = res[down] if res is not None else fd.compute(down, executor=executor)[0]
+    _wait_for_workers_back(client, before)
+    return res, up, down, value, read_lines(log)
+
+
+# -- tests --------------------------------------------------------------------------------
+def test_a_cached_value_lost_with_its_worker_is_reloaded_not_recomputed(dask_client, tmp_path):
+    res, up, down, value, runs = _on_one_worker(tmp_path, dask_client, fuse=False)
+    assert value == 41
+    assert runs == ["4"], "the cached op ran again instead of being reloaded"
+    assert (res.state(up), res.attempts(up)) == ("done", 1)
+    assert res.reloads(up) == 1
+    assert (res.attempts(down), res.reloads(down)) == (2, 0)
+
+
+def test_a_fused_chain_run_again_reloads_its_cached_steps(dask_client, tmp_path):
+    _, _, _, value, runs = _on_one_worker(tmp_path, dask_client, fuse=True)
+    assert value == 41
+    assert runs == ["4"], "the cached step of the chain ran again instead of being reloaded"
+
+
+def test_a_step_loads_an_entry_it_finds_instead_of_running(tmp_path):
+    calls = str(tmp_path / "calls.log")
+    node = fd.op(counted, cache=True)(calls, 3)
+    with fd.config.set(cache_dir=str(tmp_path / "cache")):
+        assert fd.compute(node, executor="sync") == (30,)
+        entry, = entries()
+        graph = fd.Graph(node)
+        from flowdispatch.executors.dask.lower import Lowered
+
+        lowered = Lowered(graph, {}, run=None, stores={node.key: entry})
+        step = lowered.tasks[node.key].func
+        assert step() == 30
+    assert read_lines(calls) == ["3"]
