@@ -124,6 +124,8 @@ class Lowered:
         self.node_keys: dict[str, str] = {}  # dask key -> node key
         self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
         self.batches = 0
+        self.probes: list[str] = []  # nodes that measure their ops (see probe())
+        self.later: set[str] = set()  # tasks submitted once the probes have ended
         codes: dict[int, Code] = {}
         for node in graph:
             key = node._key
@@ -191,7 +193,29 @@ class Lowered:
             folded += len(chain) - 1
         return folded
 
-    def batch(self, addressable: set[str] | None, threads: int) -> int:
+    def probe(self, threads: int) -> list[str]:
+        """Hold back the nodes of ops never measured, but for a few that measure them
+        (:func:`.quick.probe`), and everything that needs them: they are submitted,
+        and batched by the probes' durations, once the probes have ended. Returns
+        the probe nodes; :attr:`later` holds what waits."""
+        self.probes, held = quick.probe(self._independent(), threads)
+        later = set(held)
+        if later:
+            for key, task in self.tasks.items():  # in topological order
+                if key not in later and any(self.node_keys.get(d, d) in later
+                                            for d in task.dependencies):
+                    later.add(key)
+        self.later = later
+        return self.probes
+
+    def bridge(self) -> list[str]:
+        """The tasks submitted first that tasks held back need (to hold on to till then)."""
+        later, node_keys = self.later, self.node_keys
+        needed = {node_keys.get(d, d) for k in later if k in self.tasks
+                  for d in self.tasks[k].dependencies}
+        return [k for k in needed if k in self.tasks and k not in later]
+
+    def batch(self, addressable: set[str] | None, threads: int, later: bool = False) -> int:
         """Put independent nodes of quick ops in batches, one task each; how many nodes.
 
         Nodes are independent when they are as deep in the graph; those of one
@@ -200,8 +224,10 @@ class Lowered:
         groups by it). Dependents pick their values out of the batch's tuple on
         their worker; a node in ``addressable`` (``None``: all) also keeps a
         task of its own, keyed as before, that picks its value (for the client).
+        Only the nodes of one part are batched: those submitted first, or with
+        ``later``, those held back for a probe (see :meth:`probe`).
         """
-        groups = self._independent()
+        groups = self._independent(self.later, later)
         refs: dict[str, Any] = {}  # dask key of a batched node -> how dependents get its value
         done = 0
         for (code, notes, declared, _), keys in groups.items():
@@ -211,25 +237,28 @@ class Lowered:
             count = quick.batch_count(len(keys), seconds or 0.0, threads)
             for i in range(count):
                 done += self._cut(keys[i * len(keys) // count:(i + 1) * len(keys) // count],
-                                  notes, addressable, refs)
+                                  notes, addressable, refs, later)
         if refs:
             self._rewire(refs)
         return done
 
-    def _independent(self) -> dict[tuple, list[str]]:
-        """Nodes that may share a batch, by (code, notes, declared, depth)."""
+    def _independent(self, part: set[str] | None = None,
+                     inside: bool = False) -> dict[tuple, list[str]]:
+        """Nodes that may share a batch, by (code, notes, declared, depth): of all
+        nodes, or those in ``part`` (``inside``) or not in it."""
         depth: dict[str, int] = {}
         groups: dict[tuple, list[str]] = {}
         for key, task in self.tasks.items():  # in topological order
             deps = [self.node_keys.get(d, d) for d in task.dependencies]
             depth[key] = 1 + max((depth.get(d, 0) for d in deps), default=0)
             kind = self.kinds.get(key)
-            if kind is not None and isinstance(task.func, Step):
+            if (kind is not None and isinstance(task.func, Step)
+                    and (part is None or (key in part) == inside)):
                 groups.setdefault((*kind, depth[key]), []).append(key)
         return groups
 
     def _cut(self, keys: list[str], notes: tuple, addressable: set[str] | None,
-             refs: dict[str, Any]) -> int:
+             refs: dict[str, Any], later: bool = False) -> int:
         """One batch of the nodes ``keys``; their tasks become getters, or go."""
         from dask.task_spec import Task, TaskRef
 
@@ -240,6 +269,8 @@ class Lowered:
         self.tasks[name] = Task(batch, Batch(steps),
                                 *(a for k in keys for a in self.tasks[k].args))
         self.node_keys[batch] = name
+        if later:
+            self.later.add(name)
         if notes:
             self.annotations[name] = notes
         for i, key in enumerate(keys):
@@ -336,15 +367,25 @@ class Lowered:
                                        ("the op's options", op.settings)], _WORKERS, exc)
             raise error from error.__cause__
 
-    def graph(self) -> Any:
-        """What to hand to ``Client.get``: the tasks by dask key, in a plain dict, or
-        in a ``HighLevelGraph`` whose layers carry the annotations, if any need them."""
+    def part(self, later: bool | None = None) -> dict[str, Any]:
+        """The tasks (by node key): all, or those held back for a probe (``later``), or
+        the others (see :meth:`probe`)."""
+        if later is None or not self.later:
+            return self.tasks if not later else {}
+        held = self.later
+        return {k: t for k, t in self.tasks.items() if (k in held) == later}
+
+    def graph(self, later: bool | None = None) -> Any:
+        """What to hand to ``Client.get``: the tasks (of a :meth:`part`) by dask key, in a
+        plain dict, or in a ``HighLevelGraph`` whose layers carry the annotations, if
+        any need them."""
+        tasks = self.part(later)
         if not self.annotations:
-            return {task.key: task for task in self.tasks.values()}
+            return {task.key: task for task in tasks.values()}
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         groups: dict[tuple, dict] = {(): {}}
-        for key, task in self.tasks.items():
+        for key, task in tasks.items():
             groups.setdefault(self.annotations.get(key, ()), {})[task.key] = task
         layers = {}
         for i, (notes, tasks) in enumerate(groups.items()):
@@ -353,15 +394,16 @@ class Lowered:
             layers[f"flowdispatch-{i}"] = MaterializedLayer(tasks, annotations=annotations or None)
         return HighLevelGraph(layers, {name: set() for name in layers})
 
-    def expression(self) -> Any:
-        """The graph for ``Client.get``, as a dask expression named by a random token.
+    def expression(self, later: bool | None = None) -> Any:
+        """The graph (of a :meth:`part`) for ``Client.get``, as a dask expression named
+        by a random token.
 
         Given a plain graph, ``Client.get`` names it by tokenizing every task
         (25-45 µs each, on the client, before anything is sent); the keys of
         a run are unique already, so a random name does as well. Where dask
         has no such expressions, the graph itself.
         """
-        graph = self.graph()
+        graph = self.graph(later)
         kinds = _expression_kinds()
         if kinds is None:  # pragma: no cover - older dask
             return graph
