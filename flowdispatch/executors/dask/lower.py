@@ -56,13 +56,30 @@ def _pickled_call(node: Node) -> bytes | None:
         args, kwargs = template(args), template(kwargs)
     if not args and not kwargs:
         return None
-    if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values()):
+    if _plain(args) and _plain(kwargs.values()):
         return pickle.dumps((args, kwargs), protocol=5)  # the same bytes, 4x faster
     try:
         return cloudpickle.dumps((args, kwargs))
     except Exception as exc:
         error = unpicklable(node, call_parts(node, args, kwargs), _WORKERS, exc)
         raise error from error.__cause__
+
+
+def _plain(values: Any) -> bool:
+    """Whether plain pickle will do for ``values``: plain types, or lists and tuples of
+    them (a fan-in's list of references, say).
+
+    Examples
+    --------
+    >>> _plain([1, "a", [Ref("k"), 2.0]]), _plain([[print]])
+    (True, False)
+    """
+    for value in values:
+        kind = type(value)
+        if kind not in _PLAIN and not (
+                (kind is list or kind is tuple) and all(type(v) in _PLAIN for v in value)):
+            return False
+    return True
 
 
 def _batchable(op: Any, notes: tuple) -> bool:
@@ -123,38 +140,47 @@ class Lowered:
         self.blocked: set[str] = set()
         self.node_keys: dict[str, str] = {}  # dask key -> node key
         self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
+        self.ops: set[tuple] = set()  # the kinds of batch-mates there are
         self.batches = 0
         self.probes: list[str] = []  # nodes that measure their ops (see probe())
         self.later: set[str] = set()  # tasks submitted once the probes have ended
-        codes: dict[int, Code] = {}
+        ops: dict[int, tuple] = {}  # id(op) -> (code, notes, kind)
         for node in graph:
             key = node._key
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
             deps = tuple(d._key for d in graph.deps_of(key))
-            if (stop_at_first and self.broken) or any(
-                    d in self.broken or d in self.blocked for d in deps):
+            if (self.broken or self.blocked) and ((stop_at_first and self.broken) or any(
+                    d in self.broken or d in self.blocked for d in deps)):
                 self.blocked.add(key)
                 continue
-            op = node._op
             try:
-                code = codes.get(id(op))
-                if code is None:
-                    code = codes[id(op)] = self._code(node, run, starts)
+                known = ops.get(id(node._op))
+                if known is None:
+                    known = ops[id(node._op)] = self._op(node, run, starts)
                 call = _pickled_call(node)
             except SerializationError as exc:
                 self.broken[key] = exc
                 continue
+            code, notes, kind = known
             name = self.dask_key(key)
             self.node_keys[name] = key
             self.tasks[key] = Task(name, Step(code, key, call, deps, stores.get(key) if stores else None),
                                    *(TaskRef(self.dask_key(d)) for d in deps))
-            notes = _annotations(node)
             if notes:
                 self.annotations[key] = notes
-            if _batchable(op, notes):
-                self.kinds[key] = (code.code, notes, op.settings.quick)
+            if kind is not None:
+                self.kinds[key] = kind
+        self.ops = {known[2] for known in ops.values() if known[2] is not None}
+
+    def _op(self, node: Node, run: str | None, starts: bool) -> tuple:
+        """What the nodes of ``node``'s op share: its :class:`Code`, its annotations,
+        and what its batch-mates share (``None``: it is never batched)."""
+        code = self._code(node, run, starts)
+        notes = _annotations(node)
+        op = node._op
+        return code, notes, (code.code, notes, op.settings.quick) if _batchable(op, notes) else None
 
     def fuse(self, keep: set[str]) -> int:
         """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
@@ -198,6 +224,9 @@ class Lowered:
         (:func:`.quick.probe`), and everything that needs them: they are submitted,
         and batched by the probes' durations, once the probes have ended. Returns
         the probe nodes; :attr:`later` holds what waits."""
+        if all(declared is not None or quick.measured(code) is not None
+               for code, _, declared in self.ops):
+            return []
         self.probes, held = quick.probe(self._independent(), threads)
         later = set(held)
         if later:
@@ -248,10 +277,13 @@ class Lowered:
         nodes, or those in ``part`` (``inside``) or not in it."""
         depth: dict[str, int] = {}
         groups: dict[tuple, list[str]] = {}
+        node_keys, kinds = self.node_keys, self.kinds
         for key, task in self.tasks.items():  # in topological order
-            deps = [self.node_keys.get(d, d) for d in task.dependencies]
-            depth[key] = 1 + max((depth.get(d, 0) for d in deps), default=0)
-            kind = self.kinds.get(key)
+            if task.dependencies:
+                depth[key] = 1 + max(depth.get(node_keys.get(d, d), 0) for d in task.dependencies)
+            else:
+                depth[key] = 1
+            kind = kinds.get(key)
             if (kind is not None and isinstance(task.func, Step)
                     and (part is None or (key in part) == inside)):
                 groups.setdefault((*kind, depth[key]), []).append(key)
@@ -266,7 +298,7 @@ class Lowered:
         self.batches += 1
         name = f"{steps[0].op.name}-batch{self.batches}"  # unique in the run
         batch = self.dask_key(name)
-        self.tasks[name] = Task(batch, Batch(steps),
+        self.tasks[name] = Task(batch, Batch.of(steps),
                                 *(a for k in keys for a in self.tasks[k].args))
         self.node_keys[batch] = name
         if later:
