@@ -95,6 +95,16 @@ probed, probed_slow = measured.options(name="probed"), slow.options(name="probed
 
 
 @fd.op
+def probed_leaf(i):
+    return i
+
+
+@fd.op
+def probed_pair(a, b):
+    return a + b
+
+
+@fd.op
 def keys_of(pairs):
     return [key for _, key in pairs]
 
@@ -257,3 +267,9 @@ def test_a_worker_killed_mid_batch_loses_the_batch_which_runs_again(dask_client,
     assert killed and all(runs[i] >= 2 for i in killed), "the lost batch did not run again"
     assert all(res.attempts(leaves[i]) >= 2 for i in killed)
     wait_for_workers_back(dask_client, gone=[victim])
+
+
+def test_a_probe_of_an_op_that_needs_another_probed_op_does_not_wait_for_ever(dask_executor):
+    leaves = [probed_leaf(i) for i in range(40)]
+    pairs = [probed_pair(a, b) for a, b in zip(leaves[::2], leaves[1::2])]
+    assert fd.compute(*pairs, executor=dask_executor) == tuple(range(1, 79, 4))

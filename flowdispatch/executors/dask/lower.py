@@ -227,13 +227,15 @@ class Lowered:
         if all(declared is not None or quick.measured(code) is not None
                for code, _, declared in self.ops):
             return []
-        self.probes, held = quick.probe(self._independent(), threads)
+        probes, held = quick.probe(self._independent(), threads)
         later = set(held)
         if later:
             for key, task in self.tasks.items():  # in topological order
                 if key not in later and any(self.node_keys.get(d, d) in later
                                             for d in task.dependencies):
                     later.add(key)
+        # an op whose probe needs nodes held back for another's is measured next time
+        self.probes = [k for k in probes if k not in later]
         self.later = later
         return self.probes
 
