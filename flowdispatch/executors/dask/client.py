@@ -58,7 +58,7 @@ from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
 from . import quick
-from .lower import Lowered
+from .lower import Lowered, paused_gc
 from .worker import TOPIC, Chain
 
 if TYPE_CHECKING:
@@ -322,17 +322,19 @@ class DaskExecutor(Executor):
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
         record = RunRecord(graph, overrides, callbacks, fail_fast)
         run_id = os.urandom(6).hex()
-        lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
-                          stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
-                          stores=record.stores)
+        with paused_gc():
+            lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
+                              stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
+                              stores=record.stores)
         targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse(targets)
         client = self.connect()
-        threads = sum(client.nthreads().values())
+        threads = sum(client.nthreads().values()) if lowered.kinds else 1
         if lowered.kinds:  # quick ops' nodes share tasks (run(): each keeps a getter)
-            lowered.probe(threads)  # ops never measured: a few nodes first, the rest later
-            lowered.batch(targets if fail_fast else None, threads)
+            with paused_gc():
+                lowered.probe(threads)  # ops never measured: a few nodes first, the rest later
+                lowered.batch(targets if fail_fast else None, threads)
         patience = self.no_workers_timeout
         if patience is None:
             patience = float(config.get("no_workers_timeout"))

@@ -21,9 +21,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import os
 import pickle
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +66,23 @@ def _pickled_call(node: Node) -> bytes | None:
     except Exception as exc:
         error = unpicklable(node, call_parts(node, args, kwargs), _WORKERS, exc)
         raise error from error.__cause__
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for a bulk build.
+
+    Lowering makes several objects per node; in a process that also holds a
+    large graph (and, with a local cluster, the scheduler's state), each full
+    collection that these allocations trigger walks all of it.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _plain(values: Any) -> bool:
