@@ -85,6 +85,26 @@ def slow(i):
 
 
 @fd.op
+def probed_in_run(i):
+    if i == 7:
+        raise ValueError("7 fails")
+    return i, task_key()
+
+
+probed, probed_slow = measured.options(name="probed"), slow.options(name="probed_slow")
+
+
+@fd.op
+def probed_leaf(i):
+    return i
+
+
+@fd.op
+def probed_pair(a, b):
+    return a + b
+
+
+@fd.op
 def keys_of(pairs):
     return [key for _, key in pairs]
 
@@ -195,6 +215,27 @@ def test_measurement_batches_a_quick_op_and_never_a_slow_one(dask_executor):
     assert not any(batched(v[1]) for v in slow_values)
 
 
+def test_a_probe_batches_a_quick_op_in_its_first_run_and_never_a_slow_one(dask_executor):
+    size = max(2, quick.PROBE * sum(dask_executor.client.nthreads().values()))
+    keys = fd.compute(keys_of(fd.collect([probed(i) for i in range(40)])), executor=dask_executor)[0]
+    assert sum(not batched(key) for key in keys) == size  # the probe, then batches
+    assert quick.measured(next(iter(Lowered(fd.Graph(probed(0)), {}, None).kinds.values()))[0]) \
+        is not None
+    slow_values = fd.compute(*[probed_slow(i) for i in range(20)], executor=dask_executor)
+    assert [v[0] for v in slow_values] == list(range(20))
+    assert not any(batched(v[1]) for v in slow_values)
+
+
+def test_a_probe_in_run_keeps_every_node_state_and_error(dask_executor):
+    leaves = [probed_in_run(i) for i in range(30)]
+    res = fd.run(keys_of(fd.collect(leaves)), *leaves, executor=dask_executor)
+    assert [res.state(leaf) for leaf in leaves].count("failed") == 1
+    assert isinstance(res.error(leaves[7]), ValueError)
+    assert all(res[leaf][0] == i for i, leaf in enumerate(leaves) if i != 7)
+    assert 0 < sum(batched(res[leaf][1]) for i, leaf in enumerate(leaves) if i != 7) < 29
+    assert all(res.attempts(leaf) == 1 and res.duration(leaf) is not None for leaf in leaves)
+
+
 def test_a_worker_killed_mid_batch_loses_the_batch_which_runs_again(dask_client, tmp_path):
     gate, log = str(tmp_path / "gate"), str(tmp_path / "log")
     leaves = [gated(i, gate, log) for i in range(40)]
@@ -226,3 +267,9 @@ def test_a_worker_killed_mid_batch_loses_the_batch_which_runs_again(dask_client,
     assert killed and all(runs[i] >= 2 for i in killed), "the lost batch did not run again"
     assert all(res.attempts(leaves[i]) >= 2 for i in killed)
     wait_for_workers_back(dask_client, gone=[victim])
+
+
+def test_a_probe_of_an_op_that_needs_another_probed_op_does_not_wait_for_ever(dask_executor):
+    leaves = [probed_leaf(i) for i in range(40)]
+    pairs = [probed_pair(a, b) for a, b in zip(leaves[::2], leaves[1::2])]
+    assert fd.compute(*pairs, executor=dask_executor) == tuple(range(1, 79, 4))

@@ -641,7 +641,8 @@ def op(
         nodes of a quick op share tasks, in batches (each node keeps its own
         state, attempts, duration, callbacks, cache entry and error).
         ``None`` (the default) measures it: an op whose nodes took under
-        5 ms each in its last dask run in this process is quick. ``False``
+        5 ms each in its last dask run in this process is quick; in its first
+        run, a few of its nodes run first to measure it. ``False``
         never batches it. An op with a ``timeout``, ``resources`` or
         ``workers`` always runs one task per node.
 

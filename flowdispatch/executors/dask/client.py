@@ -62,7 +62,7 @@ from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
 from . import quick
-from .lower import Lowered
+from .lower import Lowered, paused_gc
 from .worker import TOPIC, Chain
 
 if TYPE_CHECKING:
@@ -355,19 +355,23 @@ class DaskExecutor(Executor):
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
         record = RunRecord(graph, overrides, callbacks, fail_fast)
         run_id = os.urandom(6).hex()
-        lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
-                          stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
-                          stores=record.stores)
+        with paused_gc():
+            lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
+                              stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
+                              stores=record.stores)
         targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse(targets)
         client = self.connect()
+        threads = sum(client.nthreads().values()) if lowered.kinds else 1
         if lowered.kinds:  # quick ops' nodes share tasks (run(): each keeps a getter)
-            lowered.batch(targets if fail_fast else None, sum(client.nthreads().values()))
+            with paused_gc():
+                lowered.probe(threads)  # ops never measured: a few nodes first, the rest later
+                lowered.batch(targets if fail_fast else None, threads)
         patience = self.no_workers_timeout
         if patience is None:
             patience = float(config.get("no_workers_timeout"))
-        results = _Run(client, record, lowered, run_id, patience).go()
+        results = _Run(client, record, lowered, run_id, patience, threads).go()
         quick.observe(lowered.timings(record.durations))
         return results
 
@@ -479,8 +483,9 @@ class _Run:
     the run's :class:`~.record.RunRecord`."""
 
     def __init__(self, client: Client, record: RunRecord, lowered: Lowered, run_id: str,
-                 patience: float = math.inf):
+                 patience: float = math.inf, threads: int = 1):
         self.client = client
+        self.threads = threads  # the cluster's, when the run began (to cut batches)
         self.patience = patience  # seconds without any worker before giving up
         self.workerless_since: float | None = None
         self.next_look = 0.0  # when to ask the scheduler about its workers again
@@ -491,6 +496,7 @@ class _Run:
         self.fail_fast = record.fail_fast
         self.targets = {t._key for t in record.graph.targets}
         self.held: dict[str, Future] = {}  # futures of this run, not yet let go
+        self.bridge: dict[str, Future] = {}  # what tasks held back for a probe need
         self.scattered: dict[str, Future] = {}
         self.waiting: set[str] = set()  # fail-fast: the targets not done yet
         self.stopped = False
@@ -516,16 +522,15 @@ class _Run:
             return record.results()
         hold = wanted if self.fail_fast else computed
         if self.fail_fast and not any(record.hooks.values()):
-            targets = self.targets  # only they end the run; nobody watches the others
-            inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in targets)
+            ends = self.targets | set(lowered.probes)  # nobody watches the others
+            inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in ends)
         else:
             inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)
         _follow_workers(self.client, router, self.run_id, inbox)
         try:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
-            names = [lowered.dask_key(k) for k in hold]
-            self.held = dict(zip(hold, self.client.get(lowered.expression(), names, sync=False)))
+            self._submit(hold, later=False)
             self.waiting = set(wanted)
             self._follow(inbox)
             if self.gave_up:
@@ -541,16 +546,52 @@ class _Run:
             self._release()
         raise self._lost()
 
+    def _submit(self, hold: list[str], later: bool) -> None:
+        """Submit the tasks submitted first, or (``later``) those held back for a probe,
+        holding the futures of ``hold`` (and, first, of what the later tasks need)."""
+        lowered = self.lowered
+        hold = [k for k in hold if (k in lowered.later) == later] if lowered.later else hold
+        bridge = [] if later else [k for k in lowered.bridge() if k not in self.held]
+        names = [lowered.dask_key(k) for k in (*hold, *bridge)]
+        futures = self.client.get(lowered.expression(later), names, sync=False)
+        self.held.update(zip(hold, futures))
+        self.bridge = dict(zip(bridge, futures[len(hold):]))
+
+    def _probed(self, force: bool = False) -> bool:
+        """Once the probe nodes have ended (or, with ``force``, at once), batch and
+        submit the tasks held back for them; whether that happened now."""
+        lowered, record = self.lowered, self.record
+        if not lowered.later or self.stopped:
+            return False
+        states, durations = record.states, record.durations
+        if not force and any(k not in states for k in lowered.probes):
+            return False
+        quick.observe(lowered.timings({k: durations[k] for k in lowered.probes
+                                       if k in durations}))
+        lowered.batch(self.targets if self.fail_fast else None, self.threads, later=True)
+        tasks = [k for k in lowered.part(later=True) if k not in record.overrides]
+        self._submit([k for k in tasks if k in self.targets] if self.fail_fast else tasks,
+                     later=True)
+        lowered.later = set()
+        for future in self.bridge.values():  # the later tasks hold them now
+            future.release()
+        self.bridge = {}
+        return True
+
     def _follow(self, inbox: _Inbox) -> None:
         """Report events until the run has ended, or ended without telling."""
         while self._open() and not self.stopped:
             events = inbox.take(_POLL)
             for event in events:
                 self._event(*event)
+            if self._probed():
+                continue
             if not events and self._silent():  # quiet: did something end without an event?
                 for event in inbox.take(0):  # what came in meanwhile comes first
                     self._event(*event)
                 self._unexplained()
+                if self._probed(force=True):
+                    continue
                 if not self.fail_fast or self.lost:
                     return
             elif not events and self._workerless():
@@ -628,7 +669,7 @@ class _Run:
         future has finished (its task, or an ancestor's, failed outside the op, its
         worker kept dying, or the scheduler dropped it). With fail-fast, one is enough."""
         states = self.record.states
-        futures = [f for k, f in self.held.items() if k not in states]
+        futures = [f for k, f in (*self.held.items(), *self.bridge.items()) if k not in states]
         self.lost = any(f.status == "cancelled" for f in futures)  # not by us: we had not stopped
         if not self.fail_fast:
             return all(f.done() for f in futures)
@@ -738,7 +779,7 @@ class _Run:
 
     def _release(self) -> None:
         """Let go of every future of the run: the scheduler forgets its tasks."""
-        futures = [*self.held.values(), *self.scattered.values()]
-        self.held, self.scattered = {}, {}
+        futures = [*self.held.values(), *self.bridge.values(), *self.scattered.values()]
+        self.held, self.bridge, self.scattered = {}, {}, {}
         for future in futures:
             future.release()

@@ -21,9 +21,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import os
 import pickle
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +62,7 @@ def _pickled_call(node: Node) -> tuple[bytes | None, dict[str, Any]]:
     if not args and not kwargs:
         return None, _EMPTY
     args, kwargs, apart = _set_apart(node._key, given_args, given_kwargs, args, kwargs)
-    if all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values()):
+    if _plain(args) and _plain(kwargs.values()):
         return pickle.dumps((args, kwargs), protocol=5), apart  # the same bytes, 4x faster
     try:
         return cloudpickle.dumps((args, kwargs)), apart
@@ -105,6 +108,40 @@ def _set_apart(key: str, given_args: tuple, given_kwargs: dict, args: tuple,
                 apart[f"{key}:{name}"] = v
                 kwargs[name] = Ref(f"{key}:{name}")
     return args, kwargs, apart
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for a bulk build.
+
+    Lowering makes several objects per node; in a process that also holds a
+    large graph (and, with a local cluster, the scheduler's state), each full
+    collection that these allocations trigger walks all of it.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _plain(values: Any) -> bool:
+    """Whether plain pickle will do for ``values``: plain types, or lists and tuples of
+    them (a fan-in's list of references, say).
+
+    Examples
+    --------
+    >>> _plain([1, "a", [Ref("k"), 2.0]]), _plain([[print]])
+    (True, False)
+    """
+    for value in values:
+        kind = type(value)
+        if kind not in _PLAIN and not (
+                (kind is list or kind is tuple) and all(type(v) in _PLAIN for v in value)):
+            return False
+    return True
 
 
 def _batchable(op: Any, notes: tuple) -> bool:
@@ -165,37 +202,48 @@ class Lowered:
         self.blocked: set[str] = set()
         self.node_keys: dict[str, str] = {}  # dask key -> node key
         self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
+        self.ops: set[tuple] = set()  # the kinds of batch-mates there are
         self.batches = 0
-        codes: dict[int, Code] = {}
+        self.probes: list[str] = []  # nodes that measure their ops (see probe())
+        self.later: set[str] = set()  # tasks submitted once the probes have ended
+        ops: dict[int, tuple] = {}  # id(op) -> (code, notes, kind)
         for node in graph:
             key = node._key
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
             deps = tuple(d._key for d in graph.deps_of(key))
-            if (stop_at_first and self.broken) or any(
-                    d in self.broken or d in self.blocked for d in deps):
+            if (self.broken or self.blocked) and ((stop_at_first and self.broken) or any(
+                    d in self.broken or d in self.blocked for d in deps)):
                 self.blocked.add(key)
                 continue
-            op = node._op
             try:
-                code = codes.get(id(op))
-                if code is None:
-                    code = codes[id(op)] = self._code(node, run, starts)
+                known = ops.get(id(node._op))
+                if known is None:
+                    known = ops[id(node._op)] = self._op(node, run, starts)
                 call, apart = _pickled_call(node)
             except SerializationError as exc:
                 self.broken[key] = exc
                 continue
+            code, notes, kind = known
             name = self.dask_key(key)
             self.node_keys[name] = key
             step = Step(code, key, call, (*deps, *apart), stores.get(key) if stores else None)
             self.tasks[key] = Task(name, step, *(TaskRef(self.dask_key(d)) for d in deps),
                                    *apart.values())  # large arguments: pickled once, with the graph
-            notes = _annotations(node)
             if notes:
                 self.annotations[key] = notes
-            if _batchable(op, notes):
-                self.kinds[key] = (code.code, notes, op.settings.quick)
+            if kind is not None:
+                self.kinds[key] = kind
+        self.ops = {known[2] for known in ops.values() if known[2] is not None}
+
+    def _op(self, node: Node, run: str | None, starts: bool) -> tuple:
+        """What the nodes of ``node``'s op share: its :class:`Code`, its annotations,
+        and what its batch-mates share (``None``: it is never batched)."""
+        code = self._code(node, run, starts)
+        notes = _annotations(node)
+        op = node._op
+        return code, notes, (code.code, notes, op.settings.quick) if _batchable(op, notes) else None
 
     def fuse(self, keep: set[str]) -> int:
         """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
@@ -234,7 +282,34 @@ class Lowered:
             folded += len(chain) - 1
         return folded
 
-    def batch(self, addressable: set[str] | None, threads: int) -> int:
+    def probe(self, threads: int) -> list[str]:
+        """Hold back the nodes of ops never measured, but for a few that measure them
+        (:func:`.quick.probe`), and everything that needs them: they are submitted,
+        and batched by the probes' durations, once the probes have ended. Returns
+        the probe nodes; :attr:`later` holds what waits."""
+        if all(declared is not None or quick.measured(code) is not None
+               for code, _, declared in self.ops):
+            return []
+        probes, held = quick.probe(self._independent(), threads)
+        later = set(held)
+        if later:
+            for key, task in self.tasks.items():  # in topological order
+                if key not in later and any(self.node_keys.get(d, d) in later
+                                            for d in task.dependencies):
+                    later.add(key)
+        # an op whose probe needs nodes held back for another's is measured next time
+        self.probes = [k for k in probes if k not in later]
+        self.later = later
+        return self.probes
+
+    def bridge(self) -> list[str]:
+        """The tasks submitted first that tasks held back need (to hold on to till then)."""
+        later, node_keys = self.later, self.node_keys
+        needed = {node_keys.get(d, d) for k in later if k in self.tasks
+                  for d in self.tasks[k].dependencies}
+        return [k for k in needed if k in self.tasks and k not in later]
+
+    def batch(self, addressable: set[str] | None, threads: int, later: bool = False) -> int:
         """Put independent nodes of quick ops in batches, one task each; how many nodes.
 
         Nodes are independent when they are as deep in the graph; those of one
@@ -243,8 +318,10 @@ class Lowered:
         groups by it). Dependents pick their values out of the batch's tuple on
         their worker; a node in ``addressable`` (``None``: all) also keeps a
         task of its own, keyed as before, that picks its value (for the client).
+        Only the nodes of one part are batched: those submitted first, or with
+        ``later``, those held back for a probe (see :meth:`probe`).
         """
-        groups = self._independent()
+        groups = self._independent(self.later, later)
         refs: dict[str, Any] = {}  # dask key of a batched node -> how dependents get its value
         done = 0
         for (code, notes, declared, _), keys in groups.items():
@@ -254,25 +331,31 @@ class Lowered:
             count = quick.batch_count(len(keys), seconds or 0.0, threads)
             for i in range(count):
                 done += self._cut(keys[i * len(keys) // count:(i + 1) * len(keys) // count],
-                                  notes, addressable, refs)
+                                  notes, addressable, refs, later)
         if refs:
             self._rewire(refs)
         return done
 
-    def _independent(self) -> dict[tuple, list[str]]:
-        """Nodes that may share a batch, by (code, notes, declared, depth)."""
+    def _independent(self, part: set[str] | None = None,
+                     inside: bool = False) -> dict[tuple, list[str]]:
+        """Nodes that may share a batch, by (code, notes, declared, depth): of all
+        nodes, or those in ``part`` (``inside``) or not in it."""
         depth: dict[str, int] = {}
         groups: dict[tuple, list[str]] = {}
+        node_keys, kinds = self.node_keys, self.kinds
         for key, task in self.tasks.items():  # in topological order
-            deps = [self.node_keys.get(d, d) for d in task.dependencies]
-            depth[key] = 1 + max((depth.get(d, 0) for d in deps), default=0)
-            kind = self.kinds.get(key)
-            if kind is not None and isinstance(task.func, Step):
+            if task.dependencies:
+                depth[key] = 1 + max(depth.get(node_keys.get(d, d), 0) for d in task.dependencies)
+            else:
+                depth[key] = 1
+            kind = kinds.get(key)
+            if (kind is not None and isinstance(task.func, Step)
+                    and (part is None or (key in part) == inside)):
                 groups.setdefault((*kind, depth[key]), []).append(key)
         return groups
 
     def _cut(self, keys: list[str], notes: tuple, addressable: set[str] | None,
-             refs: dict[str, Any]) -> int:
+             refs: dict[str, Any], later: bool = False) -> int:
         """One batch of the nodes ``keys``; their tasks become getters, or go."""
         from dask.task_spec import Task, TaskRef
 
@@ -280,9 +363,11 @@ class Lowered:
         self.batches += 1
         name = f"{steps[0].op.name}-batch{self.batches}"  # unique in the run
         batch = self.dask_key(name)
-        self.tasks[name] = Task(batch, Batch(steps),
+        self.tasks[name] = Task(batch, Batch.of(steps),
                                 *(a for k in keys for a in self.tasks[k].args))
         self.node_keys[batch] = name
+        if later:
+            self.later.add(name)
         if notes:
             self.annotations[name] = notes
         for i, key in enumerate(keys):
@@ -379,15 +464,25 @@ class Lowered:
                                        ("the op's options", op.settings)], _WORKERS, exc)
             raise error from error.__cause__
 
-    def graph(self) -> Any:
-        """What to hand to ``Client.get``: the tasks by dask key, in a plain dict, or
-        in a ``HighLevelGraph`` whose layers carry the annotations, if any need them."""
+    def part(self, later: bool | None = None) -> dict[str, Any]:
+        """The tasks (by node key): all, or those held back for a probe (``later``), or
+        the others (see :meth:`probe`)."""
+        if later is None or not self.later:
+            return self.tasks if not later else {}
+        held = self.later
+        return {k: t for k, t in self.tasks.items() if (k in held) == later}
+
+    def graph(self, later: bool | None = None) -> Any:
+        """What to hand to ``Client.get``: the tasks (of a :meth:`part`) by dask key, in a
+        plain dict, or in a ``HighLevelGraph`` whose layers carry the annotations, if
+        any need them."""
+        tasks = self.part(later)
         if not self.annotations:
-            return {task.key: task for task in self.tasks.values()}
+            return {task.key: task for task in tasks.values()}
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         groups: dict[tuple, dict] = {(): {}}
-        for key, task in self.tasks.items():
+        for key, task in tasks.items():
             groups.setdefault(self.annotations.get(key, ()), {})[task.key] = task
         layers = {}
         for i, (notes, tasks) in enumerate(groups.items()):
@@ -396,15 +491,16 @@ class Lowered:
             layers[f"flowdispatch-{i}"] = MaterializedLayer(tasks, annotations=annotations or None)
         return HighLevelGraph(layers, {name: set() for name in layers})
 
-    def expression(self) -> Any:
-        """The graph for ``Client.get``, as a dask expression named by a random token.
+    def expression(self, later: bool | None = None) -> Any:
+        """The graph (of a :meth:`part`) for ``Client.get``, as a dask expression named
+        by a random token.
 
         Given a plain graph, ``Client.get`` names it by tokenizing every task
         (25-45 µs each, on the client, before anything is sent); the keys of
         a run are unique already, so a random name does as well. Where dask
         has no such expressions, the graph itself.
         """
-        graph = self.graph()
+        graph = self.graph(later)
         kinds = _expression_kinds()
         if kinds is None:  # pragma: no cover - older dask
             return graph

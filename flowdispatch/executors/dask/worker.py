@@ -40,7 +40,7 @@ from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
 from ..calls import note_traceback
 
-__all__ = ["TOPIC", "Batch", "Chain", "Code", "Picking", "Step", "dump_error", "pick"]
+__all__ = ["TOPIC", "Batch", "Chain", "Code", "Picking", "Step", "Values", "dump_error", "pick"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
@@ -450,51 +450,87 @@ def _item(values: tuple, index: int) -> Any:
     return values[index]
 
 
+class Values(tuple):
+    """A batch's values: a tuple that dask sends between workers as one pickle.
+
+    A worker sends the items of a plain tuple (or list, set, dict) one by
+    one, each with its own header: about 17 µs an item, more than a quick
+    node takes to run.
+    """
+
+    __slots__ = ()
+
+
 class Batch:
-    """Independent steps as one dask task: ``batch(*values)`` runs them in turn.
+    """Independent steps of one op as one dask task: ``batch(*values)`` runs them in turn.
 
     ``values`` are the steps' dependency values, one after the other (those
     from other batches as they are there: a failed one skips its step, which
     the client marks failed upstream). The task returns a tuple with each
     step's value, or its exception if it failed.
+
+    The steps are kept as columns (their keys, calls, dependencies and cache
+    files), which pickle as a few tuples of strings and bytes: a batch is
+    pickled on the client, unpickled and pickled again by the scheduler, and
+    unpickled on a worker, and thousands of :class:`Step` objects would cost
+    more each time than their nodes take to run.
     """
 
-    __slots__ = ("steps",)
+    __slots__ = ("op", "keys", "calls", "deps", "stores")
 
-    def __init__(self, steps: tuple[Step, ...]):
-        self.steps = steps
+    def __init__(self, op: Code, keys: tuple[str, ...], calls: tuple[bytes | None, ...],
+                 deps: tuple[tuple[str, ...], ...], stores: tuple[str | None, ...] | None = None):
+        self.op = op
+        self.keys = keys
+        self.calls = calls
+        self.deps = deps
+        self.stores = stores  # None: no step saves its value
+
+    @classmethod
+    def of(cls, steps: tuple[Step, ...]) -> Batch:
+        """The batch of ``steps`` (of one op)."""
+        stores = tuple(s.store for s in steps)
+        return cls(steps[0].op, tuple(s.key for s in steps), tuple(s.call for s in steps),
+                   tuple(s.deps for s in steps), stores if any(stores) else None)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The batch's steps, in order."""
+        stores = self.stores or (None,) * len(self.keys)
+        return tuple(Step(self.op, *step) for step in zip(self.keys, self.calls, self.deps, stores))
 
     def __reduce__(self):
-        return (Batch, (self.steps,))
+        return (Batch, (self.op, self.keys, self.calls, self.deps, self.stores))
 
     @property
     def __name__(self) -> str:
-        return self.steps[0].op.name
+        return self.op.name
 
     def __repr__(self) -> str:
-        return f"<flowdispatch batch of {len(self.steps)} steps from {self.steps[0].key!r}>"
+        return f"<flowdispatch batch of {len(self.keys)} steps from {self.keys[0]!r}>"
 
-    def __call__(self, *values: Any) -> tuple:
-        report = _Bundle.of(self.steps[0].op.run)
+    def __call__(self, *values: Any) -> Values:
+        report = _Bundle.of(self.op.run)
         try:
             return self._run(values, report)
         finally:
             if report is not None:
                 report.flush()
 
-    def _run(self, values: tuple, report: _Bundle | None) -> tuple:
+    def _run(self, values: tuple, report: _Bundle | None) -> Values:
         out: list = []
         at = 0
         for step in self.steps:
             width = len(step.deps)
             args = values[at:at + width]
-            at += width
-            failed = next((v for v in args if type(v) is _Failed), None)
-            if failed is not None:
-                out.append(failed)
-                continue
+            if width:
+                at += width
+                failed = next((v for v in args if type(v) is _Failed), None)
+                if failed is not None:
+                    out.append(failed)
+                    continue
             try:
                 out.append(step.run(args, report))
             except Exception as exc:  # reported by the step; its batch-mates go on
                 out.append(_Failed(exc))
-        return tuple(out)
+        return Values(out)
