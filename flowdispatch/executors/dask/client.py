@@ -58,6 +58,7 @@ from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
 from . import quick
+from .grow import grow
 from .lower import Lowered
 from .worker import TOPIC, Chain
 
@@ -321,10 +322,15 @@ class DaskExecutor(Executor):
     def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
         record = RunRecord(graph, overrides, callbacks, fail_fast)
+        record.remote = set()  # values stay on the workers; expanded nodes are built there
         run_id = os.urandom(6).hex()
+        replayed = [k for k in record.returned if k not in record.states]  # a rerun's
         lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
                           stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
-                          stores=record.stores)
+                          stores=record.stores, alias={k: f"{k}-0-{run_id}" for k in replayed})
+        for key in replayed:  # it expands again from what its op returned, without running it
+            _merge(lowered, grow(lowered, record, key, _joined(record, key),
+                                 lambda k: k in lowered.tasks, name=lowered.alias[key]))
         targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse(targets)
@@ -337,6 +343,21 @@ class DaskExecutor(Executor):
         results = _Run(client, record, lowered, run_id, patience).go()
         quick.observe(lowered.timings(record.durations))
         return results
+
+
+def _joined(record: RunRecord, parent: str) -> list[Node]:
+    """The nodes that joined the run because ``parent`` expanded (dependencies first)."""
+    return [record.nodes[k] for k, p in record.parents.items() if p == parent]
+
+
+def _merge(lowered: Lowered, grown: Lowered) -> None:
+    """Take the tasks of ``grown`` (see :func:`.grow.grow`) into the run's ``lowered``."""
+    lowered.tasks.update(grown.tasks)
+    lowered.node_keys.update(grown.node_keys)
+    lowered.kinds.update(grown.kinds)
+    lowered.annotations.update(grown.annotations)
+    lowered.scatter.update(grown.scatter)
+    lowered.batches, lowered.moves = grown.batches, grown.moves
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -465,6 +486,8 @@ class _Run:
         self.gave_up = False  # the cluster had no worker for too long
         self.running: set[str] = set()  # heard to start, not yet to end
         self.cut_short: dict[str, int] = {}  # key -> its runs ended by a worker's death
+        self.threads = 0  # of the cluster, once asked
+        record.on_grow = self._grow
         if self.fail_fast:
             record.on_stop = self._stop
         else:
@@ -526,17 +549,49 @@ class _Run:
 
     def _open(self) -> bool:
         """Whether something the run waits for has yet to end."""
-        return bool(self.waiting) if self.fail_fast else self.record.open > 0
+        if not self.fail_fast:
+            return self.record.open > 0
+        if self.record._dynamic:  # an expanded target completes with its children
+            states = self.record.states
+            self.waiting = {k for k in self.waiting if states.get(k) != "done"}
+        return bool(self.waiting)
 
-    def _scatter(self) -> dict[str, Future]:
-        if not self.lowered.scatter:
+    def _scatter(self, values: dict[str, Any] | None = None) -> dict[str, Future]:
+        values = self.lowered.scatter if values is None else values
+        if not values:
             return {}
         try:
-            return self.client.scatter(self.lowered.scatter, hash=False)
+            return self.client.scatter(values, hash=False)
         except Exception as exc:
             raise SerializationError(
-                f"overrides for {sorted(self.lowered.scatter)} could not be sent to the dask "
+                f"overrides for {sorted(values)} could not be sent to the dask "
                 f"workers: {exc}") from exc
+
+    # -- growing -----------------------------------------------------------------------
+    def _grow(self, parent: str, new: list[Node]) -> None:
+        """Node ``parent`` expanded, and ``new`` joined the run: submit what that takes
+        (see :mod:`.grow`), and hold it in place of what it replaces."""
+        if self.stopped or self.gave_up:
+            return
+        lowered = self.lowered
+        sub = grow(lowered, self.record, parent, new, self._live)
+        if sub.kinds:
+            if not self.threads:
+                self.threads = sum(self.client.nthreads().values())
+            sub.batch(self.targets if self.fail_fast else None, self.threads)
+        _merge(lowered, sub)
+        self.scattered.update(self._scatter(sub.scatter))
+        keys = list(sub.tasks)
+        futures = self.client.get(sub.expression(), [sub.tasks[k].key for k in keys],
+                                  sync=False)
+        old = [self.held.pop(k) for k in keys if k in self.held]
+        self.held.update(zip(keys, futures))
+        for future in old:
+            future.release()
+
+    def _live(self, key: str) -> bool:
+        """Whether node ``key``'s value is surely on the cluster: this run holds it."""
+        return key in self.held or key in self.lowered.alias or key in self.lowered.given
 
     # -- what happened -----------------------------------------------------------------
     def _event(self, key: str, kind: str, attempt: int, seconds: float,
@@ -552,12 +607,16 @@ class _Run:
             self.running.add(key)
             record.started(key)
             return
+        if kind == "expand" and key in record.returned:
+            return  # it ran again (its worker died): it expanded already
         self.running.discard(key)
         tries = attempt + self.cut_short.get(key, 0)  # if starts went unheard
         record.attempts[key] = max(record.attempts.get(key, 0), tries)
         if kind == "done":
             self.waiting.discard(key)
             record.finished(key, seconds)
+        elif kind == "expand" and not isinstance(error, BaseException):
+            record.finished(key, seconds, error)  # what its op returned: nodes, to run
         else:
             record.failed(key, error, seconds)
 

@@ -109,12 +109,15 @@ class Lowered:
     write their values to (:mod:`flowdispatch.cache`).
     """
 
-    def __init__(self, graph: Graph, overrides: dict[str, Any], run: str | None,
+    def __init__(self, graph: Graph | list[Node], overrides: dict[str, Any], run: str | None,
                  tag: str | None = None, stop_at_first: bool = False, starts: bool = True,
-                 stores: dict[str, str] | None = None):
-        from dask.task_spec import Task, TaskRef
-
+                 stores: dict[str, str] | None = None, alias: dict[str, str] | None = None):
         self.tag = tag
+        self.run = run
+        self.starts = starts
+        self.stores = stores or _EMPTY
+        #: node key -> its dask key, where that is not the usual one (see :meth:`grow`).
+        self.alias: dict[str, str] = {} if alias is None else alias
         self.tasks: dict[str, Any] = {}
         self.annotations: dict[str, tuple] = {}
         self.scatter: dict[str, Any] = {}
@@ -124,35 +127,46 @@ class Lowered:
         self.node_keys: dict[str, str] = {}  # dask key -> node key
         self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
         self.batches = 0
-        codes: dict[int, Code] = {}
+        self.moves = 0  # how many nodes have moved to a new dask key (see .grow)
+        self._codes: dict[int, Code] = {}
+        deps_of = _own_deps if isinstance(graph, list) else _deps_in(graph)
+        skip = self.alias  # nodes lowered already (a rerun's expanded nodes)
         for node in graph:
             key = node._key
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
-            deps = tuple(d._key for d in graph.deps_of(key))
+            if key in skip:
+                continue
+            deps = tuple(d._key for d in deps_of(key, node))
             if (stop_at_first and self.broken) or any(
                     d in self.broken or d in self.blocked for d in deps):
                 self.blocked.add(key)
                 continue
-            op = node._op
-            try:
-                code = codes.get(id(op))
-                if code is None:
-                    code = codes[id(op)] = self._code(node, run, starts)
-                call = _pickled_call(node)
-            except SerializationError as exc:
-                self.broken[key] = exc
-                continue
-            name = self.dask_key(key)
-            self.node_keys[name] = key
-            self.tasks[key] = Task(name, Step(code, key, call, deps, stores.get(key) if stores else None),
-                                   *(TaskRef(self.dask_key(d)) for d in deps))
-            notes = _annotations(node)
-            if notes:
-                self.annotations[key] = notes
-            if _batchable(op, notes):
-                self.kinds[key] = (code.code, notes, op.settings.quick)
+            self._lower(node, deps)
+
+    def _lower(self, node: Node, deps: tuple[str, ...]) -> None:
+        """``node`` as a task (or, if it cannot be pickled, in :attr:`broken`)."""
+        from dask.task_spec import Task, TaskRef
+
+        key, op = node._key, node._op
+        try:
+            code = self._codes.get(id(op))
+            if code is None:
+                code = self._codes[id(op)] = self._code(node, self.run, self.starts)
+            call = _pickled_call(node)
+        except SerializationError as exc:
+            self.broken[key] = exc
+            return
+        name = self.dask_key(key)
+        self.node_keys[name] = key
+        self.tasks[key] = Task(name, Step(code, key, call, deps, self.stores.get(key)),
+                               *(TaskRef(self.dask_key(d)) for d in deps))
+        notes = _annotations(node)
+        if notes:
+            self.annotations[key] = notes
+        if _batchable(op, notes):
+            self.kinds[key] = (code.code, notes, op.settings.quick)
 
     def fuse(self, keep: set[str]) -> int:
         """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
@@ -284,6 +298,10 @@ class Lowered:
         given = self.given.get(key)
         if given is not None:
             return given.key
+        if self.alias:
+            moved = self.alias.get(key)
+            if moved is not None:
+                return moved
         return key if self.tag is None else f"{key}-{self.tag}"
 
     def keep(self, targets: list[str]) -> None:
@@ -367,6 +385,15 @@ class Lowered:
             return graph
         plain, high = kinds
         return (plain if isinstance(graph, dict) else high)(graph, _determ_token=os.urandom(16).hex())
+
+
+def _own_deps(key: str, node: Node) -> tuple[Node, ...]:
+    return node._deps
+
+
+def _deps_in(graph: Graph) -> Any:
+    deps_of = graph.deps_of
+    return lambda key, node: deps_of(key)
 
 
 @lru_cache(maxsize=1)
