@@ -14,6 +14,7 @@ import pytest
 import flowdispatch as fd
 from flowdispatch.testing import append_line as log_line, read_lines as lines
 from flowdispatch.executors.dask import DaskExecutor
+from test_dynamic import add, fib
 
 distributed = pytest.importorskip("distributed")
 
@@ -21,19 +22,6 @@ pytestmark = pytest.mark.timeout(180)
 
 
 # -- ops (module level: the workers import this module) ----------------------------------
-@fd.op
-def add(a, b):
-    return a + b
-
-
-@fd.op
-def fib(n):
-    """A recursion: each call returns the node of the next two."""
-    if n < 2:
-        return n
-    return add(fib(n - 1), fib(n - 2))
-
-
 @fd.op
 def listing(log, n):
     log_line(log, "listing")
