@@ -551,7 +551,7 @@ class _Run:
         """Whether something the run waits for has yet to end."""
         if not self.fail_fast:
             return self.record.open > 0
-        if self.record._dynamic:  # an expanded target completes with its children
+        if self.record.children:  # an expanded target completes with its children
             states = self.record.states
             self.waiting = {k for k in self.waiting if states.get(k) != "done"}
         return bool(self.waiting)
@@ -636,7 +636,8 @@ class _Run:
     def _chained(self, key: str) -> bool:
         """Whether ``key``'s task is a chain of fused steps (events of a step that ran
         just before its worker died may not have left it: which step died is unknown)."""
-        return isinstance(self.lowered.tasks[key].func, Chain)
+        task = self.lowered.tasks.get(key)  # none for a node batched by its expansion
+        return task is not None and isinstance(task.func, Chain)
 
     def _let_go(self, key: str) -> None:
         """No unfinished node needs the value of ``key`` any more: the cluster may free it."""
@@ -738,8 +739,9 @@ class _Run:
 
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""
-        states = self.record.states
-        keep = [k for k in self.held if states.get(k) == "done"]
+        states, targets = self.record.states, self.targets
+        keep = [k for k in self.held if states.get(k) == "done"
+                and (not self.fail_fast or k in targets)]  # fail-fast: what expanded is held too
         return dict(zip(keep, self.client.gather([self.held[k] for k in keep]))) if keep else {}
 
     # -- letting go --------------------------------------------------------------------
