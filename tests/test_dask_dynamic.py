@@ -14,7 +14,7 @@ import pytest
 import flowdispatch as fd
 from flowdispatch.testing import append_line as log_line, read_lines as lines
 from flowdispatch.executors.dask import DaskExecutor
-from test_dynamic import add, fib
+from test_dynamic import add, countdown, fib
 
 distributed = pytest.importorskip("distributed")
 
@@ -103,13 +103,14 @@ def test_recursion_finishes_on_one_worker_with_one_thread(tmp_path):
             assert list(executor.client.nthreads().values()) == [1]
             runner = threading.Thread(target=lambda: outcome.update(
                 value=fd.compute(fib(12), executor=executor),
+                nested=fd.compute(countdown(30), executor=executor),
                 res=fd.run(fib(6), executor=executor)), daemon=True)
             runner.start()
             runner.join(120)
             assert not runner.is_alive(), "fib(12) did not finish on one thread in 120 s"
     finally:
         cluster.stop()
-    assert outcome["value"] == (144,)
+    assert outcome["value"] == (144,) and outcome["nested"] == ("liftoff",)
     res = outcome["res"]
     assert res[res.targets[0]] == 8
     assert len(res) == 37 and res.counts == {"done": 37}  # 25 fib calls, 12 adds

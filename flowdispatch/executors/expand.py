@@ -213,6 +213,7 @@ class Expanding:
     _user_overrides: Mapping[str, Any]
     remote: set[str] | None
     on_grow: Any
+    on_settled: Any
 
     def _has_value(self, key: str) -> bool:
         """Whether ``key`` completed and its value is still to be had (here, or where
@@ -237,6 +238,8 @@ class Expanding:
                 value = MISSING if self.remote is not None else substitute(
                     self.returned[key], values)
                 self.finished(key, self.durations[key], value, _final=True)
+                if self.on_settled is not None:
+                    self.on_settled(key)
 
     def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node]) -> None:
         """``key`` returned ``value``, holding the nodes ``found``: they join the run."""

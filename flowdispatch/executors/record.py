@@ -29,7 +29,9 @@ made what). Completing a chain of expanded nodes is a loop, not recursion.
 A backend whose values stay where they were made (a cluster) sets
 :attr:`~RunRecord.remote`: a node that finished without a value then counts
 as having one, and an expanded node completes without one (the backend
-builds it there); :attr:`~RunRecord.on_grow` tells it which nodes joined.
+builds it there); :attr:`~RunRecord.on_grow` tells it which nodes joined,
+and :attr:`~RunRecord.on_settled` which expanded node's children have all
+completed.
 
 State per node: ``waiting`` (dependencies not finished yet) and ``needed``
 (dependents that have yet to use its value). Targets and overrides are never
@@ -111,7 +113,8 @@ class RunRecord(Expanding):
                  "on_stop", "on_ready", "_hooks", "_on_node_start", "_on_node_finish",
                  "_waiting", "_needed", "_dependents", "_keep", "parents", "children",
                  "returned", "created", "_dynamic", "_waiters", "_settling", "_given",
-                 "_limit", "_user_overrides", "_replayed", "_todo", "remote", "on_grow")
+                 "_limit", "_user_overrides", "_replayed", "_todo", "remote", "on_grow",
+                 "on_settled")
 
     def __init__(self, graph: Graph, overrides: Mapping[str, Any] | None = None,
                  callbacks: Iterable[Any] = (), fail_fast: bool = False):
@@ -144,6 +147,9 @@ class RunRecord(Expanding):
         #: Called with an expanded node's key and the nodes that joined the run because
         #: of it (dependencies first), once they have joined.
         self.on_grow: Any = None
+        #: Called with an expanded node's key once it has completed, its children having
+        #: all completed (after those of its children that expanded too).
+        self.on_settled: Any = None
         #: ``None``, or (for a backend that keeps values where they were made, which
         #: sets it to an empty set) the keys that finished with their value there.
         self.remote: set[str] | None = None

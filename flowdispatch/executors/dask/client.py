@@ -16,6 +16,11 @@ running it again, and its late reports on a key would reach the next run's
 futures. :meth:`DaskExecutor.submit` (and so ``fd.submit``/``fd.persist``)
 uses the node keys themselves, as dask collections do.
 
+A node whose op returns nodes expands on the client, as its task's report
+comes in: the run record takes the nodes in, and the run submits them, and
+later the task that builds the node's value, as more graphs on the same
+cluster (:mod:`.grow`); the values stay on the workers.
+
 The run holds a future for every node it computes and lets go of each one
 as soon as every dependent has finished, so the scheduler frees values as the
 local loop does. A value that a failed or cancelled node still needs is kept,
@@ -58,7 +63,7 @@ from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
 from . import quick
-from .grow import grow
+from .grow import grow, settle
 from .lower import Lowered
 from .worker import TOPIC, Chain
 
@@ -327,10 +332,12 @@ class DaskExecutor(Executor):
         replayed = [k for k in record.returned if k not in record.states]  # a rerun's
         lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
                           stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
-                          stores=record.stores, alias={k: f"{k}-0-{run_id}" for k in replayed})
-        for key in replayed:  # it expands again from what its op returned, without running it
-            _merge(lowered, grow(lowered, record, key, _joined(record, key),
-                                 lambda k: k in lowered.tasks, name=lowered.alias[key]))
+                          stores=record.stores, defer=replayed)
+        if replayed:  # they expand again from what their ops returned, without running
+            grown = _grown(lowered)
+            for key in replayed:
+                grow(grown, record, key, _joined(record, key), lambda k: k in lowered.tasks)
+            _merge(lowered, grown)
         targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse(targets)
@@ -350,6 +357,14 @@ def _joined(record: RunRecord, parent: str) -> list[Node]:
     return [record.nodes[k] for k, p in record.parents.items() if p == parent]
 
 
+def _grown(lowered: Lowered) -> Lowered:
+    """An empty lowering, to grow the run of ``lowered`` by (see :mod:`.grow`)."""
+    grown = Lowered([], {}, run=lowered.run, tag=lowered.tag, starts=lowered.starts,
+                    stores=lowered.stores, alias=lowered.alias)
+    grown._codes, grown.moves, grown.batches = lowered._codes, lowered.moves, lowered.batches
+    return grown
+
+
 def _merge(lowered: Lowered, grown: Lowered) -> None:
     """Take the tasks of ``grown`` (see :func:`.grow.grow`) into the run's ``lowered``."""
     lowered.tasks.update(grown.tasks)
@@ -357,6 +372,7 @@ def _merge(lowered: Lowered, grown: Lowered) -> None:
     lowered.kinds.update(grown.kinds)
     lowered.annotations.update(grown.annotations)
     lowered.scatter.update(grown.scatter)
+    lowered.picks.update(grown.picks)
     lowered.batches, lowered.moves = grown.batches, grown.moves
 
 
@@ -487,7 +503,9 @@ class _Run:
         self.running: set[str] = set()  # heard to start, not yet to end
         self.cut_short: dict[str, int] = {}  # key -> its runs ended by a worker's death
         self.threads = 0  # of the cluster, once asked
+        self.pending: Lowered | None = None  # what the run grew by, not submitted yet
         record.on_grow = self._grow
+        record.on_settled = self._settled
         if self.fail_fast:
             record.on_stop = self._stop
         else:
@@ -499,12 +517,19 @@ class _Run:
             record.failed(key, error)
         if lowered.broken and self.fail_fast:
             return record.results()
-        lowered.keep([k for k in self.targets if k not in record.overrides])
+        parents = record.parents  # a rerun's nodes created at run time: their parents need them
+        lowered.keep([k for k in lowered.tasks if k in parents or (
+            k in self.targets and k not in record.overrides)])
         computed = [k for k in lowered.tasks if k not in record.overrides]
         wanted = [k for k in computed if k in self.targets]
-        if not wanted:
+        later = self.targets & lowered.deferred  # they need a rerun's expanded nodes
+        if not wanted and not later:
             return record.results()
-        hold = wanted if self.fail_fast else computed
+        if self.fail_fast and not lowered.deferred:
+            hold = wanted
+            lowered.picks.clear()  # not held: the scheduler may let go of batches
+        else:
+            hold = computed
         if self.fail_fast and not any(record.hooks.values()):
             targets = self.targets  # only they end the run; nobody watches the others
             inbox = _Inbox(lambda key, kind: kind != "done" or key in targets)
@@ -516,7 +541,7 @@ class _Run:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
             names = [lowered.dask_key(k) for k in hold]
             self.held = dict(zip(hold, self.client.get(lowered.expression(), names, sync=False)))
-            self.waiting = set(wanted)
+            self.waiting = set(wanted) | later
             self._follow(inbox)
             if self.gave_up:
                 return record.results()  # the values of the done nodes are gone
@@ -537,9 +562,11 @@ class _Run:
             events = inbox.take(_POLL)
             for event in events:
                 self._event(*event)
+            self._flush()
             if not events and self._silent():  # quiet: did something end without an event?
                 for event in inbox.take(0):  # what came in meanwhile comes first
                     self._event(*event)
+                self._flush()
                 self._unexplained()
                 if not self.fail_fast or self.lost:
                     return
@@ -569,16 +596,33 @@ class _Run:
 
     # -- growing -----------------------------------------------------------------------
     def _grow(self, parent: str, new: list[Node]) -> None:
-        """Node ``parent`` expanded, and ``new`` joined the run: submit what that takes
-        (see :mod:`.grow`), and hold it in place of what it replaces."""
-        if self.stopped or self.gave_up:
+        """Node ``parent`` expanded, and ``new`` joined the run: lower them (see
+        :func:`.grow.grow`), to submit with the next :meth:`_flush`."""
+        if not (self.stopped or self.gave_up):
+            grow(self._growing(), self.record, parent, new, self._live)
+
+    def _settled(self, key: str) -> None:
+        """Expanded node ``key`` completed: lower its value's task and what waits for it
+        (see :func:`.grow.settle`), to submit with the next :meth:`_flush`."""
+        if not (self.stopped or self.gave_up):
+            settle(self._growing(), self.record, key)
+
+    def _growing(self) -> Lowered:
+        if self.pending is None:
+            self.pending = _grown(self.lowered)
+        return self.pending
+
+    def _flush(self) -> None:
+        """Submit what the run grew by, and hold it in place of what it replaces."""
+        sub, self.pending = self.pending, None
+        if sub is None or not sub.tasks or self.stopped or self.gave_up:
             return
         lowered = self.lowered
-        sub = grow(lowered, self.record, parent, new, self._live)
         if sub.kinds:
             if not self.threads:
                 self.threads = sum(self.client.nthreads().values())
             sub.batch(self.targets if self.fail_fast else None, self.threads)
+        sub._rewire(lowered.picks)  # nodes batched by an earlier growth
         _merge(lowered, sub)
         self.scattered.update(self._scatter(sub.scatter))
         keys = list(sub.tasks)
@@ -591,7 +635,10 @@ class _Run:
 
     def _live(self, key: str) -> bool:
         """Whether node ``key``'s value is surely on the cluster: this run holds it."""
-        return key in self.held or key in self.lowered.alias or key in self.lowered.given
+        lowered, pending = self.lowered, self.pending
+        return (key in self.held or key in lowered.alias or key in lowered.given
+                or lowered.dask_key(key) in lowered.picks
+                or (pending is not None and key in pending.tasks))
 
     # -- what happened -----------------------------------------------------------------
     def _event(self, key: str, kind: str, attempt: int, seconds: float,

@@ -25,6 +25,7 @@ import inspect
 import os
 import pickle
 from functools import lru_cache
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from ...core.node import _identity
@@ -103,7 +104,8 @@ class Lowered:
     ``broken`` maps the keys of nodes that cannot be pickled to their
     :class:`~flowdispatch.SerializationError`, and ``blocked`` holds their
     descendants, left out too (with ``stop_at_first``, everything after the
-    first broken node). Overrides become data: small ones tasks that unpickle
+    first broken node); ``deferred`` holds the nodes left out to be lowered later
+    (see :mod:`.grow`). Overrides become data: small ones tasks that unpickle
     them, large ones ``scatter`` (to send apart), futures ``given`` (used as
     they are). ``stores`` maps node keys to the cache files that their steps
     write their values to (:mod:`flowdispatch.cache`).
@@ -111,11 +113,12 @@ class Lowered:
 
     def __init__(self, graph: Graph | list[Node], overrides: dict[str, Any], run: str | None,
                  tag: str | None = None, stop_at_first: bool = False, starts: bool = True,
-                 stores: dict[str, str] | None = None, alias: dict[str, str] | None = None):
+                 stores: dict[str, str] | None = None, alias: dict[str, str] | None = None,
+                 defer: Collection[str] = ()):
         self.tag = tag
         self.run = run
         self.starts = starts
-        self.stores = stores or _EMPTY
+        self.stores = _EMPTY if stores is None else stores  # the record's: it grows
         #: node key -> its dask key, where that is not the usual one (see :meth:`grow`).
         self.alias: dict[str, str] = {} if alias is None else alias
         self.tasks: dict[str, Any] = {}
@@ -129,16 +132,20 @@ class Lowered:
         self.batches = 0
         self.moves = 0  # how many nodes have moved to a new dask key (see .grow)
         self._codes: dict[int, Code] = {}
+        #: Nodes left out, to be lowered later: those in ``defer`` and what needs them.
+        self.deferred: set[str] = set(defer)
+        #: dask key of a batched node -> (its batch's dask key, its place there).
+        self.picks: dict[str, tuple[str, int]] = {}
         deps_of = _own_deps if isinstance(graph, list) else _deps_in(graph)
-        skip = self.alias  # nodes lowered already (a rerun's expanded nodes)
         for node in graph:
             key = node._key
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
-            if key in skip:
-                continue
             deps = tuple(d._key for d in deps_of(key, node))
+            if self.deferred and (key in self.deferred or any(d in self.deferred for d in deps)):
+                self.deferred.add(key)
+                continue
             if (stop_at_first and self.broken) or any(
                     d in self.broken or d in self.blocked for d in deps):
                 self.blocked.add(key)
@@ -228,6 +235,7 @@ class Lowered:
                                   notes, addressable, refs)
         if refs:
             self._rewire(refs)
+            self.picks.update(refs)
         return done
 
     def _independent(self) -> dict[tuple, list[str]]:
