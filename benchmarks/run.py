@@ -33,7 +33,8 @@ Then dynamic workflows on SyncExecutor: a lazy map over N tiny ops (``op.map``
 over a node, expanded at run time) against the same static fan-out (built
 from a concrete list), and the recursive ``fib(20)`` (each call returns the
 nodes of the next two: about 22,000 nodes created at run time), in µs per
-node. ``--no-dynamic`` leaves them out.
+node; with ``--dask``, the lazy map against the static fan-out on the
+distributed table's cluster too. ``--no-dynamic`` leaves them out.
 
 Ratios below 1 mean flowdispatch is faster. Run ``python benchmarks/run.py
 --help`` for options; ``make bench`` runs the default set.
@@ -52,6 +53,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import dask
 import dask.multiprocessing
@@ -219,30 +221,59 @@ def fib(n):
     return n if n < 2 else fd_add(fib(n - 1), fib(n - 2))
 
 
-def dynamic_table(n: int, repeat: int) -> list[str]:
-    """A lazy map over ``n`` tiny ops against the static fan-out, and fib(20), on sync."""
+def lazy_against_static(n: int, repeat: int, executor: Any) -> dict[str, float]:
+    """Best seconds of a lazy map over ``n`` tiny ops, and of the same static fan-out."""
+    def static() -> None:
+        assert fd.compute(fd_total(fd_inc.map(list(range(n)))), executor=executor) == (
+            n * (n + 1) // 2,)
+
+    def lazy() -> None:
+        assert fd.compute(fd_total(fd_inc.map(listing(n))), executor=executor) == (
+            n * (n + 1) // 2,)
+
+    return best_interleaved({"static": static, "lazy": lazy}, repeat)
+
+
+def dynamic_table(n: int, repeat: int, dask_too: bool = False) -> list[str]:
+    """A lazy map over ``n`` tiny ops against the static fan-out, on sync (and with
+    ``dask_too`` on the distributed table's cluster), and fib(20) on sync."""
     with fd.SyncExecutor() as sync:
-        def static() -> None:
-            assert fd.compute(fd_total(fd_inc.map(list(range(n)))), executor=sync) == (
-                n * (n + 1) // 2,)
-
-        def lazy() -> None:
-            assert fd.compute(fd_total(fd_inc.map(listing(n))), executor=sync) == (
-                n * (n + 1) // 2,)
-
-        times = best_interleaved({"static": static, "lazy": lazy}, repeat)
+        times = lazy_against_static(n, repeat, sync)
         res = fd.run(fib(20), executor=sync)
         nodes = len(res)
         fib_time = best(lambda: fd.compute(fib(20), executor=sync), repeat)
-    mine, theirs = times["lazy"] / (n + 3) * 1e6, times["static"] / (n + 2) * 1e6
-    lines = ["", "Dynamic workflows on sync (build + run, µs per node):", "",
+    lines = ["", "Dynamic workflows (build + run, µs per node):", "",
              "| workload | nodes | fd µs/node | yardstick | ratio |", "|---|---|---|---|---|",
-             f"| lazy map over {n:,} | {n + 3:,} | {fmt(mine)} | static fan-out "
-             f"{fmt(theirs)} | {times['lazy'] / times['static']:.2f}× |",
-             f"| fib(20), recursive | {nodes:,} | {fmt(fib_time / nodes * 1e6)} | "
+             lazy_row(f"lazy map over {n:,} on sync", n, times),
+             f"| fib(20), recursive, on sync | {nodes:,} | {fmt(fib_time / nodes * 1e6)} | "
              "target 50 | — |"]
+    if dask_too:
+        from distributed import Client
+
+        with local_cluster() as cluster, Client(cluster) as client, \
+                fd.DaskExecutor(client=client) as executor:
+            times = lazy_against_static(n, repeat, executor)
+        lines.append(lazy_row(f"lazy map over {n:,} on dask (2 workers × 1 thread)", n, times))
     print("\n".join(lines), flush=True)
     return lines
+
+
+def lazy_row(label: str, n: int, times: dict[str, float]) -> str:
+    """A row of the dynamic table: the lazy map against the static fan-out."""
+    mine, theirs = times["lazy"] / (n + 3) * 1e6, times["static"] / (n + 2) * 1e6
+    return (f"| {label} | {n + 3:,} | {fmt(mine)} | static fan-out {fmt(theirs)} | "
+            f"{times['lazy'] / times['static']:.2f}× |")
+
+
+def local_cluster() -> Any:
+    """The distributed tables' cluster: 2 worker processes × 1 thread on 127.0.0.1,
+    without root-task queuing."""
+    import dask.config
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        return LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                            dashboard_address="127.0.0.1:0")
 
 
 def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) -> dict:
@@ -334,12 +365,9 @@ def chain_4k(repeat: int) -> list[str]:
 
 def dask_table(sizes: list[int], shapes: list[str], repeat: int, delayed_limit: int,
                chain_limit: int, work: list[tuple[int, float]] | None = None) -> list[str]:
-    import dask.config
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0")
+    cluster = local_cluster()
     lines = [
         "",
         "Distributed: one LocalCluster, 2 worker processes x 1 thread, worker-saturation inf; "
@@ -497,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     if "chain" in shapes and not args.no_local:
         lines += chain_4k(args.repeat)
     if not args.no_dynamic:
-        lines += dynamic_table(args.dynamic_size, args.repeat)
+        lines += dynamic_table(args.dynamic_size, args.repeat, dask_too=args.dask)
     if args.processes_sizes:
         lines += processes_table([int(s) for s in args.processes_sizes.split(",")], shapes,
                                  args.repeat)

@@ -67,10 +67,11 @@ class DaskProcesses:
     """A running scheduler and its workers; ``stop()`` ends them all."""
 
     def __init__(self, directory: Path, env: dict[str, str] | None = None,
-                 n_workers: int = N_WORKERS):
+                 n_workers: int = N_WORKERS, nthreads: int = 2):
         self.directory = directory
         self.env = env or {}  # more environment variables for every process
         self.n_workers = n_workers
+        self.nthreads = nthreads
         self.scheduler_file = directory / "scheduler.json"
         self.processes: list[subprocess.Popen] = []
         self.address = ""
@@ -101,7 +102,7 @@ class DaskProcesses:
         for i in range(self.n_workers):
             self._spawn(
                 [*_dask_command("worker"), "--scheduler-file", str(self.scheduler_file),
-                 "--host", "127.0.0.1", "--nthreads", "2", "--no-dashboard",
+                 "--host", "127.0.0.1", "--nthreads", str(self.nthreads), "--no-dashboard",
                  "--name", f"worker-{i}", "--death-timeout", "60",
                  "--local-directory", str(self.directory / f"worker-{i}")],
                 f"worker-{i}.log")

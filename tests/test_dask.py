@@ -132,19 +132,17 @@ def wait_for_workers_back(client, n=2, gone=(), timeout=60.0):
 
 
 # -- conformance ---------------------------------------------------------------------------
-DASK_SKIPS = ["expand"]  # ops that return nodes are expanded by the local loop only, so far
-
 def test_conformance_suite(dask_client):
     from flowdispatch.testing import check_executor
 
-    check_executor(lambda: DaskExecutor(client=dask_client), skip=DASK_SKIPS)
+    check_executor(lambda: DaskExecutor(client=dask_client))
 
 
 def test_conformance_suite_by_address_and_embedded(dask_processes):
     from flowdispatch.testing import check_executor
 
-    check_executor(lambda: DaskExecutor(dask_processes.address), skip=DASK_SKIPS)
-    check_executor(lambda: DaskExecutor(n_workers=1, threads_per_worker=2), skip=DASK_SKIPS)
+    check_executor(lambda: DaskExecutor(dask_processes.address))
+    check_executor(lambda: DaskExecutor(n_workers=1, threads_per_worker=2))
 
 
 # -- Dispatcher.jl workloads -----------------------------------------------------------------

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import config
@@ -48,9 +48,12 @@ from ..errors import CycleError, FlowDispatchError, GraphError, UpstreamError
 if TYPE_CHECKING:
     from ..core.node import Node
 
-__all__ = ["Expanding", "Replay", "held", "joining", "look_up", "note_parent", "replaying"]
+__all__ = ["MISSING", "Expanding", "Replay", "held", "joining", "look_up", "note_parent", "replaying"]
 
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+#: ``finished(..., value=MISSING)``: the value stayed where the node ran.
+MISSING: Any = object()
 
 
 def held(value: Any) -> dict[str, Node] | None:
@@ -72,7 +75,7 @@ def held(value: Any) -> dict[str, Node] | None:
     return found
 
 
-def joining(children: Iterable[Node], known: Mapping[str, Any]) -> list[Node]:
+def joining(children: Iterable[Node], known: Container[str]) -> list[Node]:
     """The ``children`` and their ancestors whose keys are not in ``known``, each once,
     dependencies first. Iterative: a chain of any length needs no recursion."""
     order: dict[str, Node] = {}
@@ -207,6 +210,14 @@ class Expanding:
     _todo: list[str] | None
     _limit: int | None
     _user_overrides: Mapping[str, Any]
+    remote: set[str] | None
+    on_grow: Any
+    on_settled: Any
+
+    def _has_value(self, key: str) -> bool:
+        """Whether ``key`` completed and its value is still to be had (here, or where
+        it was made, for a backend that keeps values there: see ``remote``)."""
+        return key in self.values or (self.remote is not None and key in self.remote)
 
     def _replay(self, returned: Mapping[str, Any]) -> None:
         """A rerun: the nodes in ``returned`` expand again without running their ops."""
@@ -222,9 +233,12 @@ class Expanding:
         settling, values = self._settling, self.values
         while settling:
             key = settling.pop()
-            if key not in self.states:
-                self.finished(key, self.durations[key],
-                              substitute(self.returned[key], values), _final=True)
+            if key not in self.states:  # remote: the backend builds the value where it is
+                value = MISSING if self.remote is not None else substitute(
+                    self.returned[key], values)
+                self.finished(key, self.durations[key], value, _final=True)
+                if self.on_settled is not None:
+                    self.on_settled(key)
 
     def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node]) -> None:
         """``key`` returned ``value``, holding the nodes ``found``: they join the run."""
@@ -246,6 +260,8 @@ class Expanding:
             self.stores.update(stores)
         for node in new:
             self._join(node, key)
+        if self.on_grow is not None:
+            self.on_grow(key, new)
         self._wait_for(key, found)
 
     def _grow(self, key: str, count: int) -> None:
@@ -297,7 +313,7 @@ class Expanding:
         count = 0
         for dep in node._deps:
             dkey = dep._key
-            if dkey in values:
+            if self._has_value(dkey):
                 continue
             if dkey in states:
                 return self._blocked(key, dkey)
@@ -329,7 +345,7 @@ class Expanding:
         """``key`` completes once its children have; at once if they already have."""
         count, waiters, states = 0, self._waiters, self.states
         for child in found:
-            if child in self.values:
+            if self._has_value(child):
                 continue
             if child in states:
                 return self._blocked(key, child)

@@ -26,6 +26,12 @@ counts and dependents grow, and :attr:`~RunRecord.on_ready` hears of those
 that can start), and the node completes once they have, with their values
 in place of the nodes (``parents``, ``children`` and ``returned`` say who
 made what). Completing a chain of expanded nodes is a loop, not recursion.
+A backend whose values stay where they were made (a cluster) sets
+:attr:`~RunRecord.remote`: a node that finished without a value then counts
+as having one, and an expanded node completes without one (the backend
+builds it there); :attr:`~RunRecord.on_grow` tells it which nodes joined,
+and :attr:`~RunRecord.on_settled` which expanded node's children have all
+completed.
 
 State per node: ``waiting`` (dependencies not finished yet) and ``needed``
 (dependents that have yet to use its value). Targets and overrides are never
@@ -61,7 +67,7 @@ from ..core.callbacks import HOOKS
 from ..core.results import Dynamic, Results, State
 from ..errors import GraphError, UpstreamError, note_node
 from .calls import bind
-from .expand import Expanding, current_replay, held, note_parent
+from .expand import MISSING, Expanding, current_replay, held, note_parent
 
 if TYPE_CHECKING:
     from ..core.graph import Graph
@@ -69,8 +75,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MISSING", "RunRecord", "check_inputs"]
 
-#: ``finished(..., value=MISSING)``: the value stayed where the node ran.
-MISSING: Any = object()
 
 _DONE, _FAILED, _UPSTREAM = State.DONE, State.FAILED, State.UPSTREAM_FAILED
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -109,7 +113,8 @@ class RunRecord(Expanding):
                  "on_stop", "on_ready", "_hooks", "_on_node_start", "_on_node_finish",
                  "_waiting", "_needed", "_dependents", "_keep", "parents", "children",
                  "returned", "created", "_dynamic", "_waiters", "_settling", "_given",
-                 "_limit", "_user_overrides", "_replayed", "_todo")
+                 "_limit", "_user_overrides", "_replayed", "_todo", "remote", "on_grow",
+                 "on_settled")
 
     def __init__(self, graph: Graph, overrides: Mapping[str, Any] | None = None,
                  callbacks: Iterable[Any] = (), fail_fast: bool = False):
@@ -141,6 +146,15 @@ class RunRecord(Expanding):
         self.on_stop: Any = None
         #: Called with each node whose dependencies have all finished (it can start now).
         self.on_ready: Any = None
+        #: Called with an expanded node's key and the nodes that joined the run because
+        #: of it (dependencies first), once they have joined.
+        self.on_grow: Any = None
+        #: Called with an expanded node's key once it has completed, its children having
+        #: all completed (after those of its children that expanded too).
+        self.on_settled: Any = None
+        #: ``None``, or (for a backend that keeps values where they were made, which
+        #: sets it to an empty set) the keys that finished with their value there.
+        self.remote: set[str] | None = None
         callbacks = list(callbacks)
         self._hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
                        for name in HOOKS}
@@ -242,6 +256,8 @@ class RunRecord(Expanding):
             self.values[key] = value
             if key in self.stores:
                 cache.save(self.stores[key], value)
+        elif self.remote is not None:
+            self.remote.add(key)
         for fire in self._on_node_finish:
             fire(node=node, duration=seconds)
         if not self._dynamic:  # release the values no node needs any more
@@ -252,6 +268,8 @@ class RunRecord(Expanding):
                 needed[dkey] = left
                 if not left and dkey not in keep:
                     self.values.pop(dkey, None)
+                    if self.remote:
+                        self.remote.discard(dkey)
                     if self.on_release is not None:
                         self.on_release(dkey)
         else:  # the expanded nodes waiting for it

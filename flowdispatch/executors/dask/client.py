@@ -16,6 +16,11 @@ running it again, and its late reports on a key would reach the next run's
 futures. :meth:`DaskExecutor.submit` (and so ``fd.submit``/``fd.persist``)
 uses the node keys themselves, as dask collections do.
 
+A node whose op returns nodes expands on the client, as its task's report
+comes in: the run record takes the nodes in, and the run submits them, and
+later the task that builds the node's value, as more graphs on the same
+cluster (:mod:`.grow`); the values stay on the workers.
+
 The run holds a future for every node it computes and lets go of each one
 as soon as every dependent has finished, so the scheduler frees values as the
 local loop does. A value that a failed or cancelled node still needs is kept,
@@ -62,6 +67,7 @@ from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
 from . import quick
+from .grow import grow, settle
 from .lower import Lowered, paused_gc
 from .worker import TOPIC, Chain
 
@@ -354,16 +360,23 @@ class DaskExecutor(Executor):
     def run(self, graph: Graph, *, overrides: dict[str, Any] | None = None,
             fail_fast: bool = False, callbacks: Iterable[Any] = ()) -> Results:
         record = RunRecord(graph, overrides, callbacks, fail_fast)
+        record.remote = set()  # values stay on the workers; expanded nodes are built there
         run_id = os.urandom(6).hex()
+        replayed = [k for k in record.returned if k not in record.states]  # a rerun's
         with paused_gc():
             lowered = Lowered(record.graph, record.overrides, run=run_id, tag=run_id,
                               stop_at_first=fail_fast, starts=bool(record.hooks["on_node_start"]),
-                              stores=record.stores)
+                              stores=record.stores, defer=replayed)
+        if replayed:  # they expand again from what their ops returned, without running
+            grown = _grown(lowered)
+            for key in replayed:
+                grow(grown, record, key, _joined(record, key), lambda k: k in lowered.tasks)
+            _merge(lowered, grown)
         targets = {t._key for t in record.graph.targets}
         if fail_fast and self.fuse:  # run() keeps every value reachable for rerun()
             lowered.fuse(targets)
         client = self.connect()
-        threads = sum(client.nthreads().values()) if lowered.kinds else 1
+        threads = sum(client.nthreads().values()) if lowered.kinds else 0  # 0: not asked
         if lowered.kinds:  # quick ops' nodes share tasks (run(): each keeps a getter)
             with paused_gc():
                 lowered.probe(threads)  # ops never measured: a few nodes first, the rest later
@@ -374,6 +387,31 @@ class DaskExecutor(Executor):
         results = _Run(client, record, lowered, run_id, patience, threads).go()
         quick.observe(lowered.timings(record.durations))
         return results
+
+
+def _joined(record: RunRecord, parent: str) -> list[Node]:
+    """The nodes that joined the run because ``parent`` expanded (dependencies first)."""
+    return [record.nodes[k] for k, p in record.parents.items() if p == parent]
+
+
+def _grown(lowered: Lowered) -> Lowered:
+    """An empty lowering, to grow the run of ``lowered`` by (see :mod:`.grow`)."""
+    grown = Lowered([], {}, run=lowered.run, tag=lowered.tag, starts=lowered.starts,
+                    stores=lowered.stores, alias=lowered.alias)
+    grown._ops, grown.ops = lowered._ops, lowered.ops
+    grown.moves, grown.batches = lowered.moves, lowered.batches
+    return grown
+
+
+def _merge(lowered: Lowered, grown: Lowered) -> None:
+    """Take the tasks of ``grown`` (see :func:`.grow.grow`) into the run's ``lowered``."""
+    lowered.tasks.update(grown.tasks)
+    lowered.node_keys.update(grown.node_keys)
+    lowered.kinds.update(grown.kinds)
+    lowered.annotations.update(grown.annotations)
+    lowered.scatter.update(grown.scatter)
+    lowered.picks.update(grown.picks)
+    lowered.batches, lowered.moves = grown.batches, grown.moves
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -504,6 +542,9 @@ class _Run:
         self.gave_up = False  # the cluster had no worker for too long
         self.running: set[str] = set()  # heard to start, not yet to end
         self.cut_short: dict[str, int] = {}  # key -> its runs ended by a worker's death
+        self.pending: Lowered | None = None  # what the run grew by, not submitted yet
+        record.on_grow = self._grow
+        record.on_settled = self._settled
         if self.fail_fast:
             record.on_stop = self._stop
         else:
@@ -515,12 +556,19 @@ class _Run:
             record.failed(key, error)
         if lowered.broken and self.fail_fast:
             return record.results()
-        lowered.keep([k for k in self.targets if k not in record.overrides])
+        parents = record.parents  # a rerun's nodes created at run time: their parents need them
+        lowered.keep([k for k in lowered.tasks if k in parents or (
+            k in self.targets and k not in record.overrides)])
         computed = [k for k in lowered.tasks if k not in record.overrides]
         wanted = [k for k in computed if k in self.targets]
-        if not wanted:
+        later = self.targets & lowered.deferred  # they need a rerun's expanded nodes
+        if not wanted and not later:
             return record.results()
-        hold = wanted if self.fail_fast else computed
+        if self.fail_fast and not lowered.deferred:
+            hold = wanted
+            lowered.picks.clear()  # not held: the scheduler may let go of batches
+        else:
+            hold = computed
         if self.fail_fast and not any(record.hooks.values()):
             ends = self.targets | set(lowered.probes)  # nobody watches the others
             inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in ends)
@@ -531,7 +579,7 @@ class _Run:
         try:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
             self._submit(hold, later=False)
-            self.waiting = set(wanted)
+            self.waiting = set(wanted) | later
             self._follow(inbox)
             if self.gave_up:
                 return record.results()  # the values of the done nodes are gone
@@ -584,11 +632,13 @@ class _Run:
             events = inbox.take(_POLL)
             for event in events:
                 self._event(*event)
+            self._flush()
             if self._probed():
                 continue
             if not events and self._silent():  # quiet: did something end without an event?
                 for event in inbox.take(0):  # what came in meanwhile comes first
                     self._event(*event)
+                self._flush()
                 self._unexplained()
                 if self._probed(force=True):
                     continue
@@ -600,17 +650,69 @@ class _Run:
 
     def _open(self) -> bool:
         """Whether something the run waits for has yet to end."""
-        return bool(self.waiting) if self.fail_fast else self.record.open > 0
+        if not self.fail_fast:
+            return self.record.open > 0
+        if self.record.children:  # an expanded target completes with its children
+            states = self.record.states
+            self.waiting = {k for k in self.waiting if states.get(k) != "done"}
+        return bool(self.waiting)
 
-    def _scatter(self) -> dict[str, Future]:
-        if not self.lowered.scatter:
+    def _scatter(self, values: dict[str, Any] | None = None) -> dict[str, Future]:
+        values = self.lowered.scatter if values is None else values
+        if not values:
             return {}
         try:
-            return self.client.scatter(self.lowered.scatter, hash=False)
+            return self.client.scatter(values, hash=False)
         except Exception as exc:
             raise SerializationError(
-                f"overrides for {sorted(self.lowered.scatter)} could not be sent to the dask "
+                f"overrides for {sorted(values)} could not be sent to the dask "
                 f"workers: {exc}") from exc
+
+    # -- growing -----------------------------------------------------------------------
+    def _grow(self, parent: str, new: list[Node]) -> None:
+        """Node ``parent`` expanded, and ``new`` joined the run: lower them (see
+        :func:`.grow.grow`), to submit with the next :meth:`_flush`."""
+        if not (self.stopped or self.gave_up):
+            grow(self._growing(), self.record, parent, new, self._live)
+
+    def _settled(self, key: str) -> None:
+        """Expanded node ``key`` completed: lower its value's task and what waits for it
+        (see :func:`.grow.settle`), to submit with the next :meth:`_flush`."""
+        if not (self.stopped or self.gave_up):
+            settle(self._growing(), self.record, key)
+
+    def _growing(self) -> Lowered:
+        if self.pending is None:
+            self.pending = _grown(self.lowered)
+        return self.pending
+
+    def _flush(self) -> None:
+        """Submit what the run grew by, and hold it in place of what it replaces."""
+        sub, self.pending = self.pending, None
+        if sub is None or not sub.tasks or self.stopped or self.gave_up:
+            return
+        lowered = self.lowered
+        if sub.kinds:
+            if not self.threads:
+                self.threads = sum(self.client.nthreads().values())
+            sub.batch(self.targets if self.fail_fast else None, self.threads)
+        sub._rewire(lowered.picks)  # nodes batched by an earlier growth
+        _merge(lowered, sub)
+        self.scattered.update(self._scatter(sub.scatter))
+        keys = list(sub.tasks)
+        futures = self.client.get(sub.expression(), [sub.tasks[k].key for k in keys],
+                                  sync=False)
+        old = [self.held.pop(k) for k in keys if k in self.held]
+        self.held.update(zip(keys, futures))
+        for future in old:
+            future.release()
+
+    def _live(self, key: str) -> bool:
+        """Whether node ``key``'s value is surely on the cluster: this run holds it."""
+        lowered, pending = self.lowered, self.pending
+        return (key in self.held or key in self.bridge or key in lowered.alias
+                or key in lowered.given or lowered.dask_key(key) in lowered.picks
+                or (pending is not None and key in pending.tasks))
 
     # -- what happened -----------------------------------------------------------------
     def _event(self, key: str, kind: str, attempt: int, seconds: float,
@@ -631,12 +733,16 @@ class _Run:
             self.running.add(key)
             record.started(key)
             return
+        if kind == "expand" and key in record.returned:
+            return  # it ran again (its worker died): it expanded already
         self.running.discard(key)
         tries = attempt + self.cut_short.get(key, 0)  # if starts went unheard
         record.attempts[key] = max(record.attempts.get(key, 0), tries)
         if kind == "done":
             self.waiting.discard(key)
             record.finished(key, seconds)
+        elif kind == "expand" and not isinstance(error, BaseException):
+            record.finished(key, seconds, error)  # what its op returned: nodes, to run
         else:
             record.failed(key, error, seconds)
 
@@ -656,7 +762,8 @@ class _Run:
     def _chained(self, key: str) -> bool:
         """Whether ``key``'s task is a chain of fused steps (events of a step that ran
         just before its worker died may not have left it: which step died is unknown)."""
-        return isinstance(self.lowered.tasks[key].func, Chain)
+        task = self.lowered.tasks.get(key)  # none for a node batched by its expansion
+        return task is not None and isinstance(task.func, Chain)
 
     def _let_go(self, key: str) -> None:
         """No unfinished node needs the value of ``key`` any more: the cluster may free it."""
@@ -758,8 +865,9 @@ class _Run:
 
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""
-        states = self.record.states
-        keep = [k for k in self.held if states.get(k) == "done"]
+        states, targets = self.record.states, self.targets
+        keep = [k for k in self.held if states.get(k) == "done"
+                and (not self.fail_fast or k in targets)]  # fail-fast: what expanded is held too
         return dict(zip(keep, self.client.gather([self.held[k] for k in keep]))) if keep else {}
 
     # -- letting go --------------------------------------------------------------------

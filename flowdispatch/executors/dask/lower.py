@@ -26,7 +26,7 @@ import gc
 import inspect
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -182,18 +182,23 @@ class Lowered:
     ``broken`` maps the keys of nodes that cannot be pickled to their
     :class:`~flowdispatch.SerializationError`, and ``blocked`` holds their
     descendants, left out too (with ``stop_at_first``, everything after the
-    first broken node). Overrides become data: small ones tasks that unpickle
+    first broken node); ``deferred`` holds the nodes left out to be lowered later
+    (see :mod:`.grow`). Overrides become data: small ones tasks that unpickle
     them, large ones ``scatter`` (to send apart), futures ``given`` (used as
     they are). ``stores`` maps node keys to the cache files that their steps
     write their values to (:mod:`flowdispatch.cache`).
     """
 
-    def __init__(self, graph: Graph, overrides: dict[str, Any], run: str | None,
+    def __init__(self, graph: Graph | list[Node], overrides: dict[str, Any], run: str | None,
                  tag: str | None = None, stop_at_first: bool = False, starts: bool = True,
-                 stores: dict[str, str] | None = None):
-        from dask.task_spec import Task, TaskRef
-
+                 stores: dict[str, str] | None = None, alias: dict[str, str] | None = None,
+                 defer: Collection[str] = ()):
         self.tag = tag
+        self.run = run
+        self.starts = starts
+        self.stores = _EMPTY if stores is None else stores  # the record's: it grows
+        #: node key -> its dask key, where that is not the usual one (see :meth:`grow`).
+        self.alias: dict[str, str] = {} if alias is None else alias
         self.tasks: dict[str, Any] = {}
         self.annotations: dict[str, tuple] = {}
         self.scatter: dict[str, Any] = {}
@@ -206,44 +211,63 @@ class Lowered:
         self.batches = 0
         self.probes: list[str] = []  # nodes that measure their ops (see probe())
         self.later: set[str] = set()  # tasks submitted once the probes have ended
-        ops: dict[int, tuple] = {}  # id(op) -> (code, notes, kind)
+        self.moves = 0  # how many nodes have moved to a new dask key (see .grow)
+        self._ops: dict[int, tuple] = {}  # id(op) -> (code, notes, kind), see _op()
+        #: Nodes left out, to be lowered later: those in ``defer`` and what needs them.
+        self.deferred: set[str] = set(defer)
+        #: dask key of a batched node -> (its batch's dask key, its place there).
+        self.picks: dict[str, tuple[str, int]] = {}
+        deps_of = _own_deps if isinstance(graph, list) else _deps_in(graph)
         for node in graph:
             key = node._key
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
-            deps = tuple(d._key for d in graph.deps_of(key))
+            deps = tuple(d._key for d in deps_of(key, node))
+            if self.deferred and (key in self.deferred or any(d in self.deferred for d in deps)):
+                self.deferred.add(key)
+                continue
             if (self.broken or self.blocked) and ((stop_at_first and self.broken) or any(
                     d in self.broken or d in self.blocked for d in deps)):
                 self.blocked.add(key)
                 continue
-            try:
-                known = ops.get(id(node._op))
-                if known is None:
-                    known = ops[id(node._op)] = self._op(node, run, starts)
-                call, apart = _pickled_call(node)
-            except SerializationError as exc:
-                self.broken[key] = exc
-                continue
-            code, notes, kind = known
-            name = self.dask_key(key)
-            self.node_keys[name] = key
-            step = Step(code, key, call, (*deps, *apart), stores.get(key) if stores else None)
-            self.tasks[key] = Task(name, step, *(TaskRef(self.dask_key(d)) for d in deps),
-                                   *apart.values())  # large arguments: pickled once, with the graph
-            if notes:
-                self.annotations[key] = notes
-            if kind is not None:
-                self.kinds[key] = kind
-        self.ops = {known[2] for known in ops.values() if known[2] is not None}
+            self._lower(node, deps)
 
-    def _op(self, node: Node, run: str | None, starts: bool) -> tuple:
+    def _lower(self, node: Node, deps: tuple[str, ...]) -> None:
+        """``node`` as a task (or, if it cannot be pickled, in :attr:`broken`)."""
+        from dask.task_spec import Task, TaskRef
+
+        key = node._key
+        try:
+            known = self._ops.get(id(node._op))
+            if known is None:
+                known = self._ops[id(node._op)] = self._op(node)
+            call, apart = _pickled_call(node)
+        except SerializationError as exc:
+            self.broken[key] = exc
+            return
+        code, notes, kind = known
+        name = self.dask_key(key)
+        self.node_keys[name] = key
+        step = Step(code, key, call, (*deps, *apart), self.stores.get(key))
+        self.tasks[key] = Task(name, step, *(TaskRef(self.dask_key(d)) for d in deps),
+                               *apart.values())  # large arguments: pickled once, with the graph
+        if notes:
+            self.annotations[key] = notes
+        if kind is not None:
+            self.kinds[key] = kind
+
+    def _op(self, node: Node) -> tuple:
         """What the nodes of ``node``'s op share: its :class:`Code`, its annotations,
-        and what its batch-mates share (``None``: it is never batched)."""
-        code = self._code(node, run, starts)
+        and what its batch-mates share (``None``: it is never batched; else one of
+        :attr:`ops`)."""
+        code = self._code(node, self.run, self.starts)
         notes = _annotations(node)
         op = node._op
-        return code, notes, (code.code, notes, op.settings.quick) if _batchable(op, notes) else None
+        kind = (code.code, notes, op.settings.quick) if _batchable(op, notes) else None
+        if kind is not None:
+            self.ops.add(kind)
+        return code, notes, kind
 
     def fuse(self, keep: set[str]) -> int:
         """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
@@ -334,6 +358,7 @@ class Lowered:
                                   notes, addressable, refs, later)
         if refs:
             self._rewire(refs)
+            self.picks.update(refs)
         return done
 
     def _independent(self, part: set[str] | None = None,
@@ -412,6 +437,10 @@ class Lowered:
         given = self.given.get(key)
         if given is not None:
             return given.key
+        if self.alias:
+            moved = self.alias.get(key)
+            if moved is not None:
+                return moved
         return key if self.tag is None else f"{key}-{self.tag}"
 
     def keep(self, targets: list[str]) -> None:
@@ -506,6 +535,15 @@ class Lowered:
             return graph
         plain, high = kinds
         return (plain if isinstance(graph, dict) else high)(graph, _determ_token=os.urandom(16).hex())
+
+
+def _own_deps(key: str, node: Node) -> tuple[Node, ...]:
+    return node._deps
+
+
+def _deps_in(graph: Graph) -> Any:
+    deps_of = graph.deps_of
+    return lambda key, node: deps_of(key)
 
 
 @lru_cache(maxsize=1)

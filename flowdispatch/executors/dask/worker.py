@@ -17,6 +17,14 @@ watches for starts: each event is a message through the scheduler), ``"done"``,
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
 
+A node whose op returns nodes (see :mod:`flowdispatch.executors.expand`)
+*expands*: its step reports ``"expand"`` with what the op returned (pickled:
+the nodes, not their values, which do not exist yet) in place of the error,
+and returns :data:`DEFERRED`. A step, chain or batch step given
+:data:`DEFERRED` for a dependency does not run and returns it too, without a
+word: the client lowers the children, an :class:`Assemble` task that builds
+the node's value from theirs, and the nodes downstream again on top of it.
+
 A :class:`Batch` runs independent quick nodes in one task: each step still
 reports its own events and retries on its own; a failed step's exception
 takes its place in the batch's tuple of values, so its batch-mates keep
@@ -39,8 +47,10 @@ from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
 from ..calls import note_traceback
+from ..expand import held
 
-__all__ = ["TOPIC", "Batch", "Chain", "Code", "Picking", "Step", "Values", "dump_error", "pick"]
+__all__ = ["DEFERRED", "TOPIC", "Assemble", "Batch", "Chain", "Code", "Deferred", "Picking",
+           "Step", "Values", "dump_error", "pick"]
 
 #: The event topic that steps report on.
 TOPIC = "flowdispatch"
@@ -208,6 +218,35 @@ def secret_check() -> bytes | None:
     return hmac.digest(chosen, b"flowdispatch: the cache secret in use", "sha256")
 
 
+class Deferred:
+    """The value of a task whose node expanded, or that needed such a task's value: the
+    node's value is made elsewhere, by the tasks the client submits once it hears."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return (_deferred, ())
+
+    def __repr__(self) -> str:
+        return "<flowdispatch deferred: the node expanded>"
+
+
+#: The one :class:`Deferred`.
+DEFERRED = Deferred()
+
+
+def _deferred() -> Deferred:
+    return DEFERRED
+
+
+def _deferring(values: tuple) -> bool:
+    """Whether one of a task's dependency values is :data:`DEFERRED`."""
+    for value in values:
+        if type(value) is Deferred:
+            return True
+    return False
+
+
 class Code:
     """An op as it travels: its name, the pickled ``(fn, settings)``, and the run to report to.
 
@@ -269,6 +308,8 @@ class Step:
     def run(self, values: tuple, report: Any) -> Any:
         """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
+        if values and _deferring(values):
+            return DEFERRED  # an upstream node expanded: the client runs this again later
         if self.store is not None and self.op.check == secret_check():
             found, value = load(self.store)
             if found:
@@ -302,6 +343,8 @@ class Step:
                     _pause(delay)
                 continue
             seconds = time.perf_counter() - start
+            if report and settings is not None and held(result) is not None:
+                return _expanded(report, self, attempt, seconds, result)
             try:
                 check_picklable(result, key)
             except SerializationError as exc:
@@ -313,6 +356,55 @@ class Step:
                 report(key, "done", attempt, seconds, None)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _expanded(report, step: Step, attempt: int, seconds: float, result: Any) -> Deferred:
+    """Tell the client that node ``step.key`` returned nodes: what it returned travels."""
+    import cloudpickle
+
+    try:
+        data = cloudpickle.dumps(result)
+    except Exception as exc:
+        error = SerializationError(
+            f"node {step.key!r} returned nodes that could not be pickled ({exc}), so they "
+            "cannot travel to the client, which runs them")
+        _failed(report, step, attempt, seconds, note_node(error, step.key))
+        raise error from None
+    report(step.key, "expand", attempt, seconds, data)
+    return DEFERRED
+
+
+class Assemble:
+    """The value of an expanded node, as a dask task: ``assemble(*child_values)`` puts
+    each child's value in place of the child in what the node's op returned (saved to
+    the node's cache file ``store``, if any)."""
+
+    __slots__ = ("key", "returned", "deps", "store")
+
+    def __init__(self, key: str, returned: bytes, deps: tuple[str, ...],
+                 store: str | None = None):
+        self.key = key
+        self.returned = returned  # cloudpickle of the template (nodes replaced by references)
+        self.deps = deps
+        self.store = store
+
+    def __reduce__(self):
+        return (Assemble, (self.key, self.returned, self.deps, self.store))
+
+    @property
+    def __name__(self) -> str:
+        return "assemble"
+
+    def __repr__(self) -> str:
+        return f"<flowdispatch assembling {self.key!r}>"
+
+    def __call__(self, *values: Any) -> Any:
+        if _deferring(values):
+            return DEFERRED  # a child expanded in turn: the client assembles it again
+        value = substitute(pickle.loads(self.returned), dict(zip(self.deps, values)))
+        if self.store is not None:
+            save(self.store, value)
+        return value
 
 
 class Chain:

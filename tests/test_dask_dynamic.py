@@ -1,0 +1,187 @@
+"""Dynamic workflows on a real dask cluster: ops that return nodes, lazy maps.
+
+Expansion happens on the client as each expanding node completes; the
+children run on the same cluster. Ops log their runs to files (the workers are
+other processes); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import flowdispatch as fd
+from flowdispatch.testing import append_line as log_line, read_lines as lines
+from flowdispatch.executors.dask import DaskExecutor
+from test_dynamic import add, countdown, fib
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# -- ops (module level: the workers import this module) ----------------------------------
+@fd.op
+def listing(log, n):
+    log_line(log, "listing")
+    return list(range(n))
+
+
+@fd.op
+def square(log, x):
+    log_line(log, f"square {x}")
+    return x * x
+
+
+@fd.op(cache=True)
+def cached_square(log, x):
+    log_line(log, f"square {x}")
+    return x * x
+
+
+@fd.op
+def total(xs):
+    return sum(xs)
+
+
+@fd.op
+def fails_first(log, x):
+    """Fails the first time it runs for ``x == 2``; else gives ``10 * x``."""
+    log_line(log, f"child {x}")
+    if x == 2 and lines(log).count("child 2") == 1:
+        raise ValueError("child 2 broke")
+    return 10 * x
+
+
+@fd.op
+def spread(log, n):
+    """Returns a list of child nodes (its op body logs each time it runs)."""
+    log_line(log, "spread")
+    return [fails_first(log, i) for i in range(n)]
+
+
+@fd.op(cache=True)
+def cached_spread(log, n):
+    log_line(log, "spread")
+    return [cached_square(log, i) for i in range(n)]
+
+
+@fd.op
+def inc(x):
+    return x + 1
+
+
+@fd.op
+def twice_later(x):
+    """Returns the node of ``2 * x``: an expansion in the middle of a chain."""
+    return add(x, x)
+
+
+@fd.op
+def dask_key(x):
+    """The dask key of the task this runs in."""
+    return distributed.get_worker().get_current_task()
+
+
+@fd.op
+def keys_of(n):
+    return [dask_key(i) for i in range(n)]
+
+
+# -- tests ---------------------------------------------------------------------------------
+def test_recursion_finishes_on_one_worker_with_one_thread(tmp_path):
+    """No task waits for another: fib(12) needs only one thread, however deep it goes."""
+    from conftest import DaskProcesses
+
+    cluster = DaskProcesses(tmp_path, n_workers=1, nthreads=1)
+    cluster.start()
+    outcome: dict = {}
+    try:
+        with DaskExecutor(cluster.address) as executor:
+            executor.connect().wait_for_workers(1, timeout=60)
+            assert list(executor.client.nthreads().values()) == [1]
+            runner = threading.Thread(target=lambda: outcome.update(
+                value=fd.compute(fib(12), executor=executor),
+                nested=fd.compute(countdown(30), executor=executor),
+                res=fd.run(fib(6), executor=executor)), daemon=True)
+            runner.start()
+            runner.join(120)
+            assert not runner.is_alive(), "fib(12) did not finish on one thread in 120 s"
+    finally:
+        cluster.stop()
+    assert outcome["value"] == (144,) and outcome["nested"] == ("liftoff",)
+    res = outcome["res"]
+    assert res[res.targets[0]] == 8
+    assert len(res) == 37 and res.counts == {"done": 37}  # 25 fib calls, 12 adds
+
+
+def test_lazy_map_list_map_sum(dask_executor, tmp_path):
+    log = str(tmp_path / "log")
+    files = listing(log, 4)
+    squares = square.map(fd.unmapped(log), files)
+    summed = total(squares)
+    assert fd.compute(summed, executor=dask_executor) == (14,)
+    res = fd.run(summed, executor=dask_executor)
+    children = res.children(squares)
+    assert [c.args[1] for c in children] == [0, 1, 2, 3]
+    assert [res[c] for c in children] == [0, 1, 4, 9]
+    assert res[squares] == [0, 1, 4, 9] and res[summed] == 14
+    assert res.counts == {"done": 7}
+
+
+def test_a_failing_child_fails_its_parent_and_rerun_runs_only_it(dask_executor, tmp_path):
+    log = str(tmp_path / "log")
+    parent = spread(log, 3)
+    summed = total(parent)
+    with pytest.raises(ValueError, match="child 2 broke") as caught:
+        fd.compute(summed, executor=dask_executor)
+    notes = "\n".join(getattr(caught.value, "__notes__", ()))
+    assert "created at run time by node" in notes and repr(parent.key) in notes
+    log = str(tmp_path / "log2")
+    parent = spread(log, 3)
+    summed = total(parent)
+    res = fd.run(summed, executor=dask_executor)
+    children = res.children(parent)
+    assert [res.state(c) for c in children] == ["done", "done", "failed"]
+    assert (res.state(parent), res.state(summed)) == ("upstream_failed", "upstream_failed")
+    assert res.error(parent).upstream == children[2].key
+    again = res.rerun(executor=dask_executor)
+    assert again[summed] == 30 and again[parent] == [0, 10, 20]
+    assert sorted(lines(log)) == ["child 0", "child 1", "child 2", "child 2", "spread"]
+
+
+def test_children_keys_start_with_their_op_name(dask_executor):
+    from dask.utils import key_split
+
+    keys = fd.compute(keys_of(3), executor=dask_executor)[0]
+    assert [key_split(k) for k in keys] == ["dask_key"] * 3
+    assert len(set(keys)) == 3
+
+
+def test_an_expansion_in_the_middle_of_a_folded_chain(dask_executor):
+    """compute() folds inc -> twice_later -> inc into one task; the middle one expands."""
+    chain = inc(twice_later(inc(1)))
+    assert fd.compute(chain, executor=dask_executor) == (5,)
+    res = fd.run(chain, executor=dask_executor)
+    assert res[chain] == 5 and res.counts == {"done": 4}
+
+
+def test_cached_children_and_a_cached_parent(dask_executor, tmp_path):
+    log = str(tmp_path / "log")
+    with fd.config.set(cache_dir=str(tmp_path / "cache")):
+        first = fd.run(total(square.map(fd.unmapped(log), listing(log, 3))),
+                       executor=dask_executor)
+        mapped = cached_square.map(fd.unmapped(log), listing(log, 3))
+        res = fd.run(mapped, executor=dask_executor)
+        assert res[mapped] == [0, 1, 4] and res.counts == {"done": 5}
+        again = fd.run(cached_square.map(fd.unmapped(log), listing(log, 3)),
+                       executor=dask_executor)
+        assert again.counts == {"done": 2, "cached": 3}  # the children were found
+        parent = cached_spread(log, 2)
+        assert fd.compute(parent, executor=dask_executor) == ([0, 1],)
+        before = lines(log).count("spread")
+        res = fd.run(cached_spread(log, 2), executor=dask_executor)
+        assert res[res.targets[0]] == [0, 1] and res.counts == {"cached": 1}
+        assert lines(log).count("spread") == before  # its final value: it did not expand
+    assert first.counts == {"done": 6}
