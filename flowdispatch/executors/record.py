@@ -118,7 +118,7 @@ class RunRecord(Expanding):
         graph, overrides, plan = cache.prepare(graph, overrides)
         self.graph = graph
         #: ``{key: node}``: the graph's, then those that join the run as nodes expand.
-        self.nodes: dict[str, Node] = dict(graph.nodes)
+        self.nodes: dict[str, Node[Any]] = dict(graph.nodes)
         self._user_overrides = overrides if not plan else {
             k: v for k, v in overrides.items() if k not in plan.hits}
         self.overrides = overrides
@@ -196,13 +196,13 @@ class RunRecord(Expanding):
         """``{hook name: [bound methods of the callbacks that have it]}``."""
         return self._hooks
 
-    def ready(self) -> list[Node]:
+    def ready(self) -> list[Node[Any]]:
         """The nodes that can start at once: every dependency given or cached."""
         states, returned = self.states, self.returned
         return [self.nodes[k] for k, count in self._waiting.items()
                 if not count and k not in states and k not in returned]
 
-    def call(self, key: str) -> tuple[tuple, dict]:
+    def call(self, key: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` for node ``key``, its dependencies' values filled in."""
         return bind(self.nodes[key], self.values)
 
@@ -289,7 +289,7 @@ class RunRecord(Expanding):
             fire(node=self.nodes[key], error=error)
         self._doom(key, error)
 
-    def _doom(self, key: str, error: BaseException, culprit: str | None = None) -> None:
+    def _doom(self, key: str, error: BaseException | None, culprit: str | None = None) -> None:
         """Every descendant of ``key`` that has not ended is ``upstream_failed``, blaming
         ``culprit`` (default: ``key``), the node that failed with ``error``."""
         culprit = culprit or key
