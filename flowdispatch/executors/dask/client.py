@@ -297,7 +297,7 @@ class DaskExecutor(Executor):
             cluster.close()
 
     # -- futures ---------------------------------------------------------------------
-    def submit(self, *targets: Any) -> dict[Node, Future]:
+    def submit(self, *targets: Any) -> dict[Node[Any], Future[Any]]:
         """Start computing the targets on the cluster: ``{node: distributed.Future}``.
 
         Each future's key is its node's key; the ancestors run on the cluster
@@ -352,16 +352,16 @@ class _Inbox:
     __slots__ = ("events", "urgent", "wake")
 
     def __init__(self, urgent: Callable[[str, str], bool]):
-        self.events: collections.deque = collections.deque()
+        self.events: collections.deque[tuple[Any, ...]] = collections.deque()
         self.urgent = urgent
         self.wake = threading.Event()
 
-    def put(self, event: tuple) -> None:
+    def put(self, event: tuple[Any, ...]) -> None:
         self.events.append(event)
         if self.urgent(event[0], event[1]):
             self.wake.set()
 
-    def take(self, timeout: float) -> list[tuple]:
+    def take(self, timeout: float) -> list[tuple[Any, ...]]:
         """The events so far, after waiting up to ``timeout`` seconds for an urgent one."""
         self.wake.wait(timeout)
         self.wake.clear()
@@ -380,7 +380,7 @@ class _Router:
     def __init__(self) -> None:
         self.runs: dict[str, _Inbox] = {}
 
-    def __call__(self, event: tuple) -> None:
+    def __call__(self, event: tuple[Any, ...]) -> None:
         run, *rest = event[1]
         inbox = self.runs.get(run)
         if inbox is None:
@@ -389,7 +389,7 @@ class _Router:
             inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
 
 
-    def lost_worker(self, event: tuple) -> None:
+    def lost_worker(self, event: tuple[Any, ...]) -> None:
         """A worker left the cluster (the scheduler's topic ``all``): tell each run
         which of its tasks were processing there."""
         message = event[1]
@@ -403,7 +403,7 @@ class _Router:
             self.runs[run].put((None, "held", 0, 0.0, keys))
 
 
-_routers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_routers: weakref.WeakKeyDictionary[Client, _Router] = weakref.WeakKeyDictionary()
 _routers_lock = threading.Lock()
 
 
@@ -435,7 +435,7 @@ def _follow_workers(client: Client, router: _Router, run: str, inbox: _Inbox | N
 
 def _load_error(data: bytes) -> BaseException:
     try:
-        return pickle.loads(data)
+        return pickle.loads(data)  # type: ignore[no-any-return]  # a pickled exception
     except Exception as exc:
         return SerializationError(f"an op failed on a dask worker, and its exception could "
                                   f"not be unpickled here: {exc}")
@@ -457,8 +457,8 @@ class _Run:
         self.run_id = run_id
         self.fail_fast = record.fail_fast
         self.targets = {t._key for t in record.graph.targets}
-        self.held: dict[str, Future] = {}  # futures of this run, not yet let go
-        self.scattered: dict[str, Future] = {}
+        self.held: dict[str, Future[Any]] = {}  # futures of this run, not yet let go
+        self.scattered: dict[str, Future[Any]] = {}
         self.waiting: set[str] = set()  # fail-fast: the targets not done yet
         self.stopped = False
         self.lost = False
@@ -528,11 +528,11 @@ class _Run:
         """Whether something the run waits for has yet to end."""
         return bool(self.waiting) if self.fail_fast else self.record.open > 0
 
-    def _scatter(self) -> dict[str, Future]:
+    def _scatter(self) -> dict[str, Future[Any]]:
         if not self.lowered.scatter:
             return {}
         try:
-            return self.client.scatter(self.lowered.scatter, hash=False)
+            return self.client.scatter(self.lowered.scatter, hash=False)  # type: ignore[no-any-return]  # distributed is unannotated
         except Exception as exc:
             raise SerializationError(
                 f"overrides for {sorted(self.lowered.scatter)} could not be sent to the dask "
@@ -559,7 +559,7 @@ class _Run:
             self.waiting.discard(key)
             record.finished(key, seconds)
         else:
-            record.failed(key, error, seconds)
+            record.failed(key, error, seconds)  # type: ignore[arg-type]  # a failure has its error
 
     def _held_by_lost_worker(self, tasks: list[str]) -> None:
         """Count the runs cut short on a worker that died (see the module docstring)."""
@@ -661,7 +661,7 @@ class _Run:
     def _culprit(self, error: BaseException, key: str) -> str:
         """The node to blame for ``error``, which erred the task of ``key``: a
         KilledWorker's task, or in a chain of steps the first that had not finished."""
-        culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
+        culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # type: ignore[arg-type]  # KilledWorker
         states = self.record.states
         if culprit not in self.nodes or culprit in states:
             return key
@@ -675,7 +675,7 @@ class _Run:
             "first of them that had not finished. Had the op before it finished only "
             "milliseconds earlier, its report may have died with the worker: "
             "DaskExecutor(fuse=False) runs each op as its own task.")
-        return first
+        return first  # type: ignore[no-any-return]  # a step's key: str
 
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""

@@ -42,12 +42,12 @@ __all__ = ["Lowered", "to_dask"]
 
 #: Overrides bigger than this (``dask.sizeof``) are scattered, not put in the graph.
 SCATTER_BYTES = 1 << 20
-_EMPTY: dict = {}
+_EMPTY: dict[str, Any] = {}
 _WORKERS = "the dask workers"
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
 
 
-def _pickled_call(node: Node) -> bytes | None:
+def _pickled_call(node: Node[Any]) -> bytes | None:
     """cloudpickle of the node's argument templates (nodes replaced by references)."""
     import cloudpickle
 
@@ -65,7 +65,7 @@ def _pickled_call(node: Node) -> bytes | None:
         raise error from error.__cause__
 
 
-def _batchable(op: Any, notes: tuple) -> bool:
+def _batchable(op: Any, notes: tuple[Any, ...]) -> bool:
     """Whether the op's nodes may share a task: not ``quick=False``, no timeout (its
     deadline counts from its own start), no resources nor workers (a batch would hold
     them for all its nodes); a priority is shared by batch-mates of the same op."""
@@ -75,13 +75,13 @@ def _batchable(op: Any, notes: tuple) -> bool:
     return s.quick is not False and s.timeout is None and all(n[0] == "priority" for n in notes)
 
 
-def _annotations(node: Node) -> tuple:
+def _annotations(node: Node[Any]) -> tuple[Any, ...]:
     """The node's dask annotations (priority, resources, workers), as hashable pairs."""
     op = node._op
     if op is None:
         return ()
     s = op.settings
-    out: list[tuple] = []
+    out: list[tuple[Any, ...]] = []
     if s.priority:
         out.append(("priority", s.priority))
     if s.resources:
@@ -116,13 +116,13 @@ class Lowered:
 
         self.tag = tag
         self.tasks: dict[str, Any] = {}
-        self.annotations: dict[str, tuple] = {}
+        self.annotations: dict[str, tuple[Any, ...]] = {}
         self.scatter: dict[str, Any] = {}
         self.given: dict[str, Any] = {}
         self.broken: dict[str, SerializationError] = {}
         self.blocked: set[str] = set()
         self.node_keys: dict[str, str] = {}  # dask key -> node key
-        self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
+        self.kinds: dict[str, tuple[Any, ...]] = {}  # node key -> what its batch-mates share
         self.batches = 0
         codes: dict[int, Code] = {}
         for node in graph:
@@ -152,7 +152,7 @@ class Lowered:
             if notes:
                 self.annotations[key] = notes
             if _batchable(op, notes):
-                self.kinds[key] = (code.code, notes, op.settings.quick)
+                self.kinds[key] = (code.code, notes, op.settings.quick)  # type: ignore[union-attr]  # batchable: an op
 
     def fuse(self, keep: set[str]) -> int:
         """Fold each linear chain of steps into one :class:`Chain` task; how many folded.
@@ -216,10 +216,10 @@ class Lowered:
             self._rewire(refs)
         return done
 
-    def _independent(self) -> dict[tuple, list[str]]:
+    def _independent(self) -> dict[tuple[Any, ...], list[str]]:
         """Nodes that may share a batch, by (code, notes, declared, depth)."""
         depth: dict[str, int] = {}
-        groups: dict[tuple, list[str]] = {}
+        groups: dict[tuple[Any, ...], list[str]] = {}
         for key, task in self.tasks.items():  # in topological order
             deps = [self.node_keys.get(d, d) for d in task.dependencies]
             depth[key] = 1 + max((depth.get(d, 0) for d in deps), default=0)
@@ -228,7 +228,7 @@ class Lowered:
                 groups.setdefault((*kind, depth[key]), []).append(key)
         return groups
 
-    def _cut(self, keys: list[str], notes: tuple, addressable: set[str] | None,
+    def _cut(self, keys: list[str], notes: tuple[Any, ...], addressable: set[str] | None,
              refs: dict[str, Any]) -> int:
         """One batch of the nodes ``keys``; their tasks become getters, or go."""
         from dask.task_spec import Task, TaskRef
@@ -262,7 +262,7 @@ class Lowered:
             sources: dict[Any, int] = {}  # a batch's key, or an argument's position -> source
             plan = []
             for n, arg in enumerate(task.args):
-                place = refs.get(arg.key) if isinstance(arg, TaskRef) else None
+                place = refs.get(arg.key) if isinstance(arg, TaskRef) else None  # type: ignore[arg-type]  # our keys are str
                 if place is None:
                     plan.append((sources.setdefault(n, len(sources)), -1))
                 else:
@@ -283,7 +283,7 @@ class Lowered:
         """The dask key of the node with ``key``."""
         given = self.given.get(key)
         if given is not None:
-            return given.key
+            return given.key  # type: ignore[no-any-return]  # a distributed.Future's key: str
         return key if self.tag is None else f"{key}-{self.tag}"
 
     def keep(self, targets: list[str]) -> None:
@@ -321,7 +321,7 @@ class Lowered:
             self.tasks[key] = Task(name, pickle.loads, data)
 
     @staticmethod
-    def _code(node: Node, run: str | None, starts: bool) -> Code:
+    def _code(node: Node[Any], run: str | None, starts: bool) -> Code:
         """The node's op as it travels (cloudpickle by value where it must)."""
         import cloudpickle
 
@@ -329,7 +329,7 @@ class Lowered:
         if op is None:
             return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
         try:
-            return Code(op.op_name, cloudpickle.dumps((by_reference(node._fn), op.settings)), run,
+            return Code(op.op_name, cloudpickle.dumps((by_reference(node._fn), op.settings)), run,  # type: ignore[arg-type]  # an op's node has its function
                         starts)
         except Exception as exc:
             error = unpicklable(node, [("the op", op.__wrapped__),
@@ -343,7 +343,7 @@ class Lowered:
             return {task.key: task for task in self.tasks.values()}
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-        groups: dict[tuple, dict] = {(): {}}
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {(): {}}
         for key, task in self.tasks.items():
             groups.setdefault(self.annotations.get(key, ()), {})[task.key] = task
         layers = {}
@@ -370,7 +370,7 @@ class Lowered:
 
 
 @lru_cache(maxsize=1)
-def _expression_kinds() -> tuple | None:
+def _expression_kinds() -> tuple[Any, ...] | None:
     """dask's graph expressions (plain, high-level) if they take a ready-made token."""
     try:
         from dask._expr import Expr, HLGExpr, LLGExpr
@@ -381,7 +381,7 @@ def _expression_kinds() -> tuple | None:
     return LLGExpr, HLGExpr
 
 
-def to_dask(graph: Graph, values: dict[str, Any]) -> dict:
+def to_dask(graph: Graph, values: dict[str, Any]) -> dict[str, Any]:
     """``graph`` as a plain dask graph (see :meth:`flowdispatch.Graph.to_dask`)."""
     from dask.task_spec import DataNode
 

@@ -30,6 +30,7 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -45,11 +46,11 @@ __all__ = ["TOPIC", "Batch", "Chain", "Code", "Picking", "Step", "dump_error", "
 TOPIC = "flowdispatch"
 #: Longest wait, in seconds, before a batch sends the events of its steps.
 BUNDLE = 0.1
-_EMPTY: dict = {}
+_EMPTY: dict[str, Any] = {}
 
 
 @lru_cache(maxsize=64)
-def _load_code(code: bytes) -> tuple:
+def _load_code(code: bytes) -> Any:  # (fn, settings), unpickled
     return pickle.loads(code)
 
 
@@ -63,7 +64,7 @@ def _worker() -> Any:
         return None
 
 
-def _reporter(run: str | None):
+def _reporter(run: str | None) -> Callable[..., None] | None:
     """A function that sends an event of ``run`` to the client, or ``None``."""
     worker = None if run is None else _worker()
     if worker is None:
@@ -86,7 +87,7 @@ def _pause(seconds: float) -> None:
         rejoin()
 
 
-def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any:
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: str, timeout: float | None) -> Any:
     """``fn(*args, **kwargs)``; past ``timeout`` seconds, raise ``OpTimeoutError`` instead.
 
     The op then runs in a thread of its own, which cannot be stopped: at the
@@ -94,7 +95,7 @@ def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any
     """
     if timeout is None:
         return fn(*args, **kwargs)
-    outcome: list = []
+    outcome: list[Any] = []
 
     def target() -> None:
         try:
@@ -182,7 +183,7 @@ def _keep_quiet(dask_key: str) -> None:
     _Quiet.keys.add(dask_key)
 
 
-def _failed(report, step: Step, attempt: int, seconds: float, error: BaseException) -> None:
+def _failed(report: Callable[..., None] | None, step: Step, attempt: int, seconds: float, error: BaseException) -> None:
     """Tell the client (if it listens) that node ``step.key`` failed for good."""
     if report:
         report(step.key, "failed", attempt, seconds, dump_error(error))
@@ -196,6 +197,10 @@ class Code:
     """
 
     __slots__ = ("name", "code", "run", "starts")
+    name: str
+    code: bytes
+    run: str | None
+    starts: bool
 
     def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True):
         self.name = name
@@ -203,7 +208,7 @@ class Code:
         self.run = run  # None: report nothing (futures from submit())
         self.starts = starts  # report each attempt's start too (someone watches for it)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Code], tuple[str, bytes, str | None, bool]]:
         return (Code, (self.name, self.code, self.run, self.starts))
 
 
@@ -211,6 +216,11 @@ class Step:
     """One node as a dask task's function: ``step(*dep_values)`` runs it on a worker."""
 
     __slots__ = ("op", "key", "call", "deps", "store")
+    op: Code
+    key: str
+    call: bytes | None
+    deps: tuple[str, ...]
+    store: str | None
 
     def __init__(self, op: Code, key: str, call: bytes | None, deps: tuple[str, ...],
                  store: str | None = None):
@@ -220,7 +230,8 @@ class Step:
         self.deps = deps  # the keys whose values the task passes, in order
         self.store = store  # the cache file to save the value to, if any
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Step], tuple[Code, str, bytes | None, tuple[str, ...],
+                                                    str | None]]:
         return (Step, (self.op, self.key, self.call, self.deps, self.store))
 
     @property
@@ -233,7 +244,7 @@ class Step:
     def __call__(self, *values: Any) -> Any:
         return self.run(values, _reporter(self.op.run))
 
-    def run(self, values: tuple, report: Any) -> Any:
+    def run(self, values: tuple[Any, ...], report: Callable[..., None] | None) -> Any:
         """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
         try:
@@ -284,11 +295,12 @@ class Chain:
     """
 
     __slots__ = ("steps",)
+    steps: tuple[Step, ...]
 
     def __init__(self, steps: tuple[Step, ...]):
         self.steps = steps
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Chain], tuple[tuple[Step, ...]]]:
         return (Chain, (self.steps,))
 
     @property
@@ -322,10 +334,10 @@ class _Bundle:
 
     __slots__ = ("worker", "run", "events", "since")
 
-    def __init__(self, worker: Any, run: str):
+    def __init__(self, worker: Any, run: str | None):
         self.worker = worker
         self.run = run
-        self.events: list = []
+        self.events: list[Any] = []
         self.since = time.perf_counter()
 
     @classmethod
@@ -349,15 +361,16 @@ class _Failed:
     """A failed step's exception, in its batch's values."""
 
     __slots__ = ("error",)
+    error: BaseException
 
     def __init__(self, error: BaseException):
         self.error = error
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_Failed], tuple[BaseException]]:
         return (_Failed, (self.error,))
 
 
-def pick(values: tuple, index: int) -> Any:
+def pick(values: tuple[Any, ...], index: int) -> Any:
     """The value of a batch's node ``index``; its exception, raised, if it failed.
 
     Examples
@@ -387,12 +400,14 @@ class Picking:
     """
 
     __slots__ = ("func", "plan")
+    func: Any  # a Step, Chain or Batch
+    plan: tuple[tuple[int, int], ...]
 
     def __init__(self, func: Any, plan: tuple[tuple[int, int], ...]):
         self.func = func
         self.plan = plan
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Picking], tuple[Any, tuple[tuple[int, int], ...]]]:
         return (Picking, (self.func, self.plan))
 
     @property
@@ -407,7 +422,7 @@ class Picking:
         return self.func(*[sources[s] if i < 0 else get(sources[s], i) for s, i in self.plan])
 
 
-def _item(values: tuple, index: int) -> Any:
+def _item(values: tuple[Any, ...], index: int) -> Any:
     return values[index]
 
 
@@ -421,11 +436,12 @@ class Batch:
     """
 
     __slots__ = ("steps",)
+    steps: tuple[Step, ...]
 
     def __init__(self, steps: tuple[Step, ...]):
         self.steps = steps
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Batch], tuple[tuple[Step, ...]]]:
         return (Batch, (self.steps,))
 
     @property
@@ -435,7 +451,7 @@ class Batch:
     def __repr__(self) -> str:
         return f"<flowdispatch batch of {len(self.steps)} steps from {self.steps[0].key!r}>"
 
-    def __call__(self, *values: Any) -> tuple:
+    def __call__(self, *values: Any) -> tuple[Any, ...]:
         report = _Bundle.of(self.steps[0].op.run)
         try:
             return self._run(values, report)
@@ -443,8 +459,8 @@ class Batch:
             if report is not None:
                 report.flush()
 
-    def _run(self, values: tuple, report: _Bundle | None) -> tuple:
-        out: list = []
+    def _run(self, values: tuple[Any, ...], report: _Bundle | None) -> tuple[Any, ...]:
+        out: list[Any] = []
         at = 0
         for step in self.steps:
             width = len(step.deps)
