@@ -415,7 +415,17 @@ class Op(_FunctionWrapper, Generic[P, R]):
         return Op(self.__wrapped__,
                   dataclasses.replace(self._self_settings, **changes))  # type: ignore[arg-type]
 
-    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]]:
+    @overload
+    def map(self, iterable: Node[Iterable[Any]], /, *iterables: Any,
+            **kwargs: Any) -> Node[list[R]]: ...
+    @overload
+    def map(self, iterable: Any, iterable2: Node[Iterable[Any]], /, *iterables: Any,
+            **kwargs: Any) -> Node[list[R]]: ...
+    @overload
+    def map(self, *iterables: Iterable[Any] | unmapped[Any],
+            **kwargs: Iterable[Any] | unmapped[Any]) -> list[Node[R]]: ...
+
+    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]] | Node[list[R]]:
         """One node per element of the iterables, zipped; ``fd.unmapped(x)`` is passed whole.
 
         When an iterable is a node (its length known only once it has run), the
@@ -434,7 +444,7 @@ class Op(_FunctionWrapper, Generic[P, R]):
         ([1, 4, 9],)
         """
         if any(isinstance(v, Node) for v in (*iterables, *kwargs.values())):
-            return self._lazy_map(iterables, kwargs)  # type: ignore[return-value]
+            return self._lazy_map(iterables, kwargs)
         mapped: list[tuple[str | int, list[Any]]] = []
         fixed_args: dict[int, Any] = {}
         fixed_kwargs: dict[str, Any] = {}
