@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import graphviz
 
@@ -170,8 +171,13 @@ class SecurityWarning(UserWarning):
     on another machine."""
 
 
-# graphviz ships no type information
-class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):  # type: ignore[misc]
+if TYPE_CHECKING:  # graphviz ships no types; its ExecutableNotFound is a RuntimeError
+    _ExecutableNotFound = RuntimeError
+else:
+    _ExecutableNotFound = graphviz.ExecutableNotFound
+
+
+class DotNotFoundError(FlowDispatchError, _ExecutableNotFound):
     """Graphviz's ``dot`` program is not on ``PATH``; the message names the fix."""
 
     def __init__(self) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import config
 from .api import compute, run
@@ -51,7 +51,11 @@ class Pair:
     right: Any
 
 
-Point = collections.namedtuple("Point", ["x", "y"])
+class Point(NamedTuple):
+    """A namedtuple of nodes (the traversal checks look inside it)."""
+
+    x: Any
+    y: Any
 
 
 # -- side effects that work across processes ------------------------------------------

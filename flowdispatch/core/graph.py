@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
 
@@ -120,7 +120,7 @@ class Graph:
             for k in self._nodes
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         names = ", ".join(t._key for t in self._targets[:3])
@@ -157,7 +157,7 @@ class Graph:
         return out
 
     @functools.cached_property
-    def nx(self) -> nx.DiGraph:
+    def nx(self) -> nx.DiGraph[str]:
         """The ``networkx.DiGraph``: keys as nodes, edges from dependency to dependent."""
         g = nx.DiGraph()
         g.add_nodes_from((key, {"node": node}) for key, node in self._nodes.items())
@@ -277,7 +277,7 @@ def _listify(items: Any) -> list[Any]:
     return list(items) if isinstance(items, (list, tuple, set, frozenset)) else [items]
 
 
-def check_acyclic(g: nx.DiGraph) -> None:
+def check_acyclic(g: nx.DiGraph[str]) -> None:
     """Raise :class:`CycleError` naming a cycle of ``g``, if it has one."""
     if not nx.is_directed_acyclic_graph(g):
         raise CycleError([u for u, _ in nx.find_cycle(g)])

@@ -550,9 +550,9 @@ class Checked:
     __slots__ = ("fn", "nout", "name")
 
     def __init__(self, fn: Callable[..., Any], nout: int, name: str):
-        self.fn = fn
-        self.nout = nout
-        self.name = name
+        self.fn: Callable[..., Any] = fn
+        self.nout: int = nout
+        self.name: str = name
 
     def __reduce__(self) -> tuple[type[Checked], tuple[Callable[..., Any], int, str]]:
         return (Checked, (self.fn, self.nout, self.name))

@@ -82,9 +82,9 @@ class Dynamic:
 
     def __init__(self, nodes: dict[str, Node[Any]], children: dict[str, list[str]],
                  returned: dict[str, Any]):
-        self.nodes = nodes
-        self.children = children
-        self.returned = returned
+        self.nodes: dict[str, Node[Any]] = nodes
+        self.children: dict[str, list[str]] = children
+        self.returned: dict[str, Any] = returned
 
 
 class Results:
