@@ -113,8 +113,8 @@ class Replay:
     __slots__ = ("returned", "values")
 
     def __init__(self, returned: Mapping[str, Any], values: Mapping[str, Any]):
-        self.returned = dict(returned)
-        self.values = dict(values)
+        self.returned: dict[str, Any] = dict(returned)
+        self.values: dict[str, Any] = dict(values)
 
 
 _REPLAY: contextvars.ContextVar[Replay | None] = contextvars.ContextVar(

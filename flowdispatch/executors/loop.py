@@ -100,17 +100,17 @@ class Loop:
     """One run of a record's graph on a runner; :meth:`go` returns its Results."""
 
     def __init__(self, record: RunRecord, runner: Runner):
-        self.record = record
-        self.runner = runner
-        self.nodes = record.nodes
-        self.values = record.values
+        self.record: RunRecord = record
+        self.runner: Runner = runner
+        self.nodes: dict[str, Node[Any]] = record.nodes
+        self.values: dict[str, Any] = record.values
         self.ready: list[tuple[int, int, str]] = []
         self.timers: list[tuple[float, int, str]] = []  # retries: (when, seq, key)
         self.deadlines: list[tuple[float, int, str, int]] = []  # (when, seq, key, attempt)
-        self.seq = itertools.count()
+        self.seq: itertools.count[int] = itertools.count()
         self.done: queue.SimpleQueue[tuple[str, int, Outcome]] = queue.SimpleQueue()
-        self.slots = max(1, runner.slots)
-        self.calls = 0  # slots in use: each holds a node in flight, or a batch of them
+        self.slots: int = max(1, runner.slots)
+        self.calls: int = 0  # slots in use: each holds a node in flight, or a batch of them
         self.running: dict[str, int] = {}  # key -> the attempt in flight
         self.batch_left: dict[str, list[int]] = {}  # key -> [its batch's nodes in flight]
         # takes quick nodes in batches: [(node, args, kwargs, report)] -> [error or None]

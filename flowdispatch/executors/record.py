@@ -116,12 +116,12 @@ class RunRecord(Expanding):
         replay = current_replay()
         overrides = check_inputs(graph, overrides or {}, replay.returned if replay else ())
         graph, overrides, plan = cache.prepare(graph, overrides)
-        self.graph = graph
+        self.graph: Graph = graph
         #: ``{key: node}``: the graph's, then those that join the run as nodes expand.
         self.nodes: dict[str, Node[Any]] = dict(graph.nodes)
         self._user_overrides = overrides if not plan else {
             k: v for k, v in overrides.items() if k not in plan.hits}
-        self.overrides = overrides
+        self.overrides: dict[str, Any] = overrides
         self.hits: dict[str, Any] = plan.hits if plan else {}
         #: key -> the cache file its value is saved to once it completes.
         self.stores: dict[str, str] = plan.stores if plan else {}
@@ -130,9 +130,9 @@ class RunRecord(Expanding):
         self.errors: dict[str, BaseException] = {}
         self.durations: dict[str, float] = {}
         self.attempts: dict[str, int] = {}
-        self.fail_fast = fail_fast
+        self.fail_fast: bool = fail_fast
         #: True once a failure has stopped a fail-fast run: start nothing more.
-        self.stopping = False
+        self.stopping: bool = False
         #: Called with a key whose value no node needs any more (a backend's own copy).
         self.on_release: Any = None
         #: Called once when a failure stops a fail-fast run, before any callback hears of it.
@@ -152,7 +152,7 @@ class RunRecord(Expanding):
         #: key of an expanded node -> the value its op returned (holding nodes).
         self.returned: dict[str, Any] = {}
         #: How many nodes joined the run as nodes expanded.
-        self.created = 0
+        self.created: int = 0
         self._dynamic = False  # once a node expanded, no value is released
         self._waiters: dict[str, list[str]] = {}  # child -> the expanded nodes waiting
         self._settling: list[str] = []  # expanded nodes whose children have completed
@@ -189,7 +189,7 @@ class RunRecord(Expanding):
             waiting[key] = count
         self._waiting, self._needed, self._dependents = waiting, needed, dependents
         #: How many nodes have not ended yet (done, failed or upstream-failed).
-        self.open = len(waiting)
+        self.open: int = len(waiting)
 
     @property
     def hooks(self) -> dict[str, list[Any]]:

@@ -33,7 +33,7 @@ class DaemonThreadPool(cf.Executor):
     def __init__(self, size: int, prefix: str):
         self.size = size
         self.prefix = prefix
-        self.running = 0  # calls running now
+        self.running: int = 0  # calls running now
         # (future, fn, args, kwargs) to run, or None: a thread's signal to stop
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
