@@ -123,7 +123,7 @@ class Lowered:
         self.blocked: set[str] = set()
         self.node_keys: dict[str, str] = {}  # dask key -> node key
         self.kinds: dict[str, tuple[Any, ...]] = {}  # node key -> what its batch-mates share
-        self.batches = 0
+        self.batches: int = 0
         codes: dict[int, Code] = {}
         for node in graph:
             key = node._key
