@@ -96,7 +96,7 @@ class ThreadExecutor(_PoolRunner):
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
         self.max_workers = max_workers
-        self.slots = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self.slots: int = max_workers or min(32, (os.cpu_count() or 1) + 4)
 
     def _get_pool(self) -> cf.Executor:
         with self._lock:
@@ -214,7 +214,7 @@ class ProcessExecutor(_PoolRunner):
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
         self.max_workers = max_workers
-        self.slots = max_workers or os.cpu_count() or 1
+        self.slots: int = max_workers or os.cpu_count() or 1
         self.mp_context = mp_context
 
     def _get_pool(self) -> cf.Executor:
@@ -273,10 +273,11 @@ class PoolExecutor(_PoolRunner):
         if not isinstance(pool, cf.Executor):
             raise TypeError(f"expected a concurrent.futures.Executor, got {type(pool).__name__}")
         self._pool = pool
-        self.slots = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
-        self.stops_timeouts = isinstance(pool, cf.ProcessPoolExecutor)
+        self.slots: int = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
+        self.stops_timeouts: bool = isinstance(pool, cf.ProcessPoolExecutor)
         if self.stops_timeouts:  # a round trip per call: quick nodes go in batches
-            self.start_many = functools.partial(_start_many, pool.submit)
+            self.start_many: Callable[[list[tuple[Any, ...]]], list[BaseException | None]] = (
+                functools.partial(_start_many, pool.submit))
 
     def _get_pool(self) -> cf.Executor:
         return self._pool
