@@ -159,7 +159,7 @@ class Loop:
     def dispatch(self) -> None:
         """Start ready nodes while there are free slots."""
         ready, record, nodes, values = self.ready, self.record, self.nodes, self.values
-        start_many, slots = self.start_many, self.slots
+        start_many, slots, put = self.start_many, self.slots, self.done.put
         while ready and self.calls < slots and not record.stopping:
             key = heapq.heappop(ready)[2]
             if start_many is not None and self.batchable(key):
@@ -177,8 +177,9 @@ class Loop:
                 outcome: Outcome | None = (True, args[0], 0.0)
             else:
                 try:
+                    # the defaults bind this node's key and number (a checker cannot type them)
                     outcome = self.runner.start(node, args, kwargs,
-                                                self.reporter(key, number))
+                                                lambda o, key=key, n=number: put((key, n, o)))  # type: ignore[misc]
                 except Exception as exc:  # could not even start (e.g. not picklable)
                     record.failed(key, exc)
                     continue
