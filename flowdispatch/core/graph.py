@@ -120,7 +120,7 @@ class Graph:
             for k in self._nodes
         )
 
-    __hash__: ClassVar[None] = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # equal graphs: unhashable
 
     def __repr__(self) -> str:
         names = ", ".join(t._key for t in self._targets[:3])
