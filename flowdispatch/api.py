@@ -23,6 +23,8 @@ from .view.progress import ProgressBar
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from .executors.dask.client import DaskExecutor
+
 __all__ = ["compute", "persist", "run", "run_graph", "submit"]
 
 _A = TypeVar("_A")
@@ -42,7 +44,7 @@ class _RunOptions(TypedDict, total=False):
     callbacks: Iterable[Any]
 
 
-def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
+def _override_keys(overrides: Mapping[Any, Any] | None) -> dict[str, Any]:
     if not overrides:
         return {}
     if not isinstance(overrides, Mapping):
@@ -57,7 +59,7 @@ def _override_keys(overrides: Mapping | None) -> dict[str, Any]:
     return out
 
 
-def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
+def _graph(targets: tuple[Any, ...], overrides: dict[str, Any]) -> tuple[Graph, dict[str, Any]]:
     nodes = as_nodes(targets, strict=False)
     graph = Graph.cut(nodes, frozenset(overrides))
     missing = [k for k in overrides if k not in graph]
@@ -72,7 +74,7 @@ def _graph(targets: tuple, overrides: dict[str, Any]) -> tuple[Graph, dict[str, 
     return graph, {k: v for k, v in overrides.items() if k in graph}
 
 
-def _check_targets(targets: tuple, what: str) -> tuple:
+def _check_targets(targets: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     """The targets, iterators made lists; an op among them (not called) is refused."""
     if not targets and what == "run":
         raise TypeError("run: expected nodes to run, got none: fd.run(node, ...)")
@@ -88,7 +90,7 @@ def _check_targets(targets: tuple, what: str) -> tuple:
     return targets
 
 
-def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping | None = None,
+def run_graph(graph: Graph, *, executor: Any = None, overrides: Mapping[Any, Any] | None = None,
               progress: bool | str = False, callbacks: Iterable[Any] = (),
               fail_fast: bool = False) -> Results:
     """Run a prepared graph (see :func:`run`)."""
@@ -212,7 +214,7 @@ def compute(*targets: Any, executor: Any = None, overrides: Mapping[Any, Any] | 
     return tuple(substitute(target, results.values) for target in targets)
 
 
-def _dask_executor(executor: Any, what: str):
+def _dask_executor(executor: Any, what: str) -> DaskExecutor:
     from .executors.dask.client import DaskExecutor
 
     if isinstance(executor, str) and "://" in executor:

@@ -38,7 +38,7 @@ import reprlib
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -385,8 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     where = f"flowdispatch {args.command}"
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return args.handler(args)
+        return handler(args)
     except (UsageError, UnknownExecutorError) as exc:
         print(f"{where}: error: {exc}", file=sys.stderr)
         return 2

@@ -66,7 +66,7 @@ def extract(region: str, prices: dict[str, int]) -> list[dict[str, Any]]:
 
 
 @fd.op(nout=2, pure=True)
-def clean(rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+def clean(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split rows into ``(valid, rejected)``: a sale needs at least one unit.
 
     Examples

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import graphviz
 
@@ -71,14 +72,14 @@ class CycleError(GraphError):
     """
 
     def __init__(self, cycle: Sequence[str]):
-        self.cycle = tuple(cycle)
+        self.cycle: tuple[str, ...] = tuple(cycle)
         path = " -> ".join([*self.cycle, self.cycle[0]]) if self.cycle else "?"
         super().__init__(
             f"the graph has a cycle: {path}. "
             "A flowdispatch graph must be acyclic: remove one of these edges."
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[CycleError], tuple[tuple[str, ...]]]:
         return (type(self), (self.cycle,))
 
 
@@ -99,7 +100,7 @@ class NotAllowedError(GraphError):
     """
 
     def __init__(self, names: Sequence[str]):
-        self.names = tuple(names)
+        self.names: tuple[str, ...] = tuple(names)
         listed = ", ".join(repr(name) for name in self.names)
         super().__init__(
             f"the JSON names functions that were not allowed: {listed}. Loading a graph "
@@ -109,7 +110,7 @@ class NotAllowedError(GraphError):
             "graph from a source you do not trust."
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[NotAllowedError], tuple[tuple[str, ...]]]:
         return (type(self), (self.names,))
 
 
@@ -128,13 +129,13 @@ class UpstreamError(FlowDispatchError, RuntimeError):
     """
 
     def __init__(self, key: str, upstream: str, error: BaseException | None = None):
-        self.key = key
-        self.upstream = upstream
-        self.error = error
+        self.key: str = key
+        self.upstream: str = upstream
+        self.error: BaseException | None = error
         reason = f" with {type(error).__name__}: {error}" if error is not None else ""
         super().__init__(f"node {key!r} did not run: its upstream node {upstream!r} failed{reason}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[UpstreamError], tuple[str, str, BaseException | None]]:
         return (type(self), (self.key, self.upstream, self.error))
 
 
@@ -177,7 +178,13 @@ class SecurityWarning(UserWarning):
     on another machine."""
 
 
-class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):
+if TYPE_CHECKING:  # graphviz ships no types; its ExecutableNotFound is a RuntimeError
+    _ExecutableNotFound = RuntimeError
+else:
+    _ExecutableNotFound = graphviz.ExecutableNotFound
+
+
+class DotNotFoundError(FlowDispatchError, _ExecutableNotFound):
     """Graphviz's ``dot`` program is not on ``PATH``; the message names the fix."""
 
     def __init__(self) -> None:
@@ -189,7 +196,7 @@ class DotNotFoundError(FlowDispatchError, graphviz.ExecutableNotFound):
             "instead: visualize(..., filename='graph.dot')",
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[DotNotFoundError], tuple[()]]:
         return (type(self), ())
 
 

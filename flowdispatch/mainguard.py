@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import multiprocessing
 import sys
+from types import FrameType
 from typing import Any
 
 from .errors import ExecutorError
@@ -72,7 +73,8 @@ def _unguarded_line() -> int | None:
     path = getattr(main, "__file__", None)
     if main is None or not path:
         return None  # an interactive session or a notebook: nothing is imported again
-    frame, line = sys._getframe(1), None
+    frame: FrameType | None = sys._getframe(1)
+    line: int | None = None
     while frame is not None:
         if frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>":
             line = frame.f_lineno

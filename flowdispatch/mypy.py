@@ -10,7 +10,8 @@ every call of an ``Op[P, R]`` argument by argument against ``P``:
 - a missing, extra or misspelt argument is an error, as for a plain call;
 - a generic op's result (``Node[T]``) is inferred from the arguments;
 - ``op.map(...)`` is checked the same way, with each element of an iterable
-  (and the value inside ``fd.unmapped(...)``) as the argument;
+  (and the value inside ``fd.unmapped(...)``) as the argument; a lazy map
+  (``op.map(node)``, ``Node[list[R]]``) takes each element of the node's value;
 - an op of an overloaded function (``fd.op(sum)``) is not checked: mypy
   would take its first overload for all of them.
 
@@ -74,6 +75,7 @@ __all__ = ["FlowdispatchPlugin", "plugin"]
 _OP_CALL = "flowdispatch.core.op.Op.__call__"
 _OP_MAP = "flowdispatch.core.op.Op.map"
 _UNMAPPED = "flowdispatch.core.op.unmapped"
+_NODE = "flowdispatch.core.node.Node"
 _MAP_ITEMS = 20  # op.map([...]): items of a list display checked one by one, at most
 _MAKERS = ("flowdispatch.core.op.op", "flowdispatch.core.op._Decorator.__call__")
 
@@ -230,6 +232,8 @@ def _element(api: TypeChecker, node: TypeInfo, arg: Expression, index: int,
         item = arg.items[min(index, len(arg.items) - 1)]
         return anything if isinstance(item, StarExpr) else _as_run(api, node, item, generic)
     typ = get_proper_type(api.expr_checker.accept(arg))
+    if isinstance(typ, Instance) and typ.type is node and typ.args:  # a lazy map's iterable
+        typ = get_proper_type(typ.args[0])
     if isinstance(typ, TupleType):
         typ = typ.partial_fallback
     if not isinstance(typ, Instance):
@@ -245,14 +249,19 @@ def _element(api: TypeChecker, node: TypeInfo, arg: Expression, index: int,
 
 
 def _check_op_map(ctx: MethodContext) -> Type:
-    """Check ``op.map(...)``'s calls against ``P``; return ``list[Node[R]]``."""
+    """Check ``op.map(...)``'s calls against ``P``; return ``list[Node[R]]``, or
+    ``Node[list[R]]`` for a lazy map (over an iterable that is a node)."""
     call, api, op_type = ctx.context, ctx.api, ctx.type
-    made = get_proper_type(ctx.default_return_type)  # list[Node[R]], as Op.map declares it
+    made = get_proper_type(ctx.default_return_type)  # as the overload of Op.map declares it
     if (not isinstance(call, CallExpr) or not isinstance(api, TypeChecker)
             or not isinstance(made, Instance) or not isinstance(op_type, Instance)
             or any(kind in (ARG_STAR, ARG_STAR2) for kind in call.arg_kinds)):
         return ctx.default_return_type
-    node = get_proper_type(made.args[0]) if made.args else None
+    lazy = made.type.fullname == _NODE and bool(made.args)
+    listed = get_proper_type(made.args[0]) if lazy else made  # list[R] or list[Node[R]]
+    if not isinstance(listed, Instance):
+        return ctx.default_return_type
+    node = made if lazy else get_proper_type(listed.args[0]) if listed.args else None
     params = _parameters(op_type)
     if params is None or not isinstance(node, Instance) or not isinstance(call.callee, MemberExpr):
         return ctx.default_return_type
@@ -264,7 +273,10 @@ def _check_op_map(ctx: MethodContext) -> Type:
         result, _ = api.expr_checker.check_call(callee, args, call.arg_kinds, call,
                                                 call.arg_names)
         results.append(result)
-    return made.copy_modified(args=[Instance(node.type, [make_simplified_union(results)])])
+    value = make_simplified_union(results)
+    if lazy:
+        return made.copy_modified(args=[listed.copy_modified(args=[value])])
+    return made.copy_modified(args=[Instance(node.type, [value])])
 
 
 def plugin(version: str) -> type[Plugin]:

@@ -1,9 +1,12 @@
-"""Types for users: mypy and pyright on typed programs, and the mypy plugin's errors.
+"""Types for users: mypy and pyright on typed programs, and the mypy plugin's errors;
+and the types of the package itself (``mypy --strict``, ``pyright --verifytypes``).
 
 The programs live in ``tests/typing/``. Each checker runs in a subprocess from
 a temporary folder outside the repository, so that it finds ``flowdispatch``
 the way it would for a user's script: installed in the virtualenv (which
 ``make`` installs with setuptools' ``editable_mode=compat``, visible to both).
+Only ``mypy --strict -p flowdispatch`` runs in the repository, whose
+``setup.cfg`` configures it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from pathlib import Path
 import pytest
 
 PROGRAMS = Path(__file__).resolve().parent / "typing"
+ROOT = PROGRAMS.parents[1]
 USER_PROGRAM = PROGRAMS / "user_program.py"
 PLUGIN_CALLS = PROGRAMS / "plugin_calls.py"
-TYPING_PAGE = PROGRAMS.parents[1] / "docs" / "typing.rst"
+TYPING_PAGE = ROOT / "docs" / "typing.rst"
 TIMEOUT = 240  # seconds per checker run; each takes a few
 EXPECTED = re.compile(r"#\s*E:\s*(.+?)\s*$")
 
@@ -76,6 +80,38 @@ def test_pyright_infers_the_user_program_in_strict_mode(tmp_path):
     assert problems == []
     assert report["summary"]["filesAnalyzed"] == 1
     assert done.returncode == 0
+
+
+def test_mypy_strict_finds_nothing_in_the_package(cache):
+    # from the repository: its setup.cfg configures mypy (stubs, untyped libraries)
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", str(ROOT / "setup.cfg"),
+         "--cache-dir", str(cache / "package"), "--no-color-output", "-p", "flowdispatch"],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Success: no issues found"), done.stdout
+
+
+def test_pyright_verifytypes_scores_at_least_95_percent(tmp_path):
+    # --verifytypes finds the package with the `python` on PATH (it does not take
+    # --pythonpath): the virtualenv's comes first. From outside the repository, it
+    # resolves the installed (compat editable) package, as a user's pyright would.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pyright", "--verifytypes", "flowdispatch", "--ignoreexternal",
+         "--outputjson"],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path, env=env,
+    )
+    report = json.loads(done.stdout)
+    found = report["typeCompleteness"]
+    assert [d["message"] for d in report["generalDiagnostics"]
+            if d["severity"] == "error"] == []
+    assert Path(found["packageRootDirectory"]) == ROOT / "flowdispatch"
+    unknown = [s["name"] for s in found["symbols"] if s["isExported"] and not s["isTypeKnown"]]
+    assert found["completenessScore"] >= 0.95, unknown
+    assert found["exportedSymbolCounts"]["withKnownType"] > 400
 
 
 def test_the_user_program_runs():

@@ -86,6 +86,7 @@ from . import entryfile, remote
 if TYPE_CHECKING:
     from ..core.graph import Graph
     from ..core.node import Node
+    from ..core.op import Op
 
 __all__ = ["CachePlan", "cache_dir", "clear", "entries", "entry_path", "lineage_keys", "load",
            "maybe_present", "prepare", "require_signing", "save", "sizes"]
@@ -383,16 +384,16 @@ class _Upstream:
     def __init__(self, key: str):
         self.key = key
 
-    def __dask_tokenize__(self) -> tuple:
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
         return ("flowdispatch-upstream", self.key)
 
 
-def _code_digest(node: Node) -> str:
+def _code_digest(node: Node[Any]) -> str:
     """What identifies the code of ``node``'s op: its ``version=``, else its source, else
     (builtins, partials, callable objects) dask's token of the callable itself."""
     from dask.tokenize import tokenize
 
-    op = node._op
+    op: Op[..., Any] = node._op  # type: ignore[assignment]  # a cached node is an op's
     fn = op.__wrapped__
     name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
     if op.settings.version is not None:
@@ -405,7 +406,7 @@ def _code_digest(node: Node) -> str:
 
 
 def lineage_keys(graph: Graph, overrides: dict[str, Any],
-                 of: Iterable[Node] | None = None) -> dict[str, str | BaseException]:
+                 of: Iterable[Node[Any]] | None = None) -> dict[str, str | BaseException]:
     """The lineage key of the nodes ``of`` (default: all) and their ancestors, or why
     one has none.
 
@@ -457,7 +458,7 @@ class CachePlan:
     stores: dict[str, str]
 
 
-def _cached(node: Node) -> bool:
+def _cached(node: Node[Any]) -> bool:
     op = node._op
     return op is not None and op.settings.cache
 

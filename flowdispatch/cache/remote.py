@@ -72,7 +72,7 @@ def normalize(url: str) -> str:
     if protocol(url) in _LOCAL and "::" not in url:
         from fsspec.implementations.local import LocalFileSystem
 
-        return os.path.abspath(LocalFileSystem._strip_protocol(url))
+        return os.path.abspath(str(LocalFileSystem._strip_protocol(url)))
     return url.rstrip("/")
 
 
@@ -84,7 +84,8 @@ def needs_signing(url: str) -> bool:
 def _fs(url: str) -> tuple[AbstractFileSystem, str]:
     from fsspec.core import url_to_fs
 
-    return url_to_fs(url)
+    fs, path = url_to_fs(url)
+    return fs, str(path)
 
 
 def write(url: str, blob: bytes) -> None:

@@ -85,7 +85,7 @@ class Allow:
         if isinstance(allow, (str, bytes)) or not isinstance(allow, Iterable):
             raise TypeError(f"allow: expected a list of names, such as ['mypackage.'], got "
                             f"{type(allow).__name__} {allow!r}")
-        exact, modules, packages = set(DEFAULT_ALLOW), set(), set()
+        exact, modules, packages = set(DEFAULT_ALLOW), set(), set()  # type: set[str], set[str], set[str]
         for entry in allow:
             if not isinstance(entry, str):
                 raise TypeError(f"allow: {_FORMS}, got {type(entry).__name__} {entry!r}")
@@ -98,7 +98,9 @@ class Allow:
                 modules.add(entry)
             else:
                 raise ValueError(f"allow: {_FORMS}, got {entry!r}")
-        self.exact, self.modules, self.packages = frozenset(exact), frozenset(modules), packages
+        self.exact: frozenset[str] = frozenset(exact)
+        self.modules: frozenset[str] = frozenset(modules)
+        self.packages: set[str] = packages
 
     def __contains__(self, path: str) -> bool:
         module = path.partition(":")[0]

@@ -22,9 +22,10 @@ Examples
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..errors import UpstreamError
     from .graph import Graph
     from .node import Node
     from .results import Results
@@ -41,21 +42,21 @@ class Callback:
     def on_start(self, *, graph: Graph) -> None:
         """The run starts: ``graph`` is what will run."""
 
-    def on_node_start(self, *, node: Node, attempt: int) -> None:
+    def on_node_start(self, *, node: Node[Any], attempt: int) -> None:
         """``node`` is handed to a worker for the ``attempt``-th time."""
 
-    def on_node_finish(self, *, node: Node, duration: float) -> None:
+    def on_node_finish(self, *, node: Node[Any], duration: float) -> None:
         """``node`` finished, in ``duration`` seconds."""
 
-    def on_node_error(self, *, node: Node, error: BaseException) -> None:
+    def on_node_error(self, *, node: Node[Any], error: BaseException) -> None:
         """``node`` failed for good (after its retries) with ``error``."""
 
-    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
+    def on_node_upstream_failed(self, *, node: Node[Any], error: UpstreamError) -> None:
         """``node`` will not run: an ancestor failed (``error`` is an
         :class:`~flowdispatch.UpstreamError` naming it)."""
 
-    def on_expand(self, *, node: Node, children: tuple[Node, ...],
-                  nodes: tuple[Node, ...]) -> None:
+    def on_expand(self, *, node: Node[Any], children: tuple[Node[Any], ...],
+                  nodes: tuple[Node[Any], ...]) -> None:
         """``node``'s op returned nodes, ``children`` (in order); ``nodes`` (those of
         them and of their ancestors that were not in the run yet, dependencies first)
         join the run."""

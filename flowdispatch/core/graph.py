@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Graph", "as_nodes"]
 
 
-def as_nodes(targets: Iterable[Any], what: str = "targets", strict: bool = True) -> tuple[Node, ...]:
+def as_nodes(targets: Iterable[Any], what: str = "targets", strict: bool = True) -> tuple[Node[Any], ...]:
     """The nodes inside ``targets`` (nodes, or containers of nodes), each once, in order.
 
     With ``strict``, a target that holds no node is a ``TypeError``.
@@ -72,7 +72,7 @@ class Graph:
         self._nodes = ancestors(self._targets)
 
     @classmethod
-    def cut(cls, targets: tuple[Node, ...], inputs: frozenset[str]) -> Graph:
+    def cut(cls, targets: tuple[Node[Any], ...], inputs: frozenset[str]) -> Graph:
         """The ``targets`` and their ancestors, cut at the node keys ``inputs``: those
         stay, as sources whose values must be given, and their ancestors go unless
         another kept node needs them. Unlike :meth:`subgraph`, it checks nothing."""
@@ -84,24 +84,24 @@ class Graph:
 
     # -- reading -------------------------------------------------------------------
     @property
-    def targets(self) -> tuple[Node, ...]:
+    def targets(self) -> tuple[Node[Any], ...]:
         """The nodes the graph was built for."""
         return self._targets
 
     @property
-    def nodes(self) -> Mapping[str, Node]:
+    def nodes(self) -> Mapping[str, Node[Any]]:
         """``{key: node}`` in topological order (read it; never change it)."""
         return self._nodes
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
+    def inputs(self) -> tuple[Node[Any], ...]:
         """Nodes whose ancestors were cut away: their values must be supplied."""
         return tuple(self._nodes[k] for k in self._nodes if k in self._inputs)
 
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[Node[Any]]:
         """The nodes in topological order: every node after its dependencies."""
         return iter(self._nodes.values())
 
@@ -109,7 +109,7 @@ class Graph:
         key = item._key if isinstance(item, Node) else item
         return isinstance(key, str) and key in self._nodes
 
-    def __getitem__(self, key: str) -> Node:
+    def __getitem__(self, key: str) -> Node[Any]:
         return self._nodes[self._key(key)]
 
     def __eq__(self, other: object) -> bool:
@@ -120,14 +120,14 @@ class Graph:
             for k in self._nodes
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # equal graphs: unhashable
 
     def __repr__(self) -> str:
         names = ", ".join(t._key for t in self._targets[:3])
         more = ", ..." if len(self._targets) > 3 else ""
         return f"<Graph: {len(self)} nodes, targets {names}{more}>"
 
-    def _key(self, item: Node | str) -> str:
+    def _key(self, item: Node[Any] | str) -> str:
         key = item._key if isinstance(item, Node) else item
         if key not in self._nodes:
             raise GraphError(
@@ -136,15 +136,15 @@ class Graph:
             )
         return key
 
-    def deps_of(self, key: str) -> tuple[Node, ...]:
+    def deps_of(self, key: str) -> tuple[Node[Any], ...]:
         """The in-graph dependencies of the node with ``key`` (none for a cut input)."""
         return () if key in self._inputs else self._nodes[key]._deps
 
-    def dependencies(self, node: Node | str) -> tuple[Node, ...]:
+    def dependencies(self, node: Node[Any] | str) -> tuple[Node[Any], ...]:
         """The nodes ``node`` needs directly (within this graph)."""
         return self.deps_of(self._key(node))
 
-    def dependents(self, node: Node | str) -> tuple[Node, ...]:
+    def dependents(self, node: Node[Any] | str) -> tuple[Node[Any], ...]:
         """The nodes that need ``node`` directly (within this graph)."""
         return tuple(self._nodes[k] for k in self._dependents.get(self._key(node), ()))
 
@@ -157,7 +157,7 @@ class Graph:
         return out
 
     @functools.cached_property
-    def nx(self) -> nx.DiGraph:
+    def nx(self) -> nx.DiGraph[str]:
         """The ``networkx.DiGraph``: keys as nodes, edges from dependency to dependent."""
         g = nx.DiGraph()
         g.add_nodes_from((key, {"node": node}) for key, node in self._nodes.items())
@@ -182,7 +182,7 @@ class Graph:
         >>> len(fd.Graph(c).subgraph(targets=[b]))
         2
         """
-        def nodes(items: Any, what: str) -> tuple[Node, ...]:  # nodes or their keys
+        def nodes(items: Any, what: str) -> tuple[Node[Any], ...]:  # nodes or their keys
             return as_nodes([self[i] if isinstance(i, str) else i for i in _listify(items)], what)
 
         chosen = self._targets if targets is None else nodes(targets, "targets")
@@ -191,7 +191,7 @@ class Graph:
             self._key(node)
         return Graph.cut(chosen, self._inputs | {n._key for n in cut})
 
-    def to_dask(self, values: dict[str, Any] | None = None) -> dict:
+    def to_dask(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
         """A plain dask graph, ``{key: task}``, that any dask scheduler runs.
 
         Each task applies its op's retry policy and timeout, as the executors do.
@@ -258,7 +258,8 @@ class Graph:
 
     def to_dot(self, **kwargs: Any) -> str:
         """The DOT text of :meth:`visualize`."""
-        return self.visualize(**kwargs).source
+        source: str = self.visualize(**kwargs).source
+        return source
 
     def visualize(self, filename: str | None = None, format: str | None = None,
                   **kwargs: Any) -> graphviz.Digraph:
@@ -267,21 +268,22 @@ class Graph:
 
         return visualize(self, filename=filename, format=format, **kwargs)
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return self.visualize()._repr_mimebundle_(include, exclude)
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = self.visualize()._repr_mimebundle_(include, exclude)
+        return bundle
 
 
-def _listify(items: Any) -> list:
+def _listify(items: Any) -> list[Any]:
     return list(items) if isinstance(items, (list, tuple, set, frozenset)) else [items]
 
 
-def check_acyclic(g: nx.DiGraph) -> None:
+def check_acyclic(g: nx.DiGraph[str]) -> None:
     """Raise :class:`CycleError` naming a cycle of ``g``, if it has one."""
     if not nx.is_directed_acyclic_graph(g):
         raise CycleError([u for u, _ in nx.find_cycle(g)])
 
 
-def _targets_of_nx(g: nx.DiGraph) -> tuple[Node, ...]:
+def _targets_of_nx(g: nx.DiGraph) -> tuple[Node[Any], ...]:
     check_acyclic(g)
     for key, data in g.nodes(data=True):
         node = data.get("node")

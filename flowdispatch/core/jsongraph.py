@@ -93,7 +93,7 @@ def _encode(obj: Any, where: str) -> Any:
     )
 
 
-def _decode(obj: Any, built: dict[str, Node]) -> Any:
+def _decode(obj: Any, built: dict[str, Node[Any]]) -> Any:
     if isinstance(obj, list):
         return [_decode(item, built) for item in obj]
     if isinstance(obj, dict):
@@ -226,7 +226,7 @@ def loads(text: str, allow: Iterable[str] = ()) -> Graph:
                 raise GraphError(f"node {key!r} refers to node {dep!r}, which the JSON lacks")
             g.add_edge(dep, key)
     check_acyclic(g)
-    built: dict[str, Node] = {}
+    built: dict[str, Node[Any]] = {}
     for key in nx.topological_sort(g):
         record = records[key]
         args = tuple(_decode(record.get("args", []), built))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from typing import Any
 
 from dask.base import normalize_token, tokenize
 
@@ -62,8 +63,9 @@ def unique_key(name: str) -> str:
     return f"{name}-{_session}{next(_counter)}"
 
 
-@normalize_token.register(frozenset)
-def _normalize_frozenset(s: frozenset) -> tuple:
+# dask's Dispatch.register is unannotated
+@normalize_token.register(frozenset)  # type: ignore[untyped-decorator,no-untyped-call]
+def _normalize_frozenset(s: frozenset[Any]) -> tuple[Any, ...]:
     # dask sorts sets but pickles frozensets, whose order follows the hash seed:
     # a pure key (and a cache key) must not change from one process to the next.
     return ("frozenset", normalize_token(set(s)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import operator
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import keys
@@ -136,7 +137,8 @@ class Node(Ref, Generic[T_co]):
         """
         from ..api import compute
 
-        return compute(self, executor=executor, **kwargs)[0]
+        value: T_co = compute(self, executor=executor, **kwargs)[0]
+        return value
 
     def persist(self, executor: Any, **kwargs: Any) -> Any:
         """Lower to dask futures that stay on the cluster (see :func:`flowdispatch.persist`)."""
@@ -154,7 +156,8 @@ class Node(Ref, Generic[T_co]):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from ..view.render import visualize
 
-        return visualize(self)._repr_mimebundle_(include, exclude)
+        bundle: dict[str, Any] = visualize(self)._repr_mimebundle_(include, exclude)
+        return bundle
 
     # -- dask collection protocol --------------------------------------------------
     def __dask_graph__(self) -> dict[str, Any]:
@@ -399,7 +402,7 @@ del _name, _fn
 
 _new = object.__new__
 _set = {name: getattr(Node, name).__set__ for name in Node.__slots__}
-_set_key = Ref._key.__set__
+_set_key: Callable[[Ref, str], None] = getattr(Ref, "_key").__set__  # the slot's setter
 _set_op, _set_fn, _set_args = _set["_op"], _set["_fn"], _set["_args"]
 _set_kwargs, _set_deps, _set_deep, _set_nout = (
     _set["_kwargs"], _set["_deps"], _set["_deep"], _set["_nout"])
@@ -429,7 +432,7 @@ def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
             if not isinstance(ref, Node):
                 raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
     if op is not None and nout is not None:
-        fn = op._checked(fn, nout)
+        fn = op._checked(fn, nout)  # type: ignore[arg-type]  # an op's node has its function
     node = _new(Node)
     _set_key(node, key)
     _set_op(node, op)
@@ -442,7 +445,7 @@ def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
     return node
 
 
-def _scan_call(args: tuple, kwargs: dict | None, found: dict[str, Ref]) -> bool:
+def _scan_call(args: tuple[Any, ...], kwargs: dict[str, Any] | None, found: dict[str, Ref]) -> bool:
     """Add the nodes in a call's arguments to ``found``; True if some are nested."""
     deep = False
     for arg in args:
@@ -459,7 +462,7 @@ def _scan_call(args: tuple, kwargs: dict | None, found: dict[str, Ref]) -> bool:
     return deep
 
 
-def _nesting_error(key: str, args: tuple, kwargs: dict | None) -> ValueError:
+def _nesting_error(key: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> ValueError:
     """The error for the first argument too deep to look into (see :func:`nesting_error`)."""
     for where, arg in [*enumerate(args), *(kwargs or {}).items()]:
         try:
@@ -523,7 +526,7 @@ def _check_value_nout(obj: Any, nout: int) -> None:
     if nout < 0:
         raise ValueError(f"value: nout= expected a whole number >= 0, got {nout!r}")
     try:
-        length = len(obj)  # type: ignore[arg-type]
+        length = len(obj)
     except TypeError:
         raise TypeError(f"value: nout={nout} needs a value with a length, got "
                         f"{type(obj).__name__}") from None
@@ -553,13 +556,13 @@ def collect(nodes: Iterable[Any], name: str | None = None) -> Node[list[Any]]:
 
 
 def ancestors(targets: Iterable[Node[Any]],
-              inputs: frozenset[str] = frozenset()) -> dict[str, Node[Any]]:
+              inputs: AbstractSet[str] = frozenset()) -> dict[str, Node[Any]]:
     """The targets and all their ancestors, in topological order (dependencies first).
 
     The walk does not go past nodes whose keys are in ``inputs``. It is
     iterative, so a chain of a million nodes needs no deep recursion.
     """
-    order: dict[str, Node] = {}
+    order: dict[str, Node[Any]] = {}
     for target in targets:
         if target._key in order:
             continue
@@ -579,7 +582,7 @@ def ancestors(targets: Iterable[Node[Any]],
 def _unflatten(records: list[Any]) -> Node[Any]:
     from .traverse import substitute
 
-    built: dict[str, Node] = {}
+    built: dict[str, Node[Any]] = {}
     for key, op, args, kwargs, nout, opaque in records:
         fn = None if op is None else op.__wrapped__
         if not opaque:

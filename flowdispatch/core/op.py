@@ -98,7 +98,8 @@ class OpSettings:
     quick: bool | None = None
 
     def __post_init__(self) -> None:
-        def bad(option: str, expected: str, got: Any, kind: type = TypeError) -> Exception:
+        def bad(option: str, expected: str, got: Any,
+                kind: type[Exception] = TypeError) -> Exception:
             return kind(f"op option {option}= expected {expected}, got {got!r}")
 
         def number(value: Any) -> bool:
@@ -169,7 +170,7 @@ class _Options(TypedDict, total=False):
 
     name: str | None
     nout: int | None
-    pure: bool
+    pure: bool | None
     retries: int
     retry_on: _RetryOn
     retry_delay: float
@@ -193,6 +194,8 @@ if TYPE_CHECKING:
         __wrapped__: Any
 
         def __init__(self, wrapped: Any, wrapper: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
 else:
     _FunctionWrapper = wrapt.FunctionWrapper
 
@@ -242,11 +245,18 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return keys.clean_name(name)
 
 
+class _NodeMaker(Protocol):
+    """What :class:`_Binder` needs of its op."""
+
+    def _node(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+              pure: bool | None = None) -> Node[Any]: ...
+
+
 class _Binder:
     """The wrapt wrapper of an op: turns a call (bound or not) into a node."""
 
     __slots__ = ("op",)
-    op: Any  # the Op (its type parameters do not matter here)
+    op: _NodeMaker  # the Op
 
     def __call__(self, wrapped: Any, instance: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Node[Any]:
@@ -290,7 +300,7 @@ class Op(_FunctionWrapper, Generic[P, R]):
     def __reduce_ex__(self, protocol: typing.SupportsIndex) -> str | tuple[Any, ...]:
         module = sys.modules.get(getattr(self, "__module__", None) or "")
         qualname = getattr(self, "__qualname__", "")
-        found = module
+        found: object = module
         for part in qualname.split("."):
             found = getattr(found, part, None)
         if found is self:
@@ -349,7 +359,7 @@ class Op(_FunctionWrapper, Generic[P, R]):
             key = keys.unique_key(self._self_name)
         return make_node(key, self, self.__wrapped__, args, kwargs, settings.nout)
 
-    def _checked(self, fn: Callable, nout: int) -> Checked:
+    def _checked(self, fn: Callable[..., Any], nout: int) -> Checked:
         """``fn`` wrapped to check that it returns ``nout`` values (one per op and nout)."""
         found = self._self_checked
         if found is None or found.fn is not fn or found.nout != nout:
@@ -407,9 +417,21 @@ class Op(_FunctionWrapper, Generic[P, R]):
             raise TypeError(
                 f"unknown op option(s) {unknown}; expected some of {sorted(_OPTION_NAMES)}"
             )
-        return Op(self.__wrapped__, dataclasses.replace(self._self_settings, **changes))
+        # OpSettings refuses a str for tags and makes a tuple of other iterables
+        return Op(self.__wrapped__,
+                  dataclasses.replace(self._self_settings, **changes))  # type: ignore[arg-type]
 
-    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]]:
+    @overload
+    def map(self, iterable: Node[Iterable[Any]], /, *iterables: Any,
+            **kwargs: Any) -> Node[list[R]]: ...
+    @overload
+    def map(self, iterable: Any, iterable2: Node[Iterable[Any]], /, *iterables: Any,
+            **kwargs: Any) -> Node[list[R]]: ...
+    @overload
+    def map(self, *iterables: Iterable[Any] | unmapped[Any],
+            **kwargs: Iterable[Any] | unmapped[Any]) -> list[Node[R]]: ...
+
+    def map(self, *iterables: Any, **kwargs: Any) -> list[Node[R]] | Node[list[R]]:
         """One node per element of the iterables, zipped; ``fd.unmapped(x)`` is passed whole.
 
         When an iterable is a node (its length known only once it has run), the
@@ -428,13 +450,17 @@ class Op(_FunctionWrapper, Generic[P, R]):
         ([1, 4, 9],)
         """
         if any(isinstance(v, Node) for v in (*iterables, *kwargs.values())):
-            return self._lazy_map(iterables, kwargs)  # type: ignore[return-value]
-        mapped: list[tuple[str | int, list]] = []
+            return self._lazy_map(iterables, kwargs)
+        mapped: list[tuple[str | int, list[Any]]] = []
         fixed_args: dict[int, Any] = {}
         fixed_kwargs: dict[str, Any] = {}
-        for where, value in [*enumerate(iterables), *kwargs.items()]:
+        pairs: list[tuple[str | int, Any]] = [*enumerate(iterables), *kwargs.items()]
+        for where, value in pairs:
             if isinstance(value, unmapped):
-                (fixed_args if isinstance(where, int) else fixed_kwargs)[where] = value.value
+                if isinstance(where, int):
+                    fixed_args[where] = value.value
+                else:
+                    fixed_kwargs[where] = value.value
             else:
                 mapped.append((where, list(self._iterable(where, value))))
         return _zip_calls(self, mapped, fixed_args, fixed_kwargs, self._self_name)
@@ -445,9 +471,13 @@ class Op(_FunctionWrapper, Generic[P, R]):
         mapped: list[Any] = []
         fixed_args: dict[int, Any] = {}
         fixed_kwargs: dict[str, Any] = {}
-        for where, value in [*enumerate(iterables), *kwargs.items()]:
+        pairs: list[tuple[str | int, Any]] = [*enumerate(iterables), *kwargs.items()]
+        for where, value in pairs:
             if isinstance(value, unmapped):
-                (fixed_args if isinstance(where, int) else fixed_kwargs)[where] = value.value
+                if isinstance(where, int):
+                    fixed_args[where] = value.value
+                else:
+                    fixed_kwargs[where] = value.value
             elif isinstance(value, Node):
                 wheres.append(where)
                 mapped.append(value)
@@ -480,7 +510,7 @@ def _map_calls(op: Op[..., Any], key: str, wheres: tuple[str | int, ...],
     return _zip_calls(op, mapped, fixed_args, fixed_kwargs, f"node {key!r}: {op.op_name}")
 
 
-def _zip_calls(op: Op[..., Any], mapped: list[tuple[str | int, list]],
+def _zip_calls(op: Op[..., Any], mapped: list[tuple[str | int, list[Any]]],
                fixed_args: dict[int, Any], fixed_kwargs: dict[str, Any],
                who: str) -> list[Node[Any]]:
     """One node of ``op`` per element of the ``mapped`` lists, zipped (``who`` is for
@@ -491,12 +521,15 @@ def _zip_calls(op: Op[..., Any], mapped: list[tuple[str | int, list]],
         raise ValueError(
             f"{who}.map() expected iterables of one length, got {detail}; give iterables "
             "of equal length, or wrap the one to pass whole in fd.unmapped(...)")
-    nodes = []
+    nodes: list[Node[Any]] = []
     for i in range(lengths.pop() if lengths else 0):
         args = dict(fixed_args)
         call_kwargs = dict(fixed_kwargs)
         for where, items in mapped:
-            (args if isinstance(where, int) else call_kwargs)[where] = items[i]
+            if isinstance(where, int):
+                args[where] = items[i]
+            else:
+                call_kwargs[where] = items[i]
         nodes.append(op._node(tuple(args[j] for j in sorted(args)), call_kwargs))
     return nodes
 
@@ -522,12 +555,12 @@ class Checked:
 
     __slots__ = ("fn", "nout", "name")
 
-    def __init__(self, fn: Callable, nout: int, name: str):
-        self.fn = fn
-        self.nout = nout
-        self.name = name
+    def __init__(self, fn: Callable[..., Any], nout: int, name: str):
+        self.fn: Callable[..., Any] = fn
+        self.nout: int = nout
+        self.name: str = name
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Checked], tuple[Callable[..., Any], int, str]]:
         return (Checked, (self.fn, self.nout, self.name))
 
     def __repr__(self) -> str:

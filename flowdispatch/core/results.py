@@ -63,7 +63,7 @@ class State(str, enum.Enum):
         return repr(self.value)
 
     __str__ = str.__str__  # "done", as the plain string prints
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]  # the same method, unbound
 
 
 STATES = tuple(state.value for state in State)
@@ -80,11 +80,11 @@ class Dynamic:
 
     __slots__ = ("nodes", "children", "returned")
 
-    def __init__(self, nodes: dict[str, Node], children: dict[str, list[str]],
+    def __init__(self, nodes: dict[str, Node[Any]], children: dict[str, list[str]],
                  returned: dict[str, Any]):
-        self.nodes = nodes
-        self.children = children
-        self.returned = returned
+        self.nodes: dict[str, Node[Any]] = nodes
+        self.children: dict[str, list[str]] = children
+        self.returned: dict[str, Any] = returned
 
 
 class Results:
@@ -129,7 +129,7 @@ class Results:
         self._overrides = overrides or {}
         self._reloads = {} if reloads is None else reloads
 
-    def _key(self, node: Node | str) -> str:
+    def _key(self, node: Node[Any] | str) -> str:
         key = node if isinstance(node, str) else getattr(node, "_key", None)
         if key not in self.states:
             raise KeyError(
@@ -139,7 +139,7 @@ class Results:
         return key
 
     @property
-    def targets(self) -> tuple[Node, ...]:
+    def targets(self) -> tuple[Node[Any], ...]:
         """The nodes the run was for."""
         return self.graph.targets
 
@@ -168,13 +168,13 @@ class Results:
     def __len__(self) -> int:
         return len(self.states)
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[Node[Any]]:
         """The run's nodes, in topological order (every node after its dependencies)."""
         states = self.states
         nodes = self.graph if self._dynamic is None else self._dynamic.nodes.values()
         return (node for node in nodes if node._key in states)
 
-    def _node(self, key: str) -> Node:
+    def _node(self, key: str) -> Node[Any]:
         return self.graph[key] if self._dynamic is None else self._dynamic.nodes[key]
 
     def drawn_graph(self) -> Graph:
@@ -190,7 +190,7 @@ class Results:
         graph._targets = self.graph.targets
         return graph
 
-    def children(self, node: Node | str) -> tuple[Node, ...]:
+    def children(self, node: Node[Any] | str) -> tuple[Node[Any], ...]:
         """The nodes that ``node``'s op returned (or that its lazy map made), in order;
         ``()`` for a node that did not expand.
 
@@ -217,23 +217,23 @@ class Results:
         that a node which did not complete still needs."""
         return self._values
 
-    def state(self, node: Node | str) -> str:
+    def state(self, node: Node[Any] | str) -> str:
         """One of ``STATES``: what happened to ``node``."""
         return self.states[self._key(node)]
 
-    def error(self, node: Node | str) -> BaseException | None:
+    def error(self, node: Node[Any] | str) -> BaseException | None:
         """The exception of a failed or upstream-failed node, else ``None``."""
         return self._errors.get(self._key(node))
 
-    def duration(self, node: Node | str) -> float | None:
+    def duration(self, node: Node[Any] | str) -> float | None:
         """Seconds its last attempt ran, or ``None`` if it never ran."""
         return self._durations.get(self._key(node))
 
-    def attempts(self, node: Node | str) -> int:
+    def attempts(self, node: Node[Any] | str) -> int:
         """How many times it was started (retries included)."""
         return self._attempts.get(self._key(node), 0)
 
-    def reloads(self, node: Node | str) -> int:
+    def reloads(self, node: Node[Any] | str) -> int:
         """How many times a dask worker loaded its value from the cache instead of running
         it again, after the worker that held the value died (ops declared ``cache=True``)."""
         return self._reloads.get(self._key(node), 0)
@@ -244,7 +244,7 @@ class Results:
         return all(state in _COMPLETE for state in self.states.values())
 
     @property
-    def failed(self) -> tuple[Node, ...]:
+    def failed(self) -> tuple[Node[Any], ...]:
         """The nodes that raised (not those that only had a failed ancestor)."""
         return tuple(self._node(k) for k, s in self.states.items() if s == "failed")
 
@@ -313,8 +313,9 @@ class Results:
         reloads = dict(self._reloads)
         for key in [*redo, *(k for k in fresh.states if k not in states)]:
             states[key] = fresh.states.get(key, "cancelled")
-            for mine, theirs in ((values, fresh._values), (errors, fresh._errors),
-                                 (durations, fresh._durations)):
+            pairs: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
+                (values, fresh._values), (errors, fresh._errors), (durations, fresh._durations))
+            for mine, theirs in pairs:
                 if key in theirs:
                     mine[key] = theirs[key]
             attempts[key] = attempts.get(key, 0) + fresh._attempts.get(key, 0)
@@ -336,7 +337,7 @@ class Results:
 
         return visualize(self, filename=filename, format=format, **kwargs)
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from ..view.render import results_bundle
 
         return results_bundle(self, include=include, exclude=exclude)

@@ -21,12 +21,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .op import OpSettings
+    from .op import OpSettings, _RetryOn
 
 __all__ = ["matches", "retry_delay"]
 
 
-def matches(retry_on, error: BaseException) -> bool:
+def matches(retry_on: _RetryOn, error: BaseException) -> bool:
     """Whether ``error`` is one that ``retry_on`` allows to retry."""
     if isinstance(retry_on, (type, tuple)):
         return isinstance(error, retry_on)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["HasIterator", "Ref", "materialize", "nesting_error", "scan", "substitute",
@@ -35,6 +35,7 @@ class Ref:
     """A placeholder for the value of the node with key ``key``."""
 
     __slots__ = ("_key",)
+    _key: str
 
     def __init__(self, key: str):
         object.__setattr__(self, "_key", key)
@@ -47,7 +48,7 @@ class Ref:
     def __repr__(self) -> str:
         return f"Ref({self._key!r})"
 
-    def __reduce__(self) -> tuple[type[Ref], tuple[str]]:
+    def __reduce__(self) -> tuple[Callable[..., Ref], tuple[Any, ...]]:
         return (Ref, (self._key,))
 
 
@@ -98,7 +99,7 @@ def scan(obj: Any, found: dict[str, Ref]) -> bool:
     return False
 
 
-def _scan_all(items, found: dict[str, Ref]) -> bool:
+def _scan_all(items: Iterable[Any], found: dict[str, Ref]) -> bool:
     hit = False
     for item in items:
         if isinstance(item, Ref):
@@ -131,7 +132,7 @@ def template(obj: Any) -> Any:
 _ATOMS = (int, float, str, bytes, bool, type(None))
 
 
-def _map_refs(obj: Any, f) -> Any:
+def _map_refs(obj: Any, f: Callable[[Ref], Any]) -> Any:
     """Apply ``f`` to every reference in ``obj``; rebuild only what changed."""
     if isinstance(obj, Ref):
         return f(obj)
@@ -155,7 +156,7 @@ def _map_refs(obj: Any, f) -> Any:
         if all(a is b for a, b in zip(items, obj)):
             return obj
         if hasattr(obj, "_fields"):  # a namedtuple
-            return type(obj)._make(items)
+            return type(obj)._make(items)  # type: ignore[union-attr]  # hasattr cannot narrow a type
         return type(obj)(items)
     if _is_dataclass_instance(obj):
         old = _fields(obj)

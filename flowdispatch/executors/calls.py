@@ -32,17 +32,18 @@ from ..errors import SerializationError
 
 __all__ = ["bind", "by_reference", "note_traceback", "unpicklable"]
 
-_EMPTY: dict = {}
+_EMPTY: dict[str, Any] = {}
 
 
-def _op_function(module: str, qualname: str) -> Callable:
+def _op_function(module: str, qualname: str) -> Callable[..., Any]:
     """The function of the op importable as ``module.qualname`` (unpickling a reference)."""
     import importlib
 
     found: Any = importlib.import_module(module)
     for part in qualname.split("."):
         found = getattr(found, part)
-    return getattr(found, "__wrapped__", found)
+    fn: Callable[..., Any] = getattr(found, "__wrapped__", found)
+    return fn
 
 
 class _Reference:
@@ -53,7 +54,7 @@ class _Reference:
     def __init__(self, module: str, qualname: str):
         self.module, self.qualname = module, qualname
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[str, str], Callable[..., Any]], tuple[str, str]]:
         return (_op_function, (self.module, self.qualname))
 
 
@@ -94,7 +95,7 @@ def note_traceback(error: BaseException, where: str) -> None:
             stack += [exc.__cause__, exc.__context__]
 
 
-def by_reference(fn: Callable) -> Any:
+def by_reference(fn: Callable[..., Any]) -> Any:
     """``fn``, or what pickles as a reference to it when it is the function of an op that
     its module names (``@op def f``: the module's ``f`` is the op, so cloudpickle would
     pickle the function by value, and tracebacks would show no source lines).
@@ -113,11 +114,11 @@ def by_reference(fn: Callable) -> Any:
     for part in qualname.split("."):
         found = getattr(found, part, None)
     if found is not fn and getattr(found, "__wrapped__", None) is fn:
-        return _Reference(module_name, qualname)
+        return _Reference(module_name, qualname)  # type: ignore[arg-type]  # module found: named
     return fn
 
 
-def bind(node: Node, values: dict[str, Any]) -> tuple[tuple, dict]:
+def bind(node: Node[Any], values: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``(args, kwargs)`` of ``node`` with each dependency replaced by its value."""
     args, kwargs = node._args, node._kwargs or _EMPTY
     if not node._deps:
@@ -130,7 +131,7 @@ def bind(node: Node, values: dict[str, Any]) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def unpicklable(node: Node, parts: Iterable[tuple[str, Any]], where: str,
+def unpicklable(node: Node[Any], parts: Iterable[tuple[str, Any]], where: str,
                 error: Exception | None = None) -> SerializationError:
     """The :class:`~flowdispatch.SerializationError` naming the first of ``parts``
     (``(what, object)`` pairs) that cloudpickle cannot pickle, to send it ``where``.
@@ -154,7 +155,7 @@ def unpicklable(node: Node, parts: Iterable[tuple[str, Any]], where: str,
     return found
 
 
-def call_parts(node: Node, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
+def call_parts(node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
     """The parts of one call of ``node``, named as an error message would name them."""
     if node._op is None:
         return [("its value", node._args[0])]

@@ -56,7 +56,7 @@ _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 MISSING: Any = object()
 
 
-def held(value: Any) -> dict[str, Node] | None:
+def held(value: Any) -> dict[str, Node[Any]] | None:
     """``{key: node}`` of the nodes inside ``value``, in order; ``None`` if it holds none.
 
     A value holding an iterator, or nested deeper than the recursion limit, is
@@ -75,14 +75,14 @@ def held(value: Any) -> dict[str, Node] | None:
     return found
 
 
-def joining(children: Iterable[Node], known: Container[str]) -> list[Node]:
+def joining(children: Iterable[Node[Any]], known: Container[str]) -> list[Node[Any]]:
     """The ``children`` and their ancestors whose keys are not in ``known``, each once,
     dependencies first. Iterative: a chain of any length needs no recursion."""
-    order: dict[str, Node] = {}
+    order: dict[str, Node[Any]] = {}
     for child in children:
         if child._key in known or child._key in order:
             continue
-        stack: list[tuple[Node, Iterator[Node]]] = [(child, iter(child._deps))]
+        stack: list[tuple[Node[Any], Iterator[Node[Any]]]] = [(child, iter(child._deps))]
         while stack:
             node, deps = stack[-1]
             for dep in deps:
@@ -116,8 +116,8 @@ class Replay:
     __slots__ = ("returned", "values")
 
     def __init__(self, returned: Mapping[str, Any], values: Mapping[str, Any]):
-        self.returned = dict(returned)
-        self.values = dict(values)
+        self.returned: dict[str, Any] = dict(returned)
+        self.values: dict[str, Any] = dict(values)
 
 
 _REPLAY: contextvars.ContextVar[Replay | None] = contextvars.ContextVar(
@@ -142,7 +142,7 @@ def current_replay() -> Replay | None:
     return replay
 
 
-def look_up(nodes: Iterable[Node], overrides: Mapping[str, Any]
+def look_up(nodes: Iterable[Node[Any]], overrides: Mapping[str, Any]
             ) -> tuple[dict[str, Any], dict[str, str]]:
     """The on-disk cache for nodes that joined a run: ``(hits, stores)`` as in
     :class:`~flowdispatch.cache.CachePlan`, for those of them with ``cache=True``.
@@ -183,10 +183,11 @@ class Expanding:
     calls :meth:`_expand` from ``finished``, then :meth:`_settle`.
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:  # checkers: the attributes below live in RunRecord's slots
+        __slots__ = ()
 
     # the record's state that expansion reads and grows (see RunRecord)
-    nodes: dict[str, Node]
+    nodes: dict[str, Node[Any]]
     states: dict[str, State]
     values: dict[str, Any]
     errors: dict[str, BaseException]
@@ -219,6 +220,16 @@ class Expanding:
         it was made, for a backend that keeps values there: see ``remote``)."""
         return key in self.values or (self.remote is not None and key in self.remote)
 
+    if TYPE_CHECKING:  # the record's methods that expansion calls
+        def finished(self, key: str, seconds: float, value: Any = ...,
+                     _final: bool = False) -> None: ...
+
+        def failed(self, key: str, error: BaseException,
+                   seconds: float | None = None) -> None: ...
+
+        def _doom(self, key: str, error: BaseException | None,
+                  culprit: str | None = None) -> None: ...
+
     def _replay(self, returned: Mapping[str, Any]) -> None:
         """A rerun: the nodes in ``returned`` expand again without running their ops."""
         todo = self._todo = [key for key in returned if key in self._waiting]
@@ -240,7 +251,7 @@ class Expanding:
                 if self.on_settled is not None:
                     self.on_settled(key)
 
-    def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node]) -> None:
+    def _expand(self, key: str, seconds: float, value: Any, found: dict[str, Node[Any]]) -> None:
         """``key`` returned ``value``, holding the nodes ``found``: they join the run."""
         self.durations[key] = seconds
         self._dynamic = True
@@ -277,7 +288,7 @@ class Expanding:
                 "raise it with fd.config.set(max_dynamic_nodes=...) if that is meant, or "
                 "check the op for runaway recursion")
 
-    def _check_cycle(self, key: str, found: dict[str, Node]) -> None:
+    def _check_cycle(self, key: str, found: dict[str, Node[Any]]) -> None:
         """A returned node that is ``key`` itself or one of the nodes waiting for it
         (its parent, their parent, ...) would wait for itself: :class:`CycleError`."""
         parents, states = self.parents, self.states
@@ -286,14 +297,15 @@ class Expanding:
                 continue
             chain, up = [key], key
             while up != child:
-                up = parents.get(up)
-                if up is None:
+                parent = parents.get(up)
+                if parent is None:
                     break
+                up = parent
                 chain.append(up)
             else:
                 raise CycleError([*reversed(chain)])
 
-    def _join(self, node: Node, parent: str) -> None:
+    def _join(self, node: Node[Any], parent: str) -> None:
         """New ``node``, returned by (or needed for what was returned by) ``parent``."""
         key, states, values = node._key, self.states, self.values
         self.nodes[key] = node
@@ -341,7 +353,7 @@ class Expanding:
             fire(node=self.nodes[key], error=lost)
         self._doom(key, error, dep)
 
-    def _wait_for(self, key: str, found: dict[str, Node]) -> None:
+    def _wait_for(self, key: str, found: dict[str, Node[Any]]) -> None:
         """``key`` completes once its children have; at once if they already have."""
         count, waiters, states = 0, self._waiters, self.states
         for child in found:

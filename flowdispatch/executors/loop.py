@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH", "QUICK", "Loop", "Outcome", "Runner", "attempt"]
 
-Outcome = tuple  # (ok: bool | None, value or exception, seconds)
+#: What running a node gives: (ok: True, False or None, its value or exception, seconds).
+Outcome = tuple[bool | None, Any, float]
 
 # Longest blocking wait: a thread blocked on a lock does not see
 # _thread.interrupt_main(), nor Ctrl-C on Windows, until it wakes up.
@@ -69,7 +70,7 @@ class Runner(Protocol):
     slots: int
     stops_timeouts: bool  # whether an op past its timeout is stopped, or abandoned
 
-    def start(self, node: Node, args: tuple, kwargs: dict,
+    def start(self, node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               report: Callable[[Outcome], None]) -> Outcome | None: ...
 
     # optional: start_many(calls: list of (node, args, kwargs, report)) -> list of
@@ -80,7 +81,7 @@ class Runner(Protocol):
     def abandon(self, key: str) -> None: ...
 
 
-def attempt(fn: Callable, args: tuple, kwargs: dict) -> Outcome:
+def attempt(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
     """Call ``fn`` once, timing it; an ``Exception`` becomes a failed outcome."""
     start = time.perf_counter()
     try:
@@ -90,7 +91,7 @@ def attempt(fn: Callable, args: tuple, kwargs: dict) -> Outcome:
     return (True, result, time.perf_counter() - start)
 
 
-def _timeout(node: Node) -> float | None:
+def _timeout(node: Node[Any]) -> float | None:
     op = node._op
     return None if op is None else op.settings.timeout
 
@@ -99,37 +100,42 @@ class Loop:
     """One run of a record's graph on a runner; :meth:`go` returns its Results."""
 
     def __init__(self, record: RunRecord, runner: Runner):
-        self.record = record
-        self.runner = runner
-        self.nodes = record.nodes
-        self.values = record.values
+        self.record: RunRecord = record
+        self.runner: Runner = runner
+        self.nodes: dict[str, Node[Any]] = record.nodes
+        self.values: dict[str, Any] = record.values
         self.ready: list[tuple[int, int, str]] = []
         self.timers: list[tuple[float, int, str]] = []  # retries: (when, seq, key)
         self.deadlines: list[tuple[float, int, str, int]] = []  # (when, seq, key, attempt)
-        self.seq = itertools.count()
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.slots = max(1, runner.slots)
-        self.calls = 0  # slots in use: each holds a node in flight, or a batch of them
+        self.seq: itertools.count[int] = itertools.count()
+        self.done: queue.SimpleQueue[tuple[str, int, Outcome]] = queue.SimpleQueue()
+        self.slots: int = max(1, runner.slots)
+        self.calls: int = 0  # slots in use: each holds a node in flight, or a batch of them
         self.running: dict[str, int] = {}  # key -> the attempt in flight
         self.batch_left: dict[str, list[int]] = {}  # key -> [its batch's nodes in flight]
-        self.start_many = getattr(runner, "start_many", None)  # takes quick nodes in batches
+        # takes quick nodes in batches: [(node, args, kwargs, report)] -> [error or None]
+        self.start_many: Callable[[list[tuple[Any, ...]]], list[BaseException | None]] | None = (
+            getattr(runner, "start_many", None))
         self.quick: dict[int, bool] = {}  # id(op) -> its last run took under QUICK seconds
         self.ops: dict[int, tuple[int, float | None, Any]] = {}  # id(op) -> see op_info
         for node in record.ready():
             self.push(node)
         record.on_ready = self.push
 
-    def op_info(self, node: Node) -> tuple[int, float | None, Any]:
+    def op_info(self, node: Node[Any]) -> tuple[int, float | None, Any]:
         """``(priority, timeout, settings)`` of the node's op (``(0, None, None)``: data)."""
         op = node._op
         info = self.ops.get(id(op))
         if info is None:
-            settings = None if op is None else op.settings
-            info = (0, None, None) if op is None else (settings.priority, settings.timeout, settings)
+            if op is None:
+                info = (0, None, None)
+            else:
+                settings = op.settings
+                info = (settings.priority, settings.timeout, settings)
             self.ops[id(op)] = info
         return info
 
-    def push(self, node: Node) -> None:
+    def push(self, node: Node[Any]) -> None:
         info = self.ops.get(id(node._op)) or self.op_info(node)
         heapq.heappush(self.ready, (-info[0], -next(self.seq), node._key))
 
@@ -171,8 +177,9 @@ class Loop:
                 outcome: Outcome | None = (True, args[0], 0.0)
             else:
                 try:
+                    # the defaults bind this node's key and number (a checker cannot type them)
                     outcome = self.runner.start(node, args, kwargs,
-                                                lambda o, key=key, n=number: put((key, n, o)))
+                                                lambda o, key=key, n=number: put((key, n, o)))  # type: ignore[misc]
                 except Exception as exc:  # could not even start (e.g. not picklable)
                     record.failed(key, exc)
                     continue
@@ -199,7 +206,8 @@ class Loop:
         record, nodes, values = self.record, self.nodes, self.values
         begun = [(key, nodes[key], record.started(key), *bind(nodes[key], values))
                  for key in keys]
-        errors = self.start_many([(node, args, kwargs, self.reporter(key, number))
+        # only a runner with start_many launches
+        errors = self.start_many([(node, args, kwargs, self.reporter(key, number))  # type: ignore[misc]
                                   for key, node, number, args, kwargs in begun])
         left = [0]
         for (key, _, number, _, _), error in zip(begun, errors):
@@ -238,7 +246,7 @@ class Loop:
                 error = OpTimeoutError(
                     f"node {key!r} ran longer than its timeout of {limit:g} s; "
                     + _AFTER_TIMEOUT[self.runner.stops_timeouts])
-                self.finish(key, (False, error, limit))
+                self.finish(key, (False, error, limit))  # type: ignore[arg-type]  # limit is set
 
     def free(self, key: str) -> None:
         """``key`` is no longer in flight: its slot is free (its batch's, once all are)."""

@@ -60,7 +60,7 @@ ready: True
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import cache
 from ..core.callbacks import HOOKS
@@ -121,12 +121,12 @@ class RunRecord(Expanding):
         replay = current_replay()
         overrides = check_inputs(graph, overrides or {}, replay.returned if replay else ())
         graph, overrides, plan = cache.prepare(graph, overrides)
-        self.graph = graph
+        self.graph: Graph = graph
         #: ``{key: node}``: the graph's, then those that join the run as nodes expand.
-        self.nodes: dict[str, Node] = dict(graph.nodes)
+        self.nodes: dict[str, Node[Any]] = dict(graph.nodes)
         self._user_overrides = overrides if not plan else {
             k: v for k, v in overrides.items() if k not in plan.hits}
-        self.overrides = overrides
+        self.overrides: dict[str, Any] = overrides
         self.hits: dict[str, Any] = plan.hits if plan else {}
         #: key -> the cache file its value is saved to once it completes.
         self.stores: dict[str, str] = plan.stores if plan else {}
@@ -137,9 +137,9 @@ class RunRecord(Expanding):
         self.attempts: dict[str, int] = {}
         #: key -> how often a dask worker reloaded its value from the cache (lost with a worker).
         self.reloads: dict[str, int] = {}
-        self.fail_fast = fail_fast
+        self.fail_fast: bool = fail_fast
         #: True once a failure has stopped a fail-fast run: start nothing more.
-        self.stopping = False
+        self.stopping: bool = False
         #: Called with a key whose value no node needs any more (a backend's own copy).
         self.on_release: Any = None
         #: Called once when a failure stops a fail-fast run, before any callback hears of it.
@@ -168,7 +168,7 @@ class RunRecord(Expanding):
         #: key of an expanded node -> the value its op returned (holding nodes).
         self.returned: dict[str, Any] = {}
         #: How many nodes joined the run as nodes expanded.
-        self.created = 0
+        self.created: int = 0
         self._dynamic = False  # once a node expanded, no value is released
         self._waiters: dict[str, list[str]] = {}  # child -> the expanded nodes waiting
         self._settling: list[str] = []  # expanded nodes whose children have completed
@@ -205,20 +205,20 @@ class RunRecord(Expanding):
             waiting[key] = count
         self._waiting, self._needed, self._dependents = waiting, needed, dependents
         #: How many nodes have not ended yet (done, failed or upstream-failed).
-        self.open = len(waiting)
+        self.open: int = len(waiting)
 
     @property
     def hooks(self) -> dict[str, list[Any]]:
         """``{hook name: [bound methods of the callbacks that have it]}``."""
         return self._hooks
 
-    def ready(self) -> list[Node]:
+    def ready(self) -> list[Node[Any]]:
         """The nodes that can start at once: every dependency given or cached."""
         states, returned = self.states, self.returned
         return [self.nodes[k] for k, count in self._waiting.items()
                 if not count and k not in states and k not in returned]
 
-    def call(self, key: str) -> tuple[tuple, dict]:
+    def call(self, key: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` for node ``key``, its dependencies' values filled in."""
         return bind(self.nodes[key], self.values)
 
@@ -309,7 +309,7 @@ class RunRecord(Expanding):
             fire(node=self.nodes[key], error=error)
         self._doom(key, error)
 
-    def _doom(self, key: str, error: BaseException, culprit: str | None = None) -> None:
+    def _doom(self, key: str, error: BaseException | None, culprit: str | None = None) -> None:
         """Every descendant of ``key`` that has not ended is ``upstream_failed``, blaming
         ``culprit`` (default: ``key``), the node that failed with ``error``."""
         culprit = culprit or key
@@ -334,7 +334,7 @@ class RunRecord(Expanding):
         states, cancelled = self.states, State.CANCELLED
         self.states = states = {key: states.get(key, cancelled) for key in self.nodes}
         dynamic = Dynamic(self.nodes, self.children, self.returned) if self._dynamic else None
-        results = Results(self.graph, states,
+        results = Results(self.graph, cast("dict[str, str]", states),  # State: a str
                           values=self.values, errors=self.errors, durations=self.durations,
                           attempts=self.attempts, overrides=self.overrides, dynamic=dynamic,
                           reloads=self.reloads)

@@ -79,7 +79,7 @@ def register_executor(name: str, factory: Callable[[], Executor] | str) -> None:
 def _from_entry_point(name: str) -> Callable[[], Executor] | None:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == name:
-            factory = point.load()
+            factory: Callable[[], Executor] = point.load()
             _factories[name] = factory
             return factory
     return None

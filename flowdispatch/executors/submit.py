@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["SubmitExecutor"]
 
 
-def _outcome(future: cf.Future) -> Outcome:
+def _outcome(future: cf.Future[Outcome]) -> Outcome:
     try:
         return future.result()
     except Exception as exc:  # the backend failed (a broken pool, a lost worker)
@@ -83,14 +83,14 @@ class SubmitExecutor(Executor):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flight: dict[str, cf.Future] = {}  # node key -> its call in flight
+        self._flight: dict[str, cf.Future[Any]] = {}  # node key -> its call in flight
         self._abandoned = False
 
     @abc.abstractmethod
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Start ``fn(*args, **kwargs)``; return a ``concurrent.futures.Future`` of its result."""
 
-    def stop(self, future: cf.Future) -> bool:
+    def stop(self, future: cf.Future[Any]) -> bool:
         """Stop a call in flight; whether it stopped. By default ``future.cancel()``,
         which stops only a call that has not started running."""
         return future.cancel()
@@ -100,14 +100,14 @@ class SubmitExecutor(Executor):
         return Loop(RunRecord(graph, overrides, callbacks, fail_fast), self).go()
 
     # -- what the loop calls (built-in executors override these for speed) ------------
-    def start(self, node: Node, args: tuple, kwargs: dict,
+    def start(self, node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               report: Callable[[Outcome], None]) -> Outcome | None:
         """Start one attempt of ``node``; its outcome goes to ``report``."""
         key, flight = node._key, self._flight
         future = self.submit(attempt, node._fn, args, kwargs)
         flight[key] = future
 
-        def done(f: cf.Future) -> None:
+        def done(f: cf.Future[Any]) -> None:
             if flight.get(key) is f:
                 del flight[key]
             report(_outcome(f))

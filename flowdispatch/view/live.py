@@ -60,7 +60,7 @@ import graphviz
 
 from ..core.callbacks import Callback
 from ..core.results import STATES, Dynamic, Results
-from ..errors import DotNotFoundError
+from ..errors import DotNotFoundError, UpstreamError
 from .progress import ProgressBar
 from .render import (
     _RANKDIRS,
@@ -107,8 +107,8 @@ class Frame:
 
     def __init__(self, results: Results, final: bool = False, *, layout: _Layout | None = None,
                  **options: Any):
-        self.results = results
-        self.final = final
+        self.results: Results = results
+        self.final: bool = final
         self._options = options
         self._layout = layout  # the same in every frame of a run
         self._dot: graphviz.Digraph | None = None
@@ -127,10 +127,12 @@ class Frame:
     @property
     def dot(self) -> graphviz.Digraph:
         """The drawing (see :func:`flowdispatch.visualize`)."""
-        if self._dot is None and self._layout is None:
+        layout = self._layout
+        if self._dot is None and layout is None:
             self._dot = visualize(self.results, **self._options)
-        elif self._dot is None:  # the last frame's legend, as the results', has no 0 rows
-            layout = self._layout._replace(legend=()) if self.final else self._layout
+        elif self._dot is None and layout is not None:
+            # the last frame's legend, as the results', has no 0 rows
+            layout = layout._replace(legend=()) if self.final else layout
             self._dot = _draw(self.results.graph, self.results, self._options["rankdir"],
                               _threshold(self._options["collapse"]), layout)
         return self._dot
@@ -204,8 +206,8 @@ class LiveGraph(Callback):
             raise ValueError(f"rankdir: expected one of {', '.join(_RANKDIRS)}, got {rankdir!r}")
         _threshold(collapse)  # fail here, not in the drawing thread
         self.handle = handle
-        self.interval = float(interval)
-        self._options = {"collapse": collapse, "rankdir": rankdir}
+        self.interval: float = float(interval)
+        self._options: dict[str, Any] = {"collapse": collapse, "rankdir": rankdir}
         self._given = handle is not None
         self._bar: ProgressBar | None = None
         self._lock = threading.Lock()  # guards the states, shared with the drawing thread
@@ -219,7 +221,7 @@ class LiveGraph(Callback):
         self._durations: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._started: dict[str, float] = {}
-        self._joined: dict[str, Node] = {}  # nodes that joined the run as nodes expanded
+        self._joined: dict[str, Node[Any]] = {}  # nodes that joined the run as nodes expanded
         self._children: dict[str, list[str]] = {}
         self._layout: _Layout | None = None
         self._version = self._drawn = 0
@@ -247,8 +249,8 @@ class LiveGraph(Callback):
             self._layout = self._measure()
             self._show(self._frame())
 
-    def on_expand(self, *, node: Node, children: tuple[Node, ...],
-                  nodes: tuple[Node, ...]) -> None:
+    def on_expand(self, *, node: Node[Any], children: tuple[Node[Any], ...],
+                  nodes: tuple[Node[Any], ...]) -> None:
         if self._bar is not None:
             self._bar.on_expand(node=node, children=children, nodes=nodes)
             return
@@ -259,7 +261,7 @@ class LiveGraph(Callback):
             self._children[node._key] = [child._key for child in children]
             self._changed()
 
-    def on_node_start(self, *, node: Node, attempt: int) -> None:
+    def on_node_start(self, *, node: Node[Any], attempt: int) -> None:
         if self._bar is not None:
             return
         key = node._key
@@ -269,7 +271,7 @@ class LiveGraph(Callback):
             self._started[key] = time.perf_counter()
             self._changed()
 
-    def on_node_finish(self, *, node: Node, duration: float) -> None:
+    def on_node_finish(self, *, node: Node[Any], duration: float) -> None:
         if self._bar is not None:
             self._bar.on_node_finish(node=node, duration=duration)
             return
@@ -280,7 +282,7 @@ class LiveGraph(Callback):
             self._started.pop(key, None)
             self._changed()
 
-    def on_node_error(self, *, node: Node, error: BaseException) -> None:
+    def on_node_error(self, *, node: Node[Any], error: BaseException) -> None:
         if self._bar is not None:
             self._bar.on_node_error(node=node, error=error)
             return
@@ -293,7 +295,7 @@ class LiveGraph(Callback):
                 self._durations[key] = time.perf_counter() - started
             self._changed()
 
-    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
+    def on_node_upstream_failed(self, *, node: Node[Any], error: UpstreamError) -> None:
         if self._bar is not None:
             self._bar.on_node_upstream_failed(node=node, error=error)
             return
@@ -346,7 +348,8 @@ class LiveGraph(Callback):
         dynamic = None
         if self._joined and self._graph is not None:
             dynamic = Dynamic({**self._graph.nodes, **self._joined}, dict(self._children), {})
-        results = Results(self._graph, dict(self._states), errors=dict(self._errors),
+        # before the run starts there is no graph yet: a frame of no nodes
+        results = Results(self._graph, dict(self._states), errors=dict(self._errors),  # type: ignore[arg-type]
                           durations=durations, attempts=dict(self._attempts), dynamic=dynamic)
         return Frame(results, layout=self._layout, **self._options)
 
@@ -356,22 +359,25 @@ class LiveGraph(Callback):
         The run is drawn (not shown) in made-up states: all running, all failed,
         all upstream failed, and the states in turn (for collapsed groups).
         """
+        graph = self._graph
+        assert graph is not None, "measured in on_start, once the graph is known"
         keys = [key for key, state in self._states.items() if state == "pending"]
         turns = ("done", "failed", "upstream_failed", "running", "pending")
-        tries = {n._key: n._op.settings.retries + 1 for n in self._graph if n._op is not None}
+        tries = {n._key: n._op.settings.retries + 1 for n in graph if n._op is not None}
         templates = []
         for made_up in ({k: turns[i % len(turns)] for i, k in enumerate(keys)},
                         *(dict.fromkeys(keys, state) for state in turns[1:4])):
             states = {**self._states, **made_up}
-            errors = {k: ValueError("o" * 200) for k, s in states.items() if s == "failed"}
+            errors: dict[str, BaseException] = {
+                k: ValueError("o" * 200) for k, s in states.items() if s == "failed"}
             ran = [k for k in keys if states[k] in ("running", "done", "failed")]
-            templates.append(Results(self._graph, states, errors=errors,
+            templates.append(Results(graph, states, errors=errors,
                                      durations=dict.fromkeys(ran, _TEMPLATE_SECONDS),
                                      attempts={k: tries[k] for k in ran if k in tries}))
         legend = tuple(s for s in (*STATES, *LIVE_STATES)
                        if s in _LEGEND or s in self._states.values())
         try:
-            return _measure(self._graph, templates, self._options["rankdir"],
+            return _measure(graph, templates, self._options["rankdir"],
                             _threshold(self._options["collapse"]), legend)
         except DotNotFoundError:
             return None  # each frame says how to install it

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..core.graph import Graph
     from ..core.node import Node
     from ..core.results import Results
+    from ..errors import UpstreamError
 
 __all__ = ["ProgressBar"]
 
@@ -37,17 +38,17 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.update(1)
 
-    def on_node_finish(self, *, node: Node, duration: float) -> None:
+    def on_node_finish(self, *, node: Node[Any], duration: float) -> None:
         self._step()
 
-    def on_node_error(self, *, node: Node, error: BaseException) -> None:
+    def on_node_error(self, *, node: Node[Any], error: BaseException) -> None:
         self._step()
 
-    def on_node_upstream_failed(self, *, node: Node, error: BaseException) -> None:
+    def on_node_upstream_failed(self, *, node: Node[Any], error: UpstreamError) -> None:
         self._step()
 
-    def on_expand(self, *, node: Node, children: tuple[Node, ...],
-                  nodes: tuple[Node, ...]) -> None:
+    def on_expand(self, *, node: Node[Any], children: tuple[Node[Any], ...],
+                  nodes: tuple[Node[Any], ...]) -> None:
         if self._bar is not None:  # the run grew
             self._bar.total += len(nodes)
             self._bar.refresh()

@@ -93,7 +93,7 @@ _NOTE_CHARS = 18  # an error under a node is cut to this, or to the node's name 
 _PNG_DPI = "96"  # the size at which browsers show the SVG
 
 
-class _Digraph(graphviz.Digraph):
+class _Digraph(graphviz.Digraph):  # type: ignore[misc]  # graphviz ships no types
     """A ``graphviz.Digraph`` whose rendering says how to install a missing ``dot``."""
 
     def pipe(self, *args: Any, **kwargs: Any) -> Any:
@@ -112,10 +112,12 @@ class _Digraph(graphviz.Digraph):
         """The drawing as a PNG of 96 dpi, with a palette when Graphviz has gd (a third the size)."""
         copy = self.copy()
         copy.attr(dpi=_PNG_DPI)
+        png: bytes
         try:
-            return copy.pipe(format="png", renderer="cairo", formatter="gd")
+            png = copy.pipe(format="png", renderer="cairo", formatter="gd")
         except graphviz.CalledProcessError:  # a Graphviz built without gd
-            return copy.pipe(format="png")
+            png = copy.pipe(format="png")
+        return png
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
                           **_: Any) -> dict[str, str]:
@@ -130,7 +132,7 @@ class _Digraph(graphviz.Digraph):
         return bundle
 
 
-def visualize(*items: Any, filename: str | os.PathLike | None = None,
+def visualize(*items: Any, filename: str | os.PathLike[str] | None = None,
               format: str | None = None, rankdir: str = "TB", color: str | bool | None = None,
               collapse: int | bool | None = None) -> graphviz.Digraph:
     """Draw nodes, a graph, or the results of a run with graphviz.
@@ -229,9 +231,10 @@ def _draw(graph: Graph, results: Results | None, rankdir: str, threshold: int | 
         for node in graph:
             for dep in graph.deps_of(node._key):
                 dot.edge(dep._key, node._key)
-        for node in graph if results is not None else ():  # expanded into its children
-            for child in results.children(node):
-                dot.edge(child._key, node._key, style="dashed", arrowhead="onormal")
+        if results is not None:
+            for node in graph:  # expanded into its children
+                for child in results.children(node):
+                    dot.edge(child._key, node._key, style="dashed", arrowhead="onormal")
     if results is not None:
         _draw_legend(dot, results, layout)
     return dot
@@ -269,7 +272,7 @@ def _size(sizes: dict[str, tuple[str, str]], name: str) -> dict[str, str]:
 
 
 # -- what to draw, and how ---------------------------------------------------------
-def _subject(items: tuple) -> tuple[Graph, Results | None]:
+def _subject(items: tuple[Any, ...]) -> tuple[Graph, Results | None]:
     if len(items) == 1 and isinstance(items[0], Results):
         return items[0].drawn_graph(), items[0]
     if len(items) == 1 and isinstance(items[0], Graph):
@@ -334,15 +337,15 @@ def _write(dot: _Digraph, filename: Any, fmt: str | None) -> None:
 
 
 # -- one DOT node per node ---------------------------------------------------------
-def _draw_nodes(dot: _Digraph, nodes: Iterable[Node], results: Results | None,
-                targets: set, sizes: dict[str, tuple[str, str]]) -> None:
+def _draw_nodes(dot: _Digraph, nodes: Iterable[Node[Any]], results: Results | None,
+                targets: set[str], sizes: dict[str, tuple[str, str]]) -> None:
     for node in nodes:
         key = node._key
         state = results.states.get(key) if results is not None else None
         details = _details(node, key, state, results)
         tooltip = [_call_text(node)]
         title, note = _title(node, count=True), ""
-        if state is not None:
+        if state is not None and results is not None:
             tooltip.append(_state_line(key, state, results))
             error = results.error(key)
             if error is not None and state in ("failed", "upstream_failed"):
@@ -354,10 +357,10 @@ def _draw_nodes(dot: _Digraph, nodes: Iterable[Node], results: Results | None,
                  **look, **_size(sizes, key))
 
 
-def _details(node: Node, key: str, state: str | None, results: Results | None) -> list[str]:
+def _details(node: Node[Any], key: str, state: str | None, results: Results | None) -> list[str]:
     if node._op is None:
         return [_short(node._args[0], 24)]
-    if state is None or state == "pending":
+    if state is None or results is None or state == "pending":
         return [f"#{tag}" for tag in node._op.settings.tags]
     out = [] if state == "done" else [state.replace("_", " ")]
     seconds = results.duration(key)
@@ -404,12 +407,12 @@ def _draw_legend(dot: _Digraph, results: Results, layout: _Layout | None) -> Non
 
 
 # -- collapsing: one DOT node per group ----------------------------------------------
-def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: set,
+def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: set[str],
                  sizes: dict[str, tuple[str, str]]) -> None:
     depth: dict[str, int] = {}
     group_of: dict[str, int] = {}
-    index: dict[tuple, int] = {}
-    groups: list[list[Node]] = []
+    index: dict[tuple[Any, ...], int] = {}
+    groups: list[list[Node[Any]]] = []
     edges: dict[tuple[int, int], None] = {}  # an ordered set
     for node in graph:  # topological: every dependency's group is already known
         key = node._key
@@ -435,8 +438,8 @@ def _draw_groups(dot: _Digraph, graph: Graph, results: Results | None, targets: 
         dot.edge(ids[tail], ids[head])
 
 
-def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results | None,
-                targets: set, sizes: dict[str, tuple[str, str]]) -> None:
+def _draw_group(dot: _Digraph, gid: str, members: list[Node[Any]], results: Results | None,
+                targets: set[str], sizes: dict[str, tuple[str, str]]) -> None:
     first = members[0]
     title = f"{_title(first)} ×{len(members)}"
     tooltip = [f"{len(members)} calls like {_call_text(first)}"]
@@ -449,8 +452,8 @@ def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results |
         state = next((s for s in _WORSE_FIRST if counts[s]), None)
         seconds = sum(results.duration(n._key) or 0.0 for n in members)
         tooltip.append(f"{detail}; {_duration(seconds)} in all")
-        errors = [(n._key, results.error(n._key)) for n in members
-                  if results.states.get(n._key) == "failed" and results.error(n._key) is not None]
+        errors = [(n._key, error) for n in members if results.states.get(n._key) == "failed"
+                  and (error := results.error(n._key)) is not None]
         tooltip += [f"{key}: {_error_text(err)}" for key, err in errors[:3]]
         if len(errors) > 3:
             tooltip.append(f"... and {len(errors) - 3} more failed")
@@ -460,7 +463,7 @@ def _draw_group(dot: _Digraph, gid: str, members: list[Node], results: Results |
 
 
 # -- text --------------------------------------------------------------------------
-def _title(node: Node, count: bool = False) -> str:
+def _title(node: Node[Any], count: bool = False) -> str:
     """What a node is called in the drawing: ``inc``, ``[0]``, ``.upper()``, ``collect (3)``."""
     fn, args = node._fn, node._args
     if fn is operator.getitem and len(args) == 2:
@@ -474,7 +477,7 @@ def _title(node: Node, count: bool = False) -> str:
     return node.name
 
 
-def _call_text(node: Node) -> str:
+def _call_text(node: Node[Any]) -> str:
     """The call that makes a node, as code: ``add(x=<inc-…>, y=3)``."""
     fn, args, kwargs = node._fn, node._args, node._kwargs or {}
     if node._op is None:
@@ -490,8 +493,8 @@ def _call_text(node: Node) -> str:
     return _truncate(text, 200)
 
 
-def _arguments(sig: inspect.Signature | None, args: tuple, kwargs: dict) -> str:
-    bound = None
+def _arguments(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    bound: inspect.BoundArguments | None = None
     if sig is not None:
         try:
             bound = sig.bind(*args, **kwargs)
@@ -499,9 +502,9 @@ def _arguments(sig: inspect.Signature | None, args: tuple, kwargs: dict) -> str:
             pass
     if bound is None:
         return ", ".join([*map(_short, args), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
-    parts = []
+    parts: list[str] = []
     for name, value in bound.arguments.items():
-        kind = sig.parameters[name].kind
+        kind = bound.signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
             parts += map(_short, value)
         elif kind is inspect.Parameter.VAR_KEYWORD:
@@ -522,7 +525,7 @@ class _Repr(reprlib.Repr):
         self.maxstring = self.maxother = size
         self.fillvalue = "…"
 
-    def repr_Node(self, node: Node, level: int) -> str:  # noqa: N802 - reprlib's naming
+    def repr_Node(self, node: Node[Any], level: int) -> str:  # noqa: N802 - reprlib's naming
         return f"<{node.name}-…>"
 
 
@@ -585,7 +588,8 @@ def _escape(text: str) -> str:
 
 def _tooltip(lines: list[str]) -> str:
     """A tooltip of several lines (never mistaken for an HTML-like ``<...>`` label)."""
-    return graphviz.nohtml(_escape("\n".join(lines)))
+    tooltip: str = graphviz.nohtml(_escape("\n".join(lines)))
+    return tooltip
 
 
 def _label(title: str, detail: str = "", note: str = "") -> str:

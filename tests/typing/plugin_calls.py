@@ -55,6 +55,9 @@ assert_type(parse.options(retries=2)(word), Node[int])
 assert_type(parse.map(["1", word]), list[Node[int]])  # op.map: each element is checked
 assert_type(total.map([[1], numbers], start=fd.unmapped(number)), list[Node[int]])
 assert_type(first.map([[1.5], [2.5]]), list[Node[float]])
+assert_type(parse.map(fd.value(["1", "2"])), Node[list[int]])  # a lazy map: each element of
+assert_type(first.map(fd.value([[1.5], [2.5]])), Node[list[float]])  # the node's value
+assert_type(total.map(fd.value([[1], [2]]), start=fd.unmapped(number)), Node[list[int]])
 
 # -- flagged -----------------------------------------------------------------------
 parse(3)  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
@@ -69,6 +72,7 @@ total(numbers, start="0")  # E: Argument "start" to "total" has incompatible typ
 Model().predict(word)  # E: Argument 1 to "predict" has incompatible type "Node[str]"; expected "float | Node[float]"  [arg-type]
 parse.map(["1", 2])  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
 parse.map(range(3))  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
+parse.map(fd.value([1, 2]))  # E: Argument 1 to "parse" has incompatible type "int"; expected "str | Node[str]"  [arg-type]
 total.map([numbers], start=fd.unmapped("0"))  # E: Argument "start" to "total" has incompatible type "str"; expected "int | Node[int]"  [arg-type]
 fd.op(retries="3")(parse.fn)  # E: No overload variant of "op" matches argument type "str"  [call-overload]
 fd.op(retry=3)  # E: Unexpected keyword argument "retry" for overloaded function "op"; did you mean "retry_on"?  [call-overload]

@@ -56,6 +56,9 @@ text = parse("3")
 assert_type(text, Node[int])
 assert_type(parse.map(["1", "2"]), list[Node[int]])
 assert_type(scale.map([1, 2], fd.unmapped(0.5)), list[Node[float]])
+words = fd.value(["1", "2"])
+assert_type(parse.map(words), Node[list[int]])  # a lazy map: one node, of a list
+assert_type(scale.map([1, 2], fd.value([0.5, 1.0])), Node[list[float]])
 
 # -- a node is accepted where the op's parameter expects its value ----------------
 big = scale(text, factor=3.0)

@@ -153,7 +153,7 @@ def _loopback_cluster() -> type:
                 port = self.scheduler_info["services"]["dashboard"]
             except KeyError:
                 return ""
-            return format_dashboard_link("127.0.0.1", port)
+            return str(format_dashboard_link("127.0.0.1", port))
 
     return LoopbackCluster
 
@@ -336,7 +336,7 @@ class DaskExecutor(Executor):
             cluster.close()
 
     # -- futures ---------------------------------------------------------------------
-    def submit(self, *targets: Any) -> dict[Node, Future]:
+    def submit(self, *targets: Any) -> dict[Node[Any], Future[Any]]:
         """Start computing the targets on the cluster: ``{node: distributed.Future}``.
 
         Each future's key is its node's key; the ancestors run on the cluster
@@ -389,7 +389,7 @@ class DaskExecutor(Executor):
         return results
 
 
-def _joined(record: RunRecord, parent: str) -> list[Node]:
+def _joined(record: RunRecord, parent: str) -> list[Node[Any]]:
     """The nodes that joined the run because ``parent`` expanded (dependencies first)."""
     return [record.nodes[k] for k, p in record.parents.items() if p == parent]
 
@@ -427,16 +427,16 @@ class _Inbox:
     __slots__ = ("events", "urgent", "wake")
 
     def __init__(self, urgent: Callable[[str, str], bool]):
-        self.events: collections.deque = collections.deque()
+        self.events: collections.deque[tuple[Any, ...]] = collections.deque()
         self.urgent = urgent
         self.wake = threading.Event()
 
-    def put(self, event: tuple) -> None:
+    def put(self, event: tuple[Any, ...]) -> None:
         self.events.append(event)
         if self.urgent(event[0], event[1]):
             self.wake.set()
 
-    def take(self, timeout: float) -> list[tuple]:
+    def take(self, timeout: float) -> list[tuple[Any, ...]]:
         """The events so far, after waiting up to ``timeout`` seconds for an urgent one."""
         self.wake.wait(timeout)
         self.wake.clear()
@@ -455,7 +455,7 @@ class _Router:
     def __init__(self) -> None:
         self.runs: dict[str, _Inbox] = {}
 
-    def __call__(self, event: tuple) -> None:
+    def __call__(self, event: tuple[Any, ...]) -> None:
         run, *rest = event[1]
         inbox = self.runs.get(run)
         if inbox is None:
@@ -464,7 +464,7 @@ class _Router:
             inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
 
 
-    def lost_worker(self, event: tuple) -> None:
+    def lost_worker(self, event: tuple[Any, ...]) -> None:
         """A worker left the cluster (the scheduler's topic ``all``): tell each run
         which of its tasks were processing there."""
         message = event[1]
@@ -478,7 +478,7 @@ class _Router:
             self.runs[run].put((None, "held", 0, 0.0, keys))
 
 
-_routers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_routers: weakref.WeakKeyDictionary[Client, _Router] = weakref.WeakKeyDictionary()
 _routers_lock = threading.Lock()
 
 
@@ -510,7 +510,7 @@ def _follow_workers(client: Client, router: _Router, run: str, inbox: _Inbox | N
 
 def _load_error(data: bytes) -> BaseException:
     try:
-        return pickle.loads(data)
+        return pickle.loads(data)  # type: ignore[no-any-return]  # a pickled exception
     except Exception as exc:
         return SerializationError(f"an op failed on a dask worker, and its exception could "
                                   f"not be unpickled here: {exc}")
@@ -533,9 +533,9 @@ class _Run:
         self.run_id = run_id
         self.fail_fast = record.fail_fast
         self.targets = {t._key for t in record.graph.targets}
-        self.held: dict[str, Future] = {}  # futures of this run, not yet let go
-        self.bridge: dict[str, Future] = {}  # what tasks held back for a probe need
-        self.scattered: dict[str, Future] = {}
+        self.held: dict[str, Future[Any]] = {}  # futures of this run, not yet let go
+        self.bridge: dict[str, Future[Any]] = {}  # what tasks held back for a probe need
+        self.scattered: dict[str, Future[Any]] = {}
         self.waiting: set[str] = set()  # fail-fast: the targets not done yet
         self.stopped = False
         self.lost = False
@@ -657,19 +657,19 @@ class _Run:
             self.waiting = {k for k in self.waiting if states.get(k) != "done"}
         return bool(self.waiting)
 
-    def _scatter(self, values: dict[str, Any] | None = None) -> dict[str, Future]:
+    def _scatter(self, values: dict[str, Any] | None = None) -> dict[str, Future[Any]]:
         values = self.lowered.scatter if values is None else values
         if not values:
             return {}
         try:
-            return self.client.scatter(values, hash=False)
+            return self.client.scatter(values, hash=False)  # type: ignore[no-any-return]  # distributed is unannotated
         except Exception as exc:
             raise SerializationError(
                 f"overrides for {sorted(values)} could not be sent to the dask "
                 f"workers: {exc}") from exc
 
     # -- growing -----------------------------------------------------------------------
-    def _grow(self, parent: str, new: list[Node]) -> None:
+    def _grow(self, parent: str, new: list[Node[Any]]) -> None:
         """Node ``parent`` expanded, and ``new`` joined the run: lower them (see
         :func:`.grow.grow`), to submit with the next :meth:`_flush`."""
         if not (self.stopped or self.gave_up):
@@ -744,7 +744,7 @@ class _Run:
         elif kind == "expand" and not isinstance(error, BaseException):
             record.finished(key, seconds, error)  # what its op returned: nodes, to run
         else:
-            record.failed(key, error, seconds)
+            record.failed(key, error, seconds)  # type: ignore[arg-type]  # a failure has its error
 
     def _held_by_lost_worker(self, tasks: list[str]) -> None:
         """Count the runs cut short on a worker that died (see the module docstring)."""
@@ -847,7 +847,7 @@ class _Run:
     def _culprit(self, error: BaseException, key: str) -> str:
         """The node to blame for ``error``, which erred the task of ``key``: a
         KilledWorker's task, or in a chain of steps the first that had not finished."""
-        culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # KilledWorker
+        culprit = self.lowered.node_keys.get(getattr(error, "task", None))  # type: ignore[arg-type]  # KilledWorker
         states = self.record.states
         if culprit not in self.nodes or culprit in states:
             return key
@@ -861,7 +861,7 @@ class _Run:
             "first of them that had not finished. Had the op before it finished only "
             "milliseconds earlier, its report may have died with the worker: "
             "DaskExecutor(fuse=False) runs each op as its own task.")
-        return first
+        return first  # type: ignore[no-any-return]  # a step's key: str
 
     def _gather(self) -> dict[str, Any]:
         """The values that travel back: done targets, and values unfinished nodes need."""

@@ -56,7 +56,8 @@ class _Known:
 
     __slots__ = ("joined", "live", "returned")
 
-    def __init__(self, joined: set[str], live: Callable[[str], bool], returned: dict):
+    def __init__(self, joined: set[str], live: Callable[[str], bool],
+                 returned: dict[str, Any]):
         self.joined = joined
         self.live = live
         self.returned = returned
@@ -65,7 +66,7 @@ class _Known:
         return key in self.joined or key in self.returned or self.live(key)  # type: ignore[arg-type]
 
 
-def grow(sub: Lowered, record: RunRecord, parent: str, new: list[Node],
+def grow(sub: Lowered, record: RunRecord, parent: str, new: list[Node[Any]],
          live: Callable[[str], bool]) -> None:
     """Add to ``sub`` the tasks for the nodes ``new``, which joined the run as node
     ``parent`` expanded (``live(key)``: whether node ``key``'s value is surely on the
@@ -94,7 +95,7 @@ def settle(sub: Lowered, record: RunRecord, key: str) -> None:
         sub.kinds.pop(down, None)  # it keeps a task of its own: later growth refers to it
 
 
-def _blocked(record: RunRecord, node: Node, waiting: set[str]) -> bool:
+def _blocked(record: RunRecord, node: Node[Any], waiting: set[str]) -> bool:
     """Whether ``node`` needs an expanded node whose value is not built yet (or a node
     in ``waiting``, left out for that): then it joins ``waiting``."""
     returned, states = record.returned, record.states
@@ -106,7 +107,7 @@ def _blocked(record: RunRecord, node: Node, waiting: set[str]) -> bool:
     return False
 
 
-def _add(sub: Lowered, record: RunRecord, node: Node, waiting: set[str]) -> None:
+def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str]) -> None:
     """A node for the cluster: a step, data (its value is here), or nothing (it failed,
     it expanded, or it waits for an expanded node: see :func:`settle`)."""
     key = node._key

@@ -45,12 +45,12 @@ __all__ = ["Lowered", "to_dask"]
 
 #: Overrides bigger than this (``dask.sizeof``) are scattered, not put in the graph.
 SCATTER_BYTES = 1 << 20
-_EMPTY: dict = {}
+_EMPTY: dict[str, Any] = {}
 _WORKERS = "the dask workers"
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
 
 
-def _pickled_call(node: Node) -> tuple[bytes | None, dict[str, Any]]:
+def _pickled_call(node: Node[Any]) -> tuple[bytes | None, dict[str, Any]]:
     """cloudpickle of the node's argument templates (nodes replaced by references), and
     the large arguments set apart (see :func:`_set_apart`), by the keys standing for them."""
     import cloudpickle
@@ -80,11 +80,12 @@ def _large(value: Any) -> bool:
         return False
     from dask.sizeof import sizeof
 
-    return sizeof(value) > SCATTER_BYTES
+    return bool(sizeof(value) > SCATTER_BYTES)
 
 
-def _set_apart(key: str, given_args: tuple, given_kwargs: dict, args: tuple,
-               kwargs: dict) -> tuple[tuple, dict, dict[str, Any]]:
+def _set_apart(key: str, given_args: tuple[Any, ...], given_kwargs: dict[str, Any],
+               args: tuple[Any, ...], kwargs: dict[str, Any],
+               ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
     """The templates with each large argument (one with no node inside) replaced by a
     reference to a key of its own, and those arguments by their keys.
 
@@ -144,7 +145,7 @@ def _plain(values: Any) -> bool:
     return True
 
 
-def _batchable(op: Any, notes: tuple) -> bool:
+def _batchable(op: Any, notes: tuple[Any, ...]) -> bool:
     """Whether the op's nodes may share a task: not ``quick=False``, no timeout (its
     deadline counts from its own start), no resources nor workers (a batch would hold
     them for all its nodes); a priority is shared by batch-mates of the same op."""
@@ -154,13 +155,13 @@ def _batchable(op: Any, notes: tuple) -> bool:
     return s.quick is not False and s.timeout is None and all(n[0] == "priority" for n in notes)
 
 
-def _annotations(node: Node) -> tuple:
+def _annotations(node: Node[Any]) -> tuple[Any, ...]:
     """The node's dask annotations (priority, resources, workers), as hashable pairs."""
     op = node._op
     if op is None:
         return ()
     s = op.settings
-    out: list[tuple] = []
+    out: list[tuple[Any, ...]] = []
     if s.priority:
         out.append(("priority", s.priority))
     if s.resources:
@@ -189,7 +190,7 @@ class Lowered:
     write their values to (:mod:`flowdispatch.cache`).
     """
 
-    def __init__(self, graph: Graph | list[Node], overrides: dict[str, Any], run: str | None,
+    def __init__(self, graph: Graph | list[Node[Any]], overrides: dict[str, Any], run: str | None,
                  tag: str | None = None, stop_at_first: bool = False, starts: bool = True,
                  stores: dict[str, str] | None = None, alias: dict[str, str] | None = None,
                  defer: Collection[str] = ()):
@@ -200,19 +201,19 @@ class Lowered:
         #: node key -> its dask key, where that is not the usual one (see :meth:`grow`).
         self.alias: dict[str, str] = {} if alias is None else alias
         self.tasks: dict[str, Any] = {}
-        self.annotations: dict[str, tuple] = {}
+        self.annotations: dict[str, tuple[Any, ...]] = {}
         self.scatter: dict[str, Any] = {}
         self.given: dict[str, Any] = {}
         self.broken: dict[str, SerializationError] = {}
         self.blocked: set[str] = set()
         self.node_keys: dict[str, str] = {}  # dask key -> node key
-        self.kinds: dict[str, tuple] = {}  # node key -> what its batch-mates share
-        self.ops: set[tuple] = set()  # the kinds of batch-mates there are
-        self.batches = 0
+        self.kinds: dict[str, tuple[Any, ...]] = {}  # node key -> what its batch-mates share
+        self.ops: set[tuple[Any, ...]] = set()  # the kinds of batch-mates there are
+        self.batches: int = 0
         self.probes: list[str] = []  # nodes that measure their ops (see probe())
         self.later: set[str] = set()  # tasks submitted once the probes have ended
         self.moves = 0  # how many nodes have moved to a new dask key (see .grow)
-        self._ops: dict[int, tuple] = {}  # id(op) -> (code, notes, kind), see _op()
+        self._ops: dict[int, tuple[Any, ...]] = {}  # id(op) -> (code, notes, kind), see _op()
         #: Nodes left out, to be lowered later: those in ``defer`` and what needs them.
         self.deferred: set[str] = set(defer)
         #: dask key of a batched node -> (its batch's dask key, its place there).
@@ -233,7 +234,7 @@ class Lowered:
                 continue
             self._lower(node, deps)
 
-    def _lower(self, node: Node, deps: tuple[str, ...]) -> None:
+    def _lower(self, node: Node[Any], deps: tuple[str, ...]) -> None:
         """``node`` as a task (or, if it cannot be pickled, in :attr:`broken`)."""
         from dask.task_spec import Task, TaskRef
 
@@ -257,14 +258,16 @@ class Lowered:
         if kind is not None:
             self.kinds[key] = kind
 
-    def _op(self, node: Node) -> tuple:
+    def _op(self, node: Node[Any]) -> tuple[Any, ...]:
         """What the nodes of ``node``'s op share: its :class:`Code`, its annotations,
         and what its batch-mates share (``None``: it is never batched; else one of
         :attr:`ops`)."""
         code = self._code(node, self.run, self.starts)
         notes = _annotations(node)
         op = node._op
-        kind = (code.code, notes, op.settings.quick) if _batchable(op, notes) else None
+        kind = None
+        if op is not None and _batchable(op, notes):
+            kind = (code.code, notes, op.settings.quick)
         if kind is not None:
             self.ops.add(kind)
         return code, notes, kind
@@ -362,11 +365,11 @@ class Lowered:
         return done
 
     def _independent(self, part: set[str] | None = None,
-                     inside: bool = False) -> dict[tuple, list[str]]:
+                     inside: bool = False) -> dict[tuple[Any, ...], list[str]]:
         """Nodes that may share a batch, by (code, notes, declared, depth): of all
         nodes, or those in ``part`` (``inside``) or not in it."""
         depth: dict[str, int] = {}
-        groups: dict[tuple, list[str]] = {}
+        groups: dict[tuple[Any, ...], list[str]] = {}
         node_keys, kinds = self.node_keys, self.kinds
         for key, task in self.tasks.items():  # in topological order
             if task.dependencies:
@@ -379,7 +382,7 @@ class Lowered:
                 groups.setdefault((*kind, depth[key]), []).append(key)
         return groups
 
-    def _cut(self, keys: list[str], notes: tuple, addressable: set[str] | None,
+    def _cut(self, keys: list[str], notes: tuple[Any, ...], addressable: set[str] | None,
              refs: dict[str, Any], later: bool = False) -> int:
         """One batch of the nodes ``keys``; their tasks become getters, or go."""
         from dask.task_spec import Task, TaskRef
@@ -415,7 +418,7 @@ class Lowered:
             sources: dict[Any, int] = {}  # a batch's key, or an argument's position -> source
             plan = []
             for n, arg in enumerate(task.args):
-                place = refs.get(arg.key) if isinstance(arg, TaskRef) else None
+                place = refs.get(arg.key) if isinstance(arg, TaskRef) else None  # type: ignore[arg-type]  # our keys are str
                 if place is None:
                     plan.append((sources.setdefault(n, len(sources)), -1))
                 else:
@@ -436,7 +439,7 @@ class Lowered:
         """The dask key of the node with ``key``."""
         given = self.given.get(key)
         if given is not None:
-            return given.key
+            return given.key  # type: ignore[no-any-return]  # a distributed.Future's key: str
         if self.alias:
             moved = self.alias.get(key)
             if moved is not None:
@@ -478,7 +481,7 @@ class Lowered:
             self.tasks[key] = Task(name, pickle.loads, data)
 
     @staticmethod
-    def _code(node: Node, run: str | None, starts: bool) -> Code:
+    def _code(node: Node[Any], run: str | None, starts: bool) -> Code:
         """The node's op as it travels (cloudpickle by value where it must)."""
         import cloudpickle
 
@@ -486,7 +489,7 @@ class Lowered:
         if op is None:
             return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
         try:
-            return Code(op.op_name, cloudpickle.dumps((by_reference(node._fn), op.settings)), run,
+            return Code(op.op_name, cloudpickle.dumps((by_reference(node._fn), op.settings)), run,  # type: ignore[arg-type]  # an op's node has its function
                         starts)
         except Exception as exc:
             error = unpicklable(node, [("the op", op.__wrapped__),
@@ -510,7 +513,7 @@ class Lowered:
             return {task.key: task for task in tasks.values()}
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-        groups: dict[tuple, dict] = {(): {}}
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {(): {}}
         for key, task in tasks.items():
             groups.setdefault(self.annotations.get(key, ()), {})[task.key] = task
         layers = {}
@@ -537,7 +540,7 @@ class Lowered:
         return (plain if isinstance(graph, dict) else high)(graph, _determ_token=os.urandom(16).hex())
 
 
-def _own_deps(key: str, node: Node) -> tuple[Node, ...]:
+def _own_deps(key: str, node: Node[Any]) -> tuple[Node[Any], ...]:
     return node._deps
 
 
@@ -547,7 +550,7 @@ def _deps_in(graph: Graph) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _expression_kinds() -> tuple | None:
+def _expression_kinds() -> tuple[Any, ...] | None:
     """dask's graph expressions (plain, high-level) if they take a ready-made token."""
     try:
         from dask._expr import Expr, HLGExpr, LLGExpr
@@ -558,7 +561,7 @@ def _expression_kinds() -> tuple | None:
     return LLGExpr, HLGExpr
 
 
-def to_dask(graph: Graph, values: dict[str, Any]) -> dict:
+def to_dask(graph: Graph, values: dict[str, Any]) -> dict[str, Any]:
     """``graph`` as a plain dask graph (see :meth:`flowdispatch.Graph.to_dask`)."""
     from dask.task_spec import DataNode
 

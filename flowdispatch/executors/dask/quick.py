@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from typing import Any
 
 __all__ = ["PROBE", "QUICK", "TARGET", "batch_count", "measured", "observe", "probe"]
 
@@ -83,7 +84,7 @@ def batch_count(nodes: int, seconds: float, threads: int) -> int:
     return threads * max(1, min(rounds, nodes // (2 * threads)))
 
 
-def probe(groups: dict[tuple, list[str]], threads: int) -> tuple[list[str], list[str]]:
+def probe(groups: dict[tuple[Any, ...], list[str]], threads: int) -> tuple[list[str], list[str]]:
     """The nodes to run first to measure the ops never measured, and the nodes held back.
 
     ``groups`` are the independent nodes of a run by ``(code, notes, declared,

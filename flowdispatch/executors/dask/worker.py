@@ -39,6 +39,7 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -56,14 +57,14 @@ __all__ = ["DEFERRED", "TOPIC", "Assemble", "Batch", "Chain", "Code", "Deferred"
 TOPIC = "flowdispatch"
 #: Longest wait, in seconds, before a batch sends the events of its steps.
 BUNDLE = 0.1
-_EMPTY: dict = {}
+_EMPTY: dict[str, Any] = {}
 _CLIENT = object()  # Code(check=...) not given: take the client's
 #: Kinds of events that a batch sends with the next ones (the others at once).
 _QUIET = frozenset({"done", "reloaded"})
 
 
 @lru_cache(maxsize=64)
-def _load_code(code: bytes) -> tuple:
+def _load_code(code: bytes) -> Any:  # (fn, settings), unpickled
     return pickle.loads(code)
 
 
@@ -77,7 +78,7 @@ def _worker() -> Any:
         return None
 
 
-def _reporter(run: str | None):
+def _reporter(run: str | None) -> Callable[..., None] | None:
     """A function that sends an event of ``run`` to the client, or ``None``."""
     worker = None if run is None else _worker()
     if worker is None:
@@ -100,7 +101,7 @@ def _pause(seconds: float) -> None:
         rejoin()
 
 
-def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any:
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: str, timeout: float | None) -> Any:
     """``fn(*args, **kwargs)``; past ``timeout`` seconds, raise ``OpTimeoutError`` instead.
 
     The op then runs in a thread of its own, which cannot be stopped: at the
@@ -108,7 +109,7 @@ def _call(fn, args: tuple, kwargs: dict, key: str, timeout: float | None) -> Any
     """
     if timeout is None:
         return fn(*args, **kwargs)
-    outcome: list = []
+    outcome: list[Any] = []
 
     def target() -> None:
         try:
@@ -196,7 +197,8 @@ def _keep_quiet(dask_key: str) -> None:
     _Quiet.keys.add(dask_key)
 
 
-def _failed(report, step: Step, attempt: int, seconds: float, error: BaseException) -> None:
+def _failed(report: Callable[..., None] | None, step: Step, attempt: int, seconds: float,
+            error: BaseException) -> None:
     """Tell the client (if it listens) that node ``step.key`` failed for good."""
     if report:
         report(step.key, "failed", attempt, seconds, dump_error(error))
@@ -224,7 +226,7 @@ class Deferred:
 
     __slots__ = ()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[], Deferred], tuple[()]]:
         return (_deferred, ())
 
     def __repr__(self) -> str:
@@ -239,7 +241,7 @@ def _deferred() -> Deferred:
     return DEFERRED
 
 
-def _deferring(values: tuple) -> bool:
+def _deferring(values: tuple[Any, ...]) -> bool:
     """Whether one of a task's dependency values is :data:`DEFERRED`."""
     for value in values:
         if type(value) is Deferred:
@@ -258,6 +260,11 @@ class Code:
     """
 
     __slots__ = ("name", "code", "run", "starts", "check")
+    name: str
+    code: bytes
+    run: str | None
+    starts: bool
+    check: object
 
     def __init__(self, name: str, code: bytes, run: str | None, starts: bool = True,
                  check: bytes | None | object = _CLIENT):
@@ -267,7 +274,7 @@ class Code:
         self.starts = starts  # report each attempt's start too (someone watches for it)
         self.check = secret_check() if check is _CLIENT else check
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Code], tuple[str, bytes, str | None, bool, object]]:
         return (Code, (self.name, self.code, self.run, self.starts, self.check))
 
 
@@ -283,6 +290,11 @@ class Step:
     """
 
     __slots__ = ("op", "key", "call", "deps", "store")
+    op: Code
+    key: str
+    call: bytes | None
+    deps: tuple[str, ...]
+    store: str | None
 
     def __init__(self, op: Code, key: str, call: bytes | None, deps: tuple[str, ...],
                  store: str | None = None):
@@ -292,7 +304,8 @@ class Step:
         self.deps = deps  # the keys whose values the task passes, in order
         self.store = store  # the cache file to save the value to, if any
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Step], tuple[Code, str, bytes | None, tuple[str, ...],
+                                                    str | None]]:
         return (Step, (self.op, self.key, self.call, self.deps, self.store))
 
     @property
@@ -305,7 +318,7 @@ class Step:
     def __call__(self, *values: Any) -> Any:
         return self.run(values, _reporter(self.op.run))
 
-    def run(self, values: tuple, report: Any) -> Any:
+    def run(self, values: tuple[Any, ...], report: Callable[..., None] | None) -> Any:
         """Run the node on ``values`` (its dependencies'), sending events to ``report``."""
         key = self.key
         if values and _deferring(values):
@@ -358,7 +371,8 @@ class Step:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _expanded(report, step: Step, attempt: int, seconds: float, result: Any) -> Deferred:
+def _expanded(report: Callable[..., None], step: Step, attempt: int, seconds: float,
+              result: Any) -> Deferred:
     """Tell the client that node ``step.key`` returned nodes: what it returned travels."""
     import cloudpickle
 
@@ -388,7 +402,7 @@ class Assemble:
         self.deps = deps
         self.store = store
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Assemble], tuple[Any, ...]]:
         return (Assemble, (self.key, self.returned, self.deps, self.store))
 
     @property
@@ -415,11 +429,12 @@ class Chain:
     """
 
     __slots__ = ("steps",)
+    steps: tuple[Step, ...]
 
     def __init__(self, steps: tuple[Step, ...]):
         self.steps = steps
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Chain], tuple[tuple[Step, ...]]]:
         return (Chain, (self.steps,))
 
     @property
@@ -453,10 +468,10 @@ class _Bundle:
 
     __slots__ = ("worker", "run", "events", "since")
 
-    def __init__(self, worker: Any, run: str):
+    def __init__(self, worker: Any, run: str | None):
         self.worker = worker
         self.run = run
-        self.events: list = []
+        self.events: list[Any] = []
         self.since = time.perf_counter()
 
     @classmethod
@@ -480,15 +495,16 @@ class _Failed:
     """A failed step's exception, in its batch's values."""
 
     __slots__ = ("error",)
+    error: BaseException
 
     def __init__(self, error: BaseException):
         self.error = error
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_Failed], tuple[BaseException]]:
         return (_Failed, (self.error,))
 
 
-def pick(values: tuple, index: int) -> Any:
+def pick(values: tuple[Any, ...], index: int) -> Any:
     """The value of a batch's node ``index``; its exception, raised, if it failed.
 
     Examples
@@ -518,12 +534,14 @@ class Picking:
     """
 
     __slots__ = ("func", "plan")
+    func: Any  # a Step, Chain or Batch
+    plan: tuple[tuple[int, int], ...]
 
     def __init__(self, func: Any, plan: tuple[tuple[int, int], ...]):
         self.func = func
         self.plan = plan
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Picking], tuple[Any, tuple[tuple[int, int], ...]]]:
         return (Picking, (self.func, self.plan))
 
     @property
@@ -538,11 +556,11 @@ class Picking:
         return self.func(*[sources[s] if i < 0 else get(sources[s], i) for s, i in self.plan])
 
 
-def _item(values: tuple, index: int) -> Any:
+def _item(values: tuple[Any, ...], index: int) -> Any:
     return values[index]
 
 
-class Values(tuple):
+class Values(tuple[Any, ...]):
     """A batch's values: a tuple that dask sends between workers as one pickle.
 
     A worker sends the items of a plain tuple (or list, set, dict) one by
@@ -569,6 +587,11 @@ class Batch:
     """
 
     __slots__ = ("op", "keys", "calls", "deps", "stores")
+    op: Code
+    keys: tuple[str, ...]
+    calls: tuple[bytes | None, ...]
+    deps: tuple[tuple[str, ...], ...]
+    stores: tuple[str | None, ...] | None
 
     def __init__(self, op: Code, keys: tuple[str, ...], calls: tuple[bytes | None, ...],
                  deps: tuple[tuple[str, ...], ...], stores: tuple[str | None, ...] | None = None):
@@ -591,7 +614,7 @@ class Batch:
         stores = self.stores or (None,) * len(self.keys)
         return tuple(Step(self.op, *step) for step in zip(self.keys, self.calls, self.deps, stores))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Batch], tuple[Any, ...]]:
         return (Batch, (self.op, self.keys, self.calls, self.deps, self.stores))
 
     @property
@@ -609,8 +632,8 @@ class Batch:
             if report is not None:
                 report.flush()
 
-    def _run(self, values: tuple, report: _Bundle | None) -> Values:
-        out: list = []
+    def _run(self, values: tuple[Any, ...], report: _Bundle | None) -> Values:
+        out: list[Any] = []
         at = 0
         for step in self.steps:
             width = len(step.deps)

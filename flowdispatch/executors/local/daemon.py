@@ -24,6 +24,8 @@ from typing import Any
 
 __all__ = ["DaemonThreadPool"]
 
+_Work = tuple[cf.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
 
 class DaemonThreadPool(cf.Executor):
     """Up to ``size`` daemon threads named ``<prefix>_<n>``, started as work arrives."""
@@ -31,15 +33,16 @@ class DaemonThreadPool(cf.Executor):
     def __init__(self, size: int, prefix: str):
         self.size = size
         self.prefix = prefix
-        self.running = 0  # calls running now
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.running: int = 0  # calls running now
+        # (future, fn, args, kwargs) to run, or None: a thread's signal to stop
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for work
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
-        future: cf.Future = cf.Future()
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        future: cf.Future[Any] = cf.Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")

@@ -39,13 +39,14 @@ class SyncExecutor(SubmitExecutor):
     3
     """
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
-        future: cf.Future = cf.Future()
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        future: cf.Future[Any] = cf.Future()
         future.set_result(fn(*args, **kwargs))
         return future
 
-    def start(self, node, args, kwargs, report):
-        return attempt(node._fn, args, kwargs)  # in-line: no future to wait for
+    def start(self, node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              report: Callable[[Outcome], None]) -> Outcome | None:
+        return attempt(node._fn, args, kwargs)  # type: ignore[arg-type]  # in-line: no future to wait for
 
     def __repr__(self) -> str:
         return "SyncExecutor()"
@@ -59,7 +60,7 @@ class _PoolRunner(SubmitExecutor):
     def _get_pool(self) -> cf.Executor:
         raise NotImplementedError
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         return self._get_pool().submit(fn, *args, **kwargs)
 
     def _shutdown(self, *, wait: bool, kill: bool = False) -> None:
@@ -95,7 +96,7 @@ class ThreadExecutor(_PoolRunner):
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
         self.max_workers = max_workers
-        self.slots = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self.slots: int = max_workers or min(32, (os.cpu_count() or 1) + 4)
 
     def _get_pool(self) -> cf.Executor:
         with self._lock:
@@ -124,19 +125,19 @@ class ThreadExecutor(_PoolRunner):
         return f"ThreadExecutor(max_workers={self.max_workers})"
 
 
-def ship(node: Node, args: tuple, kwargs: dict) -> bytes:
+def ship(node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle one call for another process; name what cannot be pickled."""
     import cloudpickle
 
     try:
-        return cloudpickle.dumps((by_reference(node._fn), args, kwargs))
+        return cloudpickle.dumps((by_reference(node._fn), args, kwargs))  # type: ignore[arg-type]  # an op's node has its function
     except Exception as exc:
         error = unpicklable(node, [("the op", node._fn), *call_parts(node, args, kwargs)],
                             "another process", exc)
         raise error from error.__cause__
 
 
-def _unship(future: cf.Future) -> Outcome:
+def _unship(future: cf.Future[Any]) -> Outcome:
     """The outcome of a node run by :func:`attempt_pickled` (never raises)."""
     try:
         data = future.result()
@@ -147,10 +148,11 @@ def _unship(future: cf.Future) -> Outcome:
     return _load_outcome(data)
 
 
-def _start_many(submit: Callable[..., cf.Future], calls: list) -> list:
+def _start_many(submit: Callable[..., cf.Future[Any]],
+                calls: list[tuple[Any, ...]]) -> list[BaseException | None]:
     """Ship ``calls`` (``(node, args, kwargs, report)``) in one ``submit``; report each
     outcome. Returns, per call, the error that kept it from starting, or ``None``."""
-    payloads, reports, errors = [], [], []
+    payloads, reports, errors = [], [], []  # type: list[bytes], list[Callable[[Outcome], None]], list[BaseException | None]
     for node, args, kwargs, report in calls:
         try:
             payloads.append(ship(node, args, kwargs))
@@ -159,7 +161,7 @@ def _start_many(submit: Callable[..., cf.Future], calls: list) -> list:
         except SerializationError as exc:
             errors.append(exc)
     if payloads:
-        def done(f: cf.Future) -> None:
+        def done(f: cf.Future[Any]) -> None:
             try:
                 outcomes = [_load_outcome(data) for data in f.result()]
             except BaseException:  # the pool broke, or was shut down: as for one node
@@ -190,7 +192,7 @@ def _copy(error: BaseException) -> BaseException:
 
 def _load_outcome(data: bytes) -> Outcome:
     try:
-        return pickle.loads(data)
+        return pickle.loads(data)  # type: ignore[no-any-return]  # an outcome, unpickled
     except Exception as exc:
         return (False, exc, 0.0)
 
@@ -213,7 +215,7 @@ class ProcessExecutor(_PoolRunner):
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers: expected a whole number >= 1, got {max_workers!r}")
         self.max_workers = max_workers
-        self.slots = max_workers or os.cpu_count() or 1
+        self.slots: int = max_workers or os.cpu_count() or 1
         self.mp_context = mp_context
 
     def _get_pool(self) -> cf.Executor:
@@ -225,16 +227,17 @@ class ProcessExecutor(_PoolRunner):
                     initargs=(os.getpid(),))
             return self._pool
 
-    def start(self, node, args, kwargs, report):
+    def start(self, node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              report: Callable[[Outcome], None]) -> Outcome | None:
         future = self.submit(attempt_pickled, ship(node, args, kwargs), _timeout(node))
         future.add_done_callback(lambda f: report(_unship(f)))
         return None
 
-    def start_many(self, calls):
+    def start_many(self, calls: list[tuple[Any, ...]]) -> list[BaseException | None]:
         """Quick nodes in one round trip to a worker process (see :mod:`.loop`)."""
         return _start_many(self.submit, calls)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         pool = self._get_pool()
         try:
             return pool.submit(fn, *args, **kwargs)
@@ -266,20 +269,24 @@ class PoolExecutor(_PoolRunner):
     (2,)
     """
 
+    _pool: cf.Executor  # given, never None
+
     def __init__(self, pool: cf.Executor):
         super().__init__()
         if not isinstance(pool, cf.Executor):
             raise TypeError(f"expected a concurrent.futures.Executor, got {type(pool).__name__}")
         self._pool = pool
-        self.slots = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
-        self.stops_timeouts = isinstance(pool, cf.ProcessPoolExecutor)
+        self.slots: int = getattr(pool, "_max_workers", None) or os.cpu_count() or 1
+        self.stops_timeouts: bool = isinstance(pool, cf.ProcessPoolExecutor)
         if self.stops_timeouts:  # a round trip per call: quick nodes go in batches
-            self.start_many = functools.partial(_start_many, pool.submit)
+            self.start_many: Callable[[list[tuple[Any, ...]]], list[BaseException | None]] = (
+                functools.partial(_start_many, pool.submit))
 
     def _get_pool(self) -> cf.Executor:
         return self._pool
 
-    def start(self, node, args, kwargs, report):
+    def start(self, node: Node[Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              report: Callable[[Outcome], None]) -> Outcome | None:
         if isinstance(self._pool, cf.ProcessPoolExecutor):
             future = self._pool.submit(attempt_pickled, ship(node, args, kwargs), _timeout(node))
             future.add_done_callback(lambda f: report(_unship(f)))
