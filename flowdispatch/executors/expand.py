@@ -215,6 +215,33 @@ class Expanding:
     on_grow: Any
     on_settled: Any
 
+    def _start_expanding(self, replay: Replay | None) -> None:
+        """Nothing has expanded yet (``replay``: a rerun's, see :func:`current_replay`)."""
+        #: key -> the node whose expansion brought it into the run.
+        self.parents = {}
+        #: key of an expanded node -> the keys of the nodes its value held, in order.
+        self.children = {}
+        #: key of an expanded node -> the value its op returned (holding nodes).
+        self.returned = {}
+        #: How many nodes joined the run as nodes expanded.
+        self.created = 0
+        self._dynamic = False  # once a node expanded, no value is released
+        self._waiters = {}  # child -> the expanded nodes waiting
+        self._settling = []  # expanded nodes whose children have completed
+        self._limit = None
+        self._given = replay.values if replay else {}
+        self._replayed = replay.returned if replay else {}
+        self._todo = None
+        #: Called with an expanded node's key and the nodes that joined the run because
+        #: of it (dependencies first), once they have joined.
+        self.on_grow = None
+        #: Called with an expanded node's key once it has completed, its children having
+        #: all completed (after those of its children that expanded too).
+        self.on_settled = None
+        #: ``None``, or (for a backend that keeps values where they were made, which
+        #: sets it to an empty set) the keys that finished with their value there.
+        self.remote = None
+
     def _has_value(self, key: str) -> bool:
         """Whether ``key`` completed and its value is still to be had (here, or where
         it was made, for a backend that keeps values there: see ``remote``)."""

@@ -146,36 +146,13 @@ class RunRecord(Expanding):
         self.on_stop: Any = None
         #: Called with each node whose dependencies have all finished (it can start now).
         self.on_ready: Any = None
-        #: Called with an expanded node's key and the nodes that joined the run because
-        #: of it (dependencies first), once they have joined.
-        self.on_grow: Any = None
-        #: Called with an expanded node's key once it has completed, its children having
-        #: all completed (after those of its children that expanded too).
-        self.on_settled: Any = None
-        #: ``None``, or (for a backend that keeps values where they were made, which
-        #: sets it to an empty set) the keys that finished with their value there.
-        self.remote: set[str] | None = None
         callbacks = list(callbacks)
         self._hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
                        for name in HOOKS}
         self._on_node_start = self._hooks["on_node_start"]
         self._on_node_finish = self._hooks["on_node_finish"]
         self._keep = {t._key for t in graph.targets} | overrides.keys()
-        #: key -> the node whose expansion brought it into the run.
-        self.parents: dict[str, str] = {}
-        #: key of an expanded node -> the keys of the nodes its value held, in order.
-        self.children: dict[str, list[str]] = {}
-        #: key of an expanded node -> the value its op returned (holding nodes).
-        self.returned: dict[str, Any] = {}
-        #: How many nodes joined the run as nodes expanded.
-        self.created: int = 0
-        self._dynamic = False  # once a node expanded, no value is released
-        self._waiters: dict[str, list[str]] = {}  # child -> the expanded nodes waiting
-        self._settling: list[str] = []  # expanded nodes whose children have completed
-        self._limit: int | None = None
-        self._given = replay.values if replay else {}
-        self._replayed = replay.returned if replay else {}
-        self._todo: list[str] | None = None
+        self._start_expanding(replay)
         self._count()
         if replay:
             self._replay(replay.returned)
