@@ -451,44 +451,21 @@ class Op(_FunctionWrapper, Generic[P, R]):
         """
         if any(isinstance(v, Node) for v in (*iterables, *kwargs.values())):
             return self._lazy_map(iterables, kwargs)
-        mapped: list[tuple[str | int, list[Any]]] = []
-        fixed_args: dict[int, Any] = {}
-        fixed_kwargs: dict[str, Any] = {}
-        pairs: list[tuple[str | int, Any]] = [*enumerate(iterables), *kwargs.items()]
-        for where, value in pairs:
-            if isinstance(value, unmapped):
-                if isinstance(where, int):
-                    fixed_args[where] = value.value
-                else:
-                    fixed_kwargs[where] = value.value
-            else:
-                mapped.append((where, list(self._iterable(where, value))))
+        given, fixed_args, fixed_kwargs = _whole_apart(iterables, kwargs)
+        mapped = [(where, list(self._iterable(where, value))) for where, value in given]
         return _zip_calls(self, mapped, fixed_args, fixed_kwargs, self._self_name)
 
     def _lazy_map(self, iterables: tuple[Any, ...], kwargs: dict[str, Any]) -> Node[list[R]]:
         """The node of :meth:`map` over iterables of which some are nodes."""
-        wheres: list[str | int] = []
-        mapped: list[Any] = []
-        fixed_args: dict[int, Any] = {}
-        fixed_kwargs: dict[str, Any] = {}
-        pairs: list[tuple[str | int, Any]] = [*enumerate(iterables), *kwargs.items()]
-        for where, value in pairs:
-            if isinstance(value, unmapped):
-                if isinstance(where, int):
-                    fixed_args[where] = value.value
-                else:
-                    fixed_kwargs[where] = value.value
-            elif isinstance(value, Node):
-                wheres.append(where)
-                mapped.append(value)
-            else:
-                wheres.append(where)
-                mapped.append(list(self._iterable(where, value)))
+        given, fixed_args, fixed_kwargs = _whole_apart(iterables, kwargs)
+        wheres = tuple(where for where, _ in given)
+        mapped = [value if isinstance(value, Node) else list(self._iterable(where, value))
+                  for where, value in given]
         label = keys.clean_name(f"{self._self_name}.map")
         key = keys.unique_key(label)
         helper = op(_map_calls, name=label)
         return make_node(key, helper, _map_calls,
-                         (self, key, tuple(wheres), fixed_args, fixed_kwargs, *mapped),
+                         (self, key, wheres, fixed_args, fixed_kwargs, *mapped),
                          None, None)
 
     def _iterable(self, where: str | int, value: Any) -> Iterable[Any]:
@@ -508,6 +485,24 @@ def _map_calls(op: Op[..., Any], key: str, wheres: tuple[str | int, ...],
     """The body of a lazy :meth:`Op.map` node ``key``: one node per element, zipped."""
     mapped = [(where, list(op._iterable(where, value))) for where, value in zip(wheres, iterables)]
     return _zip_calls(op, mapped, fixed_args, fixed_kwargs, f"node {key!r}: {op.op_name}")
+
+
+def _whole_apart(iterables: tuple[Any, ...], kwargs: dict[str, Any],
+                 ) -> tuple[list[tuple[str | int, Any]], dict[int, Any], dict[str, Any]]:
+    """The arguments of :meth:`Op.map` to map over, by place (position or name), and
+    those to pass whole (:class:`unmapped`), by position and by name."""
+    given: list[tuple[str | int, Any]] = []
+    fixed_args: dict[int, Any] = {}
+    fixed_kwargs: dict[str, Any] = {}
+    pairs: list[tuple[str | int, Any]] = [*enumerate(iterables), *kwargs.items()]
+    for where, value in pairs:
+        if not isinstance(value, unmapped):
+            given.append((where, value))
+        elif isinstance(where, int):
+            fixed_args[where] = value.value
+        else:
+            fixed_kwargs[where] = value.value
+    return given, fixed_args, fixed_kwargs
 
 
 def _zip_calls(op: Op[..., Any], mapped: list[tuple[str | int, list[Any]]],
