@@ -200,7 +200,7 @@ class Expanding:
     created: int
     open: int
     on_ready: Any
-    _hooks: dict[str, list[Any]]
+    _hooks: dict[str, tuple[Any, ...]]
     _dynamic: bool
     _waiting: dict[str, int]
     _dependents: dict[str, list[str]]

@@ -78,6 +78,8 @@ __all__ = ["MISSING", "RunRecord", "check_inputs"]
 
 _DONE, _FAILED, _UPSTREAM = State.DONE, State.FAILED, State.UPSTREAM_FAILED
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
+#: The hooks of a run without callbacks (shared: never changed).
+_NO_HOOKS: dict[str, tuple[Any, ...]] = {name: () for name in HOOKS}
 
 
 def check_inputs(graph: Graph, overrides: Mapping[str, Any],
@@ -147,8 +149,8 @@ class RunRecord(Expanding):
         #: Called with each node whose dependencies have all finished (it can start now).
         self.on_ready: Any = None
         callbacks = list(callbacks)
-        self._hooks = {name: [getattr(cb, name) for cb in callbacks if hasattr(cb, name)]
-                       for name in HOOKS}
+        self._hooks = {name: tuple(getattr(cb, name) for cb in callbacks if hasattr(cb, name))
+                       for name in HOOKS} if callbacks else _NO_HOOKS
         self._on_node_start = self._hooks["on_node_start"]
         self._on_node_finish = self._hooks["on_node_finish"]
         self._keep = {t._key for t in graph.targets} | overrides.keys()
@@ -185,8 +187,8 @@ class RunRecord(Expanding):
         self.open: int = len(waiting)
 
     @property
-    def hooks(self) -> dict[str, list[Any]]:
-        """``{hook name: [bound methods of the callbacks that have it]}``."""
+    def hooks(self) -> Mapping[str, tuple[Any, ...]]:
+        """``{hook name: (bound methods of the callbacks that have it)}``."""
         return self._hooks
 
     def ready(self) -> list[Node[Any]]:

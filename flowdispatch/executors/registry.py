@@ -43,11 +43,17 @@ BUILT_IN = {
 _POOL = "flowdispatch.executors.local:PoolExecutor"
 
 _factories: dict[str, Callable[..., Executor] | str] = dict(BUILT_IN)
+_loaded: dict[str, Callable[..., Executor]] = {}  # dotted path -> what it names, once imported
 
 
 def _factory(name: str) -> Callable[..., Executor] | None:
     factory = _factories.get(name) or _from_entry_point(name)
-    return load(factory) if isinstance(factory, str) else factory
+    if not isinstance(factory, str):
+        return factory
+    loaded = _loaded.get(factory)
+    if loaded is None:
+        loaded = _loaded[factory] = load(factory)
+    return loaded
 
 
 def is_client(obj: Any) -> bool:
