@@ -521,9 +521,9 @@ class _Run:
     the run's :class:`~.record.RunRecord`."""
 
     def __init__(self, client: Client, record: RunRecord, lowered: Lowered, run_id: str,
-                 patience: float = math.inf, threads: int = 1):
+                 patience: float = math.inf, threads: int = 0):
         self.client = client
-        self.threads = threads  # the cluster's, when the run began (to cut batches)
+        self.threads = threads  # the cluster's (to cut batches); 0: not asked yet
         self.patience = patience  # seconds without any worker before giving up
         self.workerless_since: float | None = None
         self.next_look = 0.0  # when to ask the scheduler about its workers again

@@ -95,20 +95,20 @@ def _set_apart(key: str, given_args: tuple[Any, ...], given_kwargs: dict[str, An
     """
     apart: dict[str, Any] = {}
     if any(a is g and _large(a) for a, g in zip(args, given_args)):
-        new = []
-        for i, (a, g) in enumerate(zip(args, given_args)):
-            if a is g and _large(a):
-                apart[f"{key}:arg{i}"] = a
-                a = Ref(f"{key}:arg{i}")
-            new.append(a)
-        args = tuple(new)
+        args = tuple(_away(apart, f"{key}:arg{i}", a, g)
+                     for i, (a, g) in enumerate(zip(args, given_args)))
     if any(v is given_kwargs.get(k) and _large(v) for k, v in kwargs.items()):
-        kwargs = dict(kwargs)
-        for name, v in kwargs.items():
-            if v is given_kwargs.get(name) and _large(v):
-                apart[f"{key}:{name}"] = v
-                kwargs[name] = Ref(f"{key}:{name}")
+        kwargs = {k: _away(apart, f"{key}:{k}", v, given_kwargs.get(k)) for k, v in kwargs.items()}
     return args, kwargs, apart
+
+
+def _away(apart: dict[str, Any], name: str, value: Any, given: Any) -> Any:
+    """``value``, or if it is a large argument as given (no node inside), a reference to
+    ``name``, under which it joins ``apart``."""
+    if value is not given or not _large(value):
+        return value
+    apart[name] = value
+    return Ref(name)
 
 
 @contextlib.contextmanager
@@ -264,11 +264,9 @@ class Lowered:
         :attr:`ops`)."""
         code = self._code(node, self.run, self.starts)
         notes = _annotations(node)
-        op = node._op
-        kind = None
+        op, kind = node._op, None
         if op is not None and _batchable(op, notes):
             kind = (code.code, notes, op.settings.quick)
-        if kind is not None:
             self.ops.add(kind)
         return code, notes, kind
 
