@@ -65,6 +65,8 @@ _P2 = ParamSpec("_P2")
 _R2 = TypeVar("_R2")
 _S = TypeVar("_S")
 _T = TypeVar("_T")
+#: dask's settings: one dict, which dask.config.set and refresh change in place.
+_DASK_CONFIG: dict[str, Any] = dask.config.config
 
 _RetryOn = typing.Union[
     type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]
@@ -350,7 +352,7 @@ class Op(_FunctionWrapper, Generic[P, R]):
         if pure is None:
             pure = settings.pure
             if pure is None:  # the setting, read fast (it is read for every node built)
-                section = dask.config.config.get("flowdispatch")
+                section = _DASK_CONFIG.get("flowdispatch")
                 pure = bool(section.get("pure")) if section else False
         if pure:  # the key follows the arguments: iterators become lists first
             args, kwargs = materialize(args), materialize(kwargs) if kwargs else kwargs
