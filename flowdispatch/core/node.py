@@ -119,7 +119,10 @@ class Node(Ref, Generic[T_co]):
     def __copy__(self) -> Node[T_co]:
         return self
 
-    def __reduce__(self) -> tuple[Callable[[list[Any]], Node[Any]], tuple[list[Any]]]:
+    def __reduce__(self) -> tuple[Callable[..., Node[Any]], tuple[Any, ...]]:
+        if not self._deps:  # a leaf (an op's expansion returns thousands): built as it was
+            return (_leaf, (self._key, self._op, self._args, self._kwargs, self._nout,
+                            self._deep))
         # Flat: one record per ancestor, never a linked structure (which would
         # recurse once per link when pickled).
         records = [
@@ -431,6 +434,13 @@ def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
         for ref in found.values():
             if not isinstance(ref, Node):
                 raise TypeError(f"{ref!r} is a bare reference, not a node: pass the node itself")
+    return _built(key, op, fn, args, kwargs or None, tuple(found.values()), deep, nout)
+
+
+def _built(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
+           args: tuple[Any, ...], kwargs: dict[str, Any] | None, deps: tuple[Ref, ...],
+           deep: bool | None, nout: int | None) -> Node[Any]:
+    """A node with these slots (an op's node calls its function checked for ``nout``)."""
     if op is not None and nout is not None:
         fn = op._checked(fn, nout)  # type: ignore[arg-type]  # an op's node has its function
     node = _new(Node)
@@ -438,8 +448,8 @@ def make_node(key: str, op: Op[..., Any] | None, fn: Callable[..., Any] | None,
     _set_op(node, op)
     _set_fn(node, fn)
     _set_args(node, args)
-    _set_kwargs(node, kwargs or None)
-    _set_deps(node, tuple(found.values()))
+    _set_kwargs(node, kwargs)
+    _set_deps(node, deps)
     _set_deep(node, deep)
     _set_nout(node, nout)
     return node
@@ -577,6 +587,13 @@ def ancestors(targets: Iterable[Node[Any]],
                 stack.pop()
                 order.setdefault(node._key, node)
     return order
+
+
+def _leaf(key: str, op: Op[..., Any] | None, args: tuple[Any, ...],
+          kwargs: dict[str, Any] | None, nout: int | None, deep: bool | None) -> Node[Any]:
+    """A node with no dependencies, unpickled (see :meth:`Node.__reduce__`): its
+    arguments hold no node, so they need no looking into."""
+    return _built(key, op, None if op is None else op.__wrapped__, args, kwargs, (), deep, nout)
 
 
 def _unflatten(records: list[Any]) -> Node[Any]:

@@ -35,6 +35,7 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -51,6 +52,7 @@ import wrapt
 
 from ..errors import NoutError
 from . import keys
+from .gcpause import paused_gc
 from .node import Node, make_node
 from .traverse import Ref, materialize
 
@@ -518,17 +520,19 @@ def _zip_calls(op: Op[..., Any], mapped: list[tuple[str | int, list[Any]]],
         raise ValueError(
             f"{who}.map() expected iterables of one length, got {detail}; give iterables "
             "of equal length, or wrap the one to pass whole in fd.unmapped(...)")
-    nodes: list[Node[Any]] = []
-    for i in range(lengths.pop() if lengths else 0):
-        args = dict(fixed_args)
-        call_kwargs = dict(fixed_kwargs)
-        for where, items in mapped:
-            if isinstance(where, int):
-                args[where] = items[i]
-            else:
-                call_kwargs[where] = items[i]
-        nodes.append(op._node(tuple(args[j] for j in sorted(args)), call_kwargs))
-    return nodes
+    count = lengths.pop() if lengths else 0
+    columns: dict[int, Iterable[Any]] = {i: repeat(v, count) for i, v in fixed_args.items()}
+    columns.update((where, items) for where, items in mapped if isinstance(where, int))
+    rows: Iterable[tuple[Any, ...]] = (
+        zip(*(columns[i] for i in range(len(columns)))) if columns else repeat((), count))
+    names = [where for where, _ in mapped if isinstance(where, str)]
+    node = op._node
+    with paused_gc():  # a lazy map's expansion builds thousands
+        if not names and not fixed_kwargs:
+            return [node(args, {}) for args in rows]
+        values = zip(*(items for where, items in mapped if isinstance(where, str)))
+        return [node(args, {**fixed_kwargs, **dict(zip(names, row))})
+                for args, row in zip(rows, values if names else repeat((), count))]
 
 
 _NODE_METHODS = frozenset({"compute", "persist", "visualize", "dependencies", "key"})

@@ -21,15 +21,15 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import inspect
+import itertools
 import os
 import pickle
 from collections.abc import Collection, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ...core.gcpause import paused_gc
 from ...core.node import _identity
 from ...core.traverse import Ref, template
 from ...errors import SerializationError
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ...core.graph import Graph
     from ...core.node import Node
 
-__all__ = ["Lowered", "to_dask"]
+__all__ = ["Lowered", "paused_gc", "to_dask"]
 
 #: Overrides bigger than this (``dask.sizeof``) are scattered, not put in the graph.
 SCATTER_BYTES = 1 << 20
@@ -109,23 +109,6 @@ def _away(apart: dict[str, Any], name: str, value: Any, given: Any) -> Any:
         return value
     apart[name] = value
     return Ref(name)
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (if it runs) for a bulk build.
-
-    Lowering makes several objects per node; in a process that also holds a
-    large graph (and, with a local cluster, the scheduler's state), each full
-    collection that these allocations trigger walks all of it.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _plain(values: Any) -> bool:
@@ -209,10 +192,11 @@ class Lowered:
         self.node_keys: dict[str, str] = {}  # dask key -> node key
         self.kinds: dict[str, tuple[Any, ...]] = {}  # node key -> what its batch-mates share
         self.ops: set[tuple[Any, ...]] = set()  # the kinds of batch-mates there are
-        self.batches: int = 0
         self.probes: list[str] = []  # nodes that measure their ops (see probe())
         self.later: set[str] = set()  # tasks submitted once the probes have ended
-        self.moves = 0  # how many nodes have moved to a new dask key (see .grow)
+        #: Numbers for the run's new dask keys (batches; nodes moved, see .grow): shared
+        #: with the lowerings that grow the run, so no two are named alike.
+        self.numbers: Iterator[int] = itertools.count(1)
         self._ops: dict[int, tuple[Any, ...]] = {}  # id(op) -> (code, notes, kind), see _op()
         #: Nodes left out, to be lowered later: those in ``defer`` and what needs them.
         self.deferred: set[str] = set(defer)
@@ -386,8 +370,7 @@ class Lowered:
         from dask.task_spec import Task, TaskRef
 
         steps = tuple(self.tasks[k].func for k in keys)
-        self.batches += 1
-        name = f"{steps[0].op.name}-batch{self.batches}"  # unique in the run
+        name = f"{steps[0].op.name}-batch{next(self.numbers)}"  # unique in the run
         batch = self.dask_key(name)
         self.tasks[name] = Task(batch, Batch.of(steps),
                                 *(a for k in keys for a in self.tasks[k].args))
