@@ -105,6 +105,17 @@ def probed_pair(a, b):
 
 
 @fd.op
+def probed_child(i):
+    """A child of a lazy map, never measured before its test."""
+    return i, task_key()
+
+
+@fd.op
+def count_to(n):
+    return list(range(n))
+
+
+@fd.op
 def keys_of(pairs):
     return [key for _, key in pairs]
 
@@ -234,6 +245,17 @@ def test_a_probe_in_run_keeps_every_node_state_and_error(dask_executor):
     assert all(res[leaf][0] == i for i, leaf in enumerate(leaves) if i != 7)
     assert 0 < sum(batched(res[leaf][1]) for i, leaf in enumerate(leaves) if i != 7) < 29
     assert all(res.attempts(leaf) == 1 and res.duration(leaf) is not None for leaf in leaves)
+
+
+def test_children_of_an_op_never_measured_are_probed_then_batched(dask_executor):
+    """A lazy map's children, of an op no run has measured: a few run alone, and once
+    they have, the rest go in batches (the probe of the run's first graph, on its growth)."""
+    mapped = probed_child.map(count_to(40))
+    res = fd.run(mapped, executor=dask_executor)
+    children = res.children(mapped)
+    assert [res[child][0] for child in children] == list(range(40))
+    assert 0 < sum(batched(res[child][1]) for child in children) < 40
+    assert res[mapped] == [res[child] for child in children]
 
 
 def test_a_worker_killed_mid_batch_loses_the_batch_which_runs_again(dask_client, tmp_path):

@@ -89,6 +89,18 @@ def keys_of(n):
     return [dask_key(i) for i in range(n)]
 
 
+@fd.op
+def odd_later(x):
+    """``x`` if it is even; else the node of ``x + 1`` (a child that expands in turn)."""
+    return x if x % 2 == 0 else inc(x)
+
+
+@fd.op
+def squares_to(log, n):
+    """A lazy map of its own: children that are maps in turn."""
+    return total(square.map(fd.unmapped(log), listing(log, n)))
+
+
 # -- tests ---------------------------------------------------------------------------------
 def test_recursion_finishes_on_one_worker_with_one_thread(tmp_path):
     """No task waits for another: fib(12) needs only one thread, however deep it goes."""
@@ -185,3 +197,37 @@ def test_cached_children_and_a_cached_parent(dask_executor, tmp_path):
         assert res[res.targets[0]] == [0, 1] and res.counts == {"cached": 1}
         assert lines(log).count("spread") == before  # its final value: it did not expand
     assert first.counts == {"done": 6}
+
+
+def test_children_that_expand_in_turn_after_their_parent_was_assembled(dask_executor, tmp_path):
+    """A lazy map's value is built on the cluster along with its children, unless a child
+    expands in turn: then it is built again once that child has completed."""
+    log = str(tmp_path / "log")
+    mixed = odd_later.map(listing(log, 6))
+    summed = total(mixed)
+    assert fd.compute(summed, executor=dask_executor) == (0 + 2 + 2 + 4 + 4 + 6,)
+    res = fd.run(summed, executor=dask_executor)
+    assert res[mixed] == [0, 2, 2, 4, 4, 6] and res[summed] == 18
+    assert res.counts == {"done": 3 + 6 + 3}  # listing, the map, total; 6 children; 3 incs
+    nested = squares_to.map(fd.unmapped(log), listing(log, 4))  # maps of maps
+    both = total([total(nested), total(square.map(fd.unmapped(log), listing(log, 3)))])
+    assert fd.compute(both, executor=dask_executor) == ((0 + 0 + 1 + 5) + 5,)
+
+
+def test_a_run_that_nothing_left_can_finish_ends_with_a_clear_error(dask_executor, monkeypatch,
+                                                                    tmp_path):
+    """Were an expanded node's value never built (a bug), the run would wait for ever: it
+    ends instead, failing the open nodes, and what completed keeps its value."""
+    from flowdispatch.executors.dask import client
+
+    monkeypatch.setattr(client, "settle", lambda *args: None)  # no task builds the value
+    log = str(tmp_path / "log")
+    files = listing(log, 3)
+    mapped = square.map(fd.unmapped(log), files)
+    summed = total(mapped)
+    with pytest.raises(fd.ExecutorError, match="cannot finish"):
+        fd.compute(summed, executor=dask_executor)
+    res = fd.run(summed, files, executor=dask_executor)
+    assert res[files] == [0, 1, 2]
+    assert [res[child] for child in res.children(mapped)] == [0, 1, 4]
+    assert res.state(summed) == "cancelled"  # fd.run ends once every task has

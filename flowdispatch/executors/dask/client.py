@@ -81,6 +81,7 @@ __all__ = ["DaskExecutor"]
 
 # Longest blocking wait in a run, so that an interrupt is seen promptly.
 _POLL = 0.1
+_IDLE = 3  # quiet polls with nothing left on the cluster before a run is stranded
 #: Kinds of events that end a node well: only a target's wakes a fail-fast run.
 _ENDED = frozenset({"done", "reloaded"})
 
@@ -399,7 +400,7 @@ def _grown(lowered: Lowered) -> Lowered:
     grown = Lowered([], {}, run=lowered.run, tag=lowered.tag, starts=lowered.starts,
                     stores=lowered.stores, alias=lowered.alias)
     grown._ops, grown.ops = lowered._ops, lowered.ops
-    grown.moves, grown.batches = lowered.moves, lowered.batches
+    grown.numbers = lowered.numbers
     return grown
 
 
@@ -411,7 +412,9 @@ def _merge(lowered: Lowered, grown: Lowered) -> None:
     lowered.annotations.update(grown.annotations)
     lowered.scatter.update(grown.scatter)
     lowered.picks.update(grown.picks)
-    lowered.batches, lowered.moves = grown.batches, grown.moves
+    if grown.later:  # held back for its probes (see _Run._probed)
+        lowered.later |= grown.later
+        lowered.probes = [*lowered.probes, *grown.probes]
 
 
 # -- following a run ---------------------------------------------------------------------
@@ -543,6 +546,10 @@ class _Run:
         self.running: set[str] = set()  # heard to start, not yet to end
         self.cut_short: dict[str, int] = {}  # key -> its runs ended by a worker's death
         self.pending: Lowered | None = None  # what the run grew by, not submitted yet
+        self.early: set[str] = set()  # expanded nodes whose value's task went with their children
+        self.expanders: set[int] = set()  # ids of the ops whose nodes expanded in this run
+        self.grown_later = False  # whether nodes created at run time wait for a probe
+        self.idle = 0  # quiet polls in a row with every task of the run ended (see _stranded)
         record.on_grow = self._grow
         record.on_settled = self._settled
         if self.fail_fast:
@@ -571,14 +578,15 @@ class _Run:
             hold = computed
         if self.fail_fast and not any(record.hooks.values()):
             ends = self.targets | set(lowered.probes)  # nobody watches the others
-            inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in ends)
+            parents = record.parents  # but a node created at run time may settle its parent
+            inbox = _Inbox(lambda key, kind: kind not in _ENDED or key in ends or key in parents)
         else:
             inbox = _Inbox(lambda key, kind: True)
         router = _router(self.client)
         _follow_workers(self.client, router, self.run_id, inbox)
         try:
             self.scattered = self._scatter()  # held to the end: lost, they cannot be recomputed
-            self._submit(hold, later=False)
+            self._submit(lowered, hold, later=False, bridge=True)
             self.waiting = set(wanted) | later
             self._follow(inbox)
             if self.gave_up:
@@ -594,16 +602,25 @@ class _Run:
             self._release()
         raise self._lost()
 
-    def _submit(self, hold: list[str], later: bool) -> None:
-        """Submit the tasks submitted first, or (``later``) those held back for a probe,
-        holding the futures of ``hold`` (and, first, of what the later tasks need)."""
-        lowered = self.lowered
+    def _submit(self, lowered: Lowered, hold: list[str], later: bool,
+                bridge: bool = False) -> None:
+        """Submit the tasks of ``lowered`` not held back for a probe, or (``later``) those
+        held back, holding the futures of ``hold`` in place of any held before (and with
+        ``bridge``, of what the tasks held back need, till they are submitted)."""
         hold = [k for k in hold if (k in lowered.later) == later] if lowered.later else hold
-        bridge = [] if later else [k for k in lowered.bridge() if k not in self.held]
-        names = [lowered.dask_key(k) for k in (*hold, *bridge)]
-        futures = self.client.get(lowered.expression(later), names, sync=False)
+        bridged = []
+        if bridge:
+            held, now = self.held, set(hold)
+            bridged = [k for k in lowered.bridge() if k not in held and k not in now]
+        tasks = lowered.tasks
+        futures = self.client.get(lowered.expression(later),
+                                  [tasks[k].key for k in (*hold, *bridged)], sync=False)
+        old = [self.held.pop(k) for k in hold if k in self.held]
         self.held.update(zip(hold, futures))
-        self.bridge = dict(zip(bridge, futures[len(hold):]))
+        if bridged:
+            self.bridge = dict(zip(bridged, futures[len(hold):]))
+        for future in old:
+            future.release()
 
     def _probed(self, force: bool = False) -> bool:
         """Once the probe nodes have ended (or, with ``force``, at once), batch and
@@ -611,29 +628,41 @@ class _Run:
         lowered, record = self.lowered, self.record
         if not lowered.later or self.stopped:
             return False
-        states, durations = record.states, record.durations
-        if not force and any(k not in states for k in lowered.probes):
+        if not force and not all(map(self._probe_ended, lowered.probes)):
             return False
+        durations = record.durations
         quick.observe(lowered.timings({k: durations[k] for k in lowered.probes
                                        if k in durations}))
         lowered.batch(self.targets if self.fail_fast else None, self.threads, later=True)
         tasks = [k for k in lowered.part(later=True) if k not in record.overrides]
-        self._submit([k for k in tasks if k in self.targets] if self.fail_fast else tasks,
-                     later=True)
-        lowered.later = set()
+        if self.fail_fast and not self.grown_later:  # else nodes created at run time: all held
+            tasks = [k for k in tasks if k in self.targets]
+        self._submit(lowered, tasks, later=True)
+        lowered.later, self.grown_later = set(), False
         for future in self.bridge.values():  # the later tasks hold them now
             future.release()
         self.bridge = {}
         return True
 
+    def _probe_ended(self, key: str) -> bool:
+        """Whether probe node ``key`` has ended: it completed, failed or expanded, or
+        its task returned without a word (it needs a node that expanded)."""
+        record = self.record
+        if key in record.states or key in record.returned:
+            return True
+        future = self.held.get(key)
+        return future is not None and future.done()
+
     def _follow(self, inbox: _Inbox) -> None:
         """Report events until the run has ended, or ended without telling."""
         while self._open() and not self.stopped:
             events = inbox.take(_POLL)
-            for event in events:
-                self._event(*event)
-            self._flush()
+            with paused_gc():  # expansions lower nodes in bulk
+                for event in events:
+                    self._event(*event)
+                self._flush()
             if self._probed():
+                self._flush()
                 continue
             if not events and self._silent():  # quiet: did something end without an event?
                 for event in inbox.take(0):  # what came in meanwhile comes first
@@ -646,6 +675,9 @@ class _Run:
                     return
             elif not events and self._workerless():
                 self._give_up()
+                return
+            elif not events and self._stranded():
+                self._strand()
                 return
 
     def _open(self) -> bool:
@@ -671,15 +703,32 @@ class _Run:
     # -- growing -----------------------------------------------------------------------
     def _grow(self, parent: str, new: list[Node[Any]]) -> None:
         """Node ``parent`` expanded, and ``new`` joined the run: lower them (see
-        :func:`.grow.grow`), to submit with the next :meth:`_flush`."""
-        if not (self.stopped or self.gave_up):
-            grow(self._growing(), self.record, parent, new, self._live)
+        :func:`.grow.grow`), to submit with the next :meth:`_flush`; and unless its
+        children are of ops seen to expand, its value's task and what needs it too."""
+        if self.stopped or self.gave_up:
+            return
+        record, early = self.record, self.early
+        self.expanders.add(id(record.nodes[parent]._op))
+        up = record.parents.get(parent)
+        while up is not None:  # their value's tasks get DEFERRED: they settle again
+            early.discard(up)
+            up = record.parents.get(up)
+        sub = self._growing()
+        grow(sub, record, parent, new, self._live, early)
+        expanders, live = self.expanders, self._live
+        if (all(id(node._op) not in expanders for node in new)
+                and all(live(child) for child in record.children[parent])):
+            early.add(parent)
+            settle(sub, record, parent, early)
 
     def _settled(self, key: str) -> None:
         """Expanded node ``key`` completed: lower its value's task and what waits for it
-        (see :func:`.grow.settle`), to submit with the next :meth:`_flush`."""
-        if not (self.stopped or self.gave_up):
-            settle(self._growing(), self.record, key)
+        (see :func:`.grow.settle`), to submit with the next :meth:`_flush`, unless
+        that went with its children and holds."""
+        if key in self.early:
+            self.early.discard(key)
+        elif not (self.stopped or self.gave_up):
+            settle(self._growing(), self.record, key, self.early)
 
     def _growing(self) -> Lowered:
         if self.pending is None:
@@ -688,6 +737,8 @@ class _Run:
 
     def _flush(self) -> None:
         """Submit what the run grew by, and hold it in place of what it replaces."""
+        if self.grown_later:  # what grew waits on the client till the probes have ended
+            return
         sub, self.pending = self.pending, None
         if sub is None or not sub.tasks or self.stopped or self.gave_up:
             return
@@ -695,17 +746,14 @@ class _Run:
         if sub.kinds:
             if not self.threads:
                 self.threads = sum(self.client.nthreads().values())
+            if not lowered.later:  # ops never measured: a few nodes first, the rest later
+                sub.probe(self.threads)
             sub.batch(self.targets if self.fail_fast else None, self.threads)
         sub._rewire(lowered.picks)  # nodes batched by an earlier growth
         _merge(lowered, sub)
         self.scattered.update(self._scatter(sub.scatter))
-        keys = list(sub.tasks)
-        futures = self.client.get(sub.expression(), [sub.tasks[k].key for k in keys],
-                                  sync=False)
-        old = [self.held.pop(k) for k in keys if k in self.held]
-        self.held.update(zip(keys, futures))
-        for future in old:
-            future.release()
+        self.grown_later = self.grown_later or bool(sub.later)
+        self._submit(sub, list(sub.tasks), later=False)
 
     def _live(self, key: str) -> bool:
         """Whether node ``key``'s value is surely on the cluster: this run holds it."""
@@ -781,6 +829,30 @@ class _Run:
         if not self.fail_fast:
             return all(f.done() for f in futures)
         return self.lost or any(f.status == "error" for f in futures)
+
+    def _stranded(self) -> bool:
+        """Whether the run waits for nodes that nothing left can finish: for
+        :data:`_IDLE` quiet polls in a row, every task it holds has ended and nothing
+        waits to be submitted (an event on its way arrives before its task's result)."""
+        futures = (*self.held.values(), *self.bridge.values())
+        if self.pending is not None or self.lowered.later or not all(f.done() for f in futures):
+            self.idle = 0
+            return False
+        self.idle += 1
+        return self.idle >= _IDLE
+
+    def _strand(self) -> None:
+        """Fail the open nodes (the first of each line; the rest are upstream-failed)
+        rather than wait for ever."""
+        record, states = self.record, self.record.states
+        for key in self.nodes:  # in topological order
+            if key not in states:
+                record.failed(key, ExecutorError(
+                    f"node {key!r} cannot finish: every task of the run on the dask cluster "
+                    "has ended, none with its value (it needs a node that expanded, and no "
+                    "task followed to build that node's value). This is a bug in flowdispatch: "
+                    "please report it with the workflow; the nodes that completed keep their "
+                    "values (fd.run)."))
 
     def _workerless(self) -> bool:
         """Whether the cluster has had no worker for ``patience`` seconds (asked at most

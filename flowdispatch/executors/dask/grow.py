@@ -30,7 +30,7 @@ expanded nodes it needs complete, not each time a node below them expands.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..expand import joining
@@ -46,8 +46,7 @@ __all__ = ["grow", "moved_key", "settle"]
 
 def moved_key(lowered: Lowered, key: str) -> str:
     """A new dask key for node ``key``, one no task of the run has had (its op name first)."""
-    lowered.moves += 1
-    return f"{key}-{lowered.moves}-{lowered.tag}"
+    return f"{key}-{next(lowered.numbers)}-{lowered.tag}"
 
 
 class _Known:
@@ -67,47 +66,57 @@ class _Known:
 
 
 def grow(sub: Lowered, record: RunRecord, parent: str, new: list[Node[Any]],
-         live: Callable[[str], bool]) -> None:
+         live: Callable[[str], bool], ready: Collection[str] = ()) -> None:
     """Add to ``sub`` the tasks for the nodes ``new``, which joined the run as node
     ``parent`` expanded (``live(key)``: whether node ``key``'s value is surely on the
-    cluster, someone holding it)."""
+    cluster, someone holding it; ``ready``: expanded nodes whose value's task is
+    built, see :func:`settle`)."""
     joined = {node._key for node in new}
     roots = [dep for node in new for dep in node._deps if dep._key not in joined]
     roots += [record.nodes[key] for key in record.children[parent] if key not in joined]
     waiting: set[str] = set()
     for node in joining(roots, _Known(joined, live, record.returned)):  # known, maybe gone: dask decides
-        _add(sub, record, node, waiting)
+        _add(sub, record, node, waiting, ready)
     for node in new:
-        _add(sub, record, node, waiting)
+        _add(sub, record, node, waiting, ready)
 
 
-def settle(sub: Lowered, record: RunRecord, key: str) -> None:
+def settle(sub: Lowered, record: RunRecord, key: str, ready: Collection[str] = ()) -> None:
     """Add to ``sub`` the task that builds expanded node ``key``'s value, and the open
-    nodes that wait for it, moved on top of it."""
+    nodes that wait for it, moved on top of it.
+
+    The client calls it once ``key`` has completed; or, early, as ``key`` expands,
+    with its children's tasks (``key`` then in ``ready``, as the expanded nodes
+    whose value's task is built): if no child expands in turn, nothing waits
+    for the client between the children and what needs ``key``.
+    """
     _assemble(sub, record, key, moved_key(sub, key))
     waiting: set[str] = set()
     for down in _downstream(record, key):
         node = record.nodes[down]
-        if _blocked(record, node, waiting):
+        if _blocked(record, node, waiting, ready):
             continue
         sub.alias[down] = moved_key(sub, down)
+        sub.tasks.pop(down, None)  # lowered again: after what it needs (see Lowered.probe)
         sub._lower(node, tuple(dep._key for dep in node._deps))
         sub.kinds.pop(down, None)  # it keeps a task of its own: later growth refers to it
 
 
-def _blocked(record: RunRecord, node: Node[Any], waiting: set[str]) -> bool:
-    """Whether ``node`` needs an expanded node whose value is not built yet (or a node
-    in ``waiting``, left out for that): then it joins ``waiting``."""
+def _blocked(record: RunRecord, node: Node[Any], waiting: set[str],
+             ready: Collection[str] = ()) -> bool:
+    """Whether ``node`` needs an expanded node whose value is not built yet (not in
+    ``ready``), or a node in ``waiting``, left out for that: then it joins ``waiting``."""
     returned, states = record.returned, record.states
     for dep in node._deps:
         dkey = dep._key
-        if dkey in waiting or (dkey in returned and dkey not in states):
+        if dkey in waiting or (dkey in returned and dkey not in states and dkey not in ready):
             waiting.add(node._key)
             return True
     return False
 
 
-def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str]) -> None:
+def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str],
+         ready: Collection[str]) -> None:
     """A node for the cluster: a step, data (its value is here), or nothing (it failed,
     it expanded, or it waits for an expanded node: see :func:`settle`)."""
     key = node._key
@@ -116,7 +125,7 @@ def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str]) ->
     if key in record.values:
         sub._data(key, record.values[key])
     elif (key not in record.states or record._has_value(key)) and not _blocked(
-            record, node, waiting):
+            record, node, waiting, ready):
         sub._lower(node, tuple(dep._key for dep in node._deps))
 
 
@@ -131,6 +140,7 @@ def _assemble(sub: Lowered, record: RunRecord, key: str, name: str) -> None:
     sub.alias[key] = name
     sub.node_keys[name] = key
     returned = _dumps(template(record.returned[key]))
+    sub.tasks.pop(key, None)  # built again: after its children
     sub.tasks[key] = Task(name, Assemble(key, returned, children, record.stores.get(key)), *refs)
 
 
