@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..expand import joining
 from .lower import Lowered
-from .worker import Assemble
+from .worker import Assemble, dumps
 
 if TYPE_CHECKING:
     from ...core.node import Node
@@ -139,21 +139,17 @@ def _assemble(sub: Lowered, record: RunRecord, key: str, name: str) -> None:
     refs = [TaskRef(sub.dask_key(child)) for child in children]
     sub.alias[key] = name
     sub.node_keys[name] = key
-    returned = _dumps(template(record.returned[key]))
+    value = record.returned[key]
+    returned = None if _plain_list(value, children) else dumps(template(value))
     sub.tasks.pop(key, None)  # built again: after its children
     sub.tasks[key] = Task(name, Assemble(key, returned, children, record.stores.get(key)), *refs)
 
 
-def _dumps(value: Any) -> bytes:
-    """``value`` pickled: plainly (10x faster for a list of references), else with cloudpickle."""
-    import pickle
-
-    try:
-        return pickle.dumps(value, protocol=5)
-    except Exception:
-        import cloudpickle
-
-        return cloudpickle.dumps(value)
+def _plain_list(value: Any, children: tuple[str, ...]) -> bool:
+    """Whether ``value`` is a plain list of the nodes ``children`` (a lazy map's): its
+    value is then the list of theirs, with no template to fill in."""
+    return type(value) is list and len(value) == len(children) and all(
+        getattr(node, "_key", None) == child for node, child in zip(value, children))
 
 
 def _downstream(record: RunRecord, parent: str) -> list[str]:
