@@ -191,7 +191,9 @@ def summary(results: fd.Results) -> dict[str, Any]:
 
     Nodes come in topological order. Each record has ``key``, ``name``,
     ``state``, ``duration`` (seconds, or ``None`` if it never ran),
-    ``attempts``, ``error`` (``"Type: message"`` or ``None``) and, for an
+    ``attempts``, ``reloads`` (how often a dask worker read its value, lost with
+    another worker, back from the cache), ``error`` (``"Type: message"`` or
+    ``None``) and, for an
     ``upstream_failed`` node (whose error is an ``UpstreamError``), ``upstream``:
     the key of the ancestor that failed.
 
@@ -217,6 +219,7 @@ def summary(results: fd.Results) -> dict[str, Any]:
             "state": state,
             "duration": results.duration(node),
             "attempts": results.attempts(node),
+            "reloads": results.reloads(node),
             "error": _error_text(error),
         }
         if state == "upstream_failed":

@@ -58,7 +58,8 @@ def _pinned(fn, one: str, **options):
 
 
 def _on_one_worker(tmp_path, client, fuse: bool):
-    """Run ``dies_once(counted(4))``, both on one worker, with the cache in ``tmp_path``."""
+    """Run ``dies_once(counted(4))``, both on one worker, with the cache in ``tmp_path``;
+    also what the callbacks heard of reloads."""
     from flowdispatch.executors.dask import DaskExecutor
 
     before = _worker_pids(client)
@@ -66,26 +67,36 @@ def _on_one_worker(tmp_path, client, fuse: bool):
     log = str(tmp_path / "counted.log")
     up = _pinned(counted, one, cache=True)(log, 4)
     down = _pinned(dies_once, one)(str(tmp_path / "marker"), up)
+    heard: list = []
+
+    class Reloads(fd.Callback):
+        def on_node_reload(self, *, node, count):
+            heard.append((node.key, count))
+
     with fd.config.set(cache_dir=str(tmp_path / "cache")), \
             DaskExecutor(client=client, fuse=fuse) as executor:
-        res = fd.run(down, executor=executor) if not fuse else None
+        res = fd.run(down, executor=executor, callbacks=[Reloads()]) if not fuse else None
         value = res[down] if res is not None else fd.compute(down, executor=executor)[0]
     _wait_for_workers_back(client, before)
-    return res, up, down, value, read_lines(log)
+    return res, up, down, value, read_lines(log), heard
 
 
 # -- tests --------------------------------------------------------------------------------
 def test_a_cached_value_lost_with_its_worker_is_reloaded_not_recomputed(dask_client, tmp_path):
-    res, up, down, value, runs = _on_one_worker(tmp_path, dask_client, fuse=False)
+    res, up, down, value, runs, heard = _on_one_worker(tmp_path, dask_client, fuse=False)
     assert value == 41
     assert runs == ["4"], "the cached op ran again instead of being reloaded"
     assert (res.state(up), res.attempts(up)) == ("done", 1)
     assert res.reloads(up) == 1
     assert (res.attempts(down), res.reloads(down)) == (2, 0)
+    assert heard == [(up.key, 1)]  # the callbacks hear of it
+    from flowdispatch.cli import summary
+
+    assert [n["reloads"] for n in summary(res)["nodes"]] == [1, 0]  # and the JSON says so
 
 
 def test_a_fused_chain_run_again_reloads_its_cached_steps(dask_client, tmp_path):
-    _, _, _, value, runs = _on_one_worker(tmp_path, dask_client, fuse=True)
+    _, _, _, value, runs, _ = _on_one_worker(tmp_path, dask_client, fuse=True)
     assert value == 41
     assert runs == ["4"], "the cached step of the chain ran again instead of being reloaded"
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["HOOKS", "Callback"]
 
 HOOKS = ("on_start", "on_node_start", "on_node_finish", "on_node_error",
-         "on_node_upstream_failed", "on_expand", "on_finish")
+         "on_node_upstream_failed", "on_node_reload", "on_expand", "on_finish")
 
 
 class Callback:
@@ -54,6 +54,10 @@ class Callback:
     def on_node_upstream_failed(self, *, node: Node[Any], error: UpstreamError) -> None:
         """``node`` will not run: an ancestor failed (``error`` is an
         :class:`~flowdispatch.UpstreamError` naming it)."""
+
+    def on_node_reload(self, *, node: Node[Any], count: int) -> None:
+        """``node``'s value, lost with a dask worker, was read back from the cache
+        rather than computed again (``count``: how often so far in this run)."""
 
     def on_expand(self, *, node: Node[Any], children: tuple[Node[Any], ...],
                   nodes: tuple[Node[Any], ...]) -> None:

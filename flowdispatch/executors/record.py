@@ -214,6 +214,13 @@ class RunRecord(Expanding):
             fire(node=self.nodes[key], attempt=number)
         return number
 
+    def reloaded(self, key: str) -> None:
+        """A worker read ``key``'s value back from the cache, where it had been lost
+        with another worker (see :meth:`flowdispatch.Results.reloads`)."""
+        count = self.reloads[key] = self.reloads.get(key, 0) + 1
+        for fire in self._hooks["on_node_reload"]:
+            fire(node=self.nodes[key], count=count)
+
     def finished(self, key: str, seconds: float, value: Any = MISSING,
                  _final: bool = False) -> None:
         """``key`` returned ``value`` after ``seconds``; :attr:`on_ready` hears of the

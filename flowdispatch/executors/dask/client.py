@@ -771,7 +771,7 @@ class _Run:
             self._held_by_lost_worker(error)  # type: ignore[arg-type]
             return
         if kind == "reloaded" and key in self.nodes:  # a lost value, read from the cache
-            record.reloads[key] = record.reloads.get(key, 0) + 1
+            record.reloaded(key)
             if key in record.states:
                 return
             kind = "done"  # its own report was lost with its worker
