@@ -18,8 +18,9 @@ uses the node keys themselves, as dask collections do.
 
 A node whose op returns nodes expands on the client, as its task's report
 comes in: the run record takes the nodes in, and the run submits them, and
-later the task that builds the node's value, as more graphs on the same
-cluster (:mod:`.grow`); the values stay on the workers.
+the task that builds the node's value (with them, unless they are of ops seen
+to expand; else once they have completed), as more graphs on the same cluster
+(:mod:`.grow`); the values stay on the workers.
 
 The run holds a future for every node it computes and lets go of each one
 as soon as every dependent has finished, so the scheduler frees values as the

@@ -17,7 +17,10 @@ time as one more graph:
   value it still has, or runs the node again. A node that needs an expanded
   node whose value is not built yet waits on the client;
 - once the record has completed an expanded node, its children having
-  completed (:func:`settle`): an :class:`~.worker.Assemble` task, under a new
+  completed, or at once with the children if none of the nodes that joined is
+  of an op seen to expand in the run (:func:`settle`; if one expands after
+  all, the early task gets :data:`~.worker.DEFERRED` and this is done again
+  once it has completed): an :class:`~.worker.Assemble` task, under a new
   key, that builds its value from theirs; and every open node that waited
   for it (it got a :data:`~.worker.DEFERRED`, or waited on the client),
   dependencies first, under new keys, on top of that task, unless it still
