@@ -661,9 +661,9 @@ class _Run:
             with paused_gc():  # expansions lower nodes in bulk
                 for event in events:
                     self._event(*event)
+                probed = self._probed()  # what a probe held back goes before what grew since
                 self._flush()
-            if self._probed():
-                self._flush()
+            if probed:
                 continue
             if not events and self._silent():  # quiet: did something end without an event?
                 for event in inbox.take(0):  # what came in meanwhile comes first
@@ -843,17 +843,20 @@ class _Run:
         return self.idle >= _IDLE
 
     def _strand(self) -> None:
-        """Fail the open nodes (the first of each line; the rest are upstream-failed)
-        rather than wait for ever."""
+        """Fail the open nodes rather than wait for ever."""
+        self._fail_open(lambda key: (
+            f"node {key!r} cannot finish: every task of the run on the dask cluster has "
+            "ended, none with its value (it needs a node that expanded, and no task "
+            "followed to build that node's value). This is a bug in flowdispatch: please "
+            "report it with the workflow; the nodes that completed keep their values (fd.run)."))
+
+    def _fail_open(self, why: Callable[[str], str]) -> None:
+        """Fail each open node with an :class:`ExecutorError` saying ``why(key)``: the
+        first of each line (in topological order); the rest are upstream-failed."""
         record, states = self.record, self.record.states
-        for key in self.nodes:  # in topological order
+        for key in [k for k in self.nodes if k not in states]:
             if key not in states:
-                record.failed(key, ExecutorError(
-                    f"node {key!r} cannot finish: every task of the run on the dask cluster "
-                    "has ended, none with its value (it needs a node that expanded, and no "
-                    "task followed to build that node's value). This is a bug in flowdispatch: "
-                    "please report it with the workflow; the nodes that completed keep their "
-                    "values (fd.run)."))
+                record.failed(key, ExecutorError(why(key)))
 
     def _workerless(self) -> bool:
         """Whether the cluster has had no worker for ``patience`` seconds (asked at most
@@ -874,19 +877,17 @@ class _Run:
         return now - self.workerless_since >= self.patience
 
     def _give_up(self) -> None:
-        """Fail the nodes left (the first of each line; the rest are upstream-failed)."""
+        """Fail the nodes left, and cancel what is left of the run."""
         self.gave_up = True
-        record, states = self.record, self.record.states
+        states = self.record.states
         left = [k for k in self.nodes if k not in states]
         shown = ", ".join(repr(k) for k in left[:10]) + (", ..." if len(left) > 10 else "")
-        for key in left:
-            if key not in states:
-                record.failed(key, ExecutorError(
-                    f"the dask cluster has had no worker for {self.patience:g} s, so node "
-                    f"{key!r} could not run; {len(left)} nodes could not run: {shown}. Start "
-                    "workers (`dask worker <scheduler address>`) and run again; the setting "
-                    "no_workers_timeout (or DaskExecutor(no_workers_timeout=...)) says how "
-                    "long to wait. Ops declared cache=True keep their values on disk."))
+        self._fail_open(lambda key: (
+            f"the dask cluster has had no worker for {self.patience:g} s, so node {key!r} "
+            f"could not run; {len(left)} nodes could not run: {shown}. Start workers "
+            "(`dask worker <scheduler address>`) and run again; the setting "
+            "no_workers_timeout (or DaskExecutor(no_workers_timeout=...)) says how long to "
+            "wait. Ops declared cache=True keep their values on disk."))
         self._cancel()
 
     def _lost(self) -> ExecutorError:

@@ -16,6 +16,7 @@ is measured in that run (:func:`probe`): a few of its nodes (:data:`PROBE`
 per worker thread) run first, as tasks of their own, with everything that does
 not need the op's other nodes; once the probe nodes have ended, their
 durations say whether the rest go in batches, and the rest are submitted.
+Nodes that join a run as nodes expand (a lazy map's children) are probed alike.
 
 How many batches: at least one per worker thread, so that every thread has
 work; then as many rounds of that as keep each batch near :data:`TARGET`
