@@ -231,3 +231,15 @@ def test_a_run_that_nothing_left_can_finish_ends_with_a_clear_error(dask_executo
     assert res[files] == [0, 1, 2]
     assert [res[child] for child in res.children(mapped)] == [0, 1, 4]
     assert res.state(summed) == "cancelled"  # fd.run ends once every task has
+
+
+def test_the_scheduler_forgets_the_nodes_that_an_expansion_sent(dask_executor, tmp_path):
+    """An expansion's event carries the nodes its op returned: once the run has ended,
+    the scheduler keeps no history of them (it would keep the last 1,000 such events)."""
+    from flowdispatch.executors.dask.worker import TOPIC
+
+    log = str(tmp_path / "log")
+    client = dask_executor.connect()
+    assert fd.compute(total(square.map(fd.unmapped(log), listing(log, 50))),
+                      executor=dask_executor) == (sum(i * i for i in range(50)),)
+    assert client.get_events(TOPIC) == ()

@@ -512,6 +512,26 @@ def _follow_workers(client: Client, router: _Router, run: str, inbox: _Inbox | N
             client.subscribe_topic("all", router.lost_worker)
 
 
+def _forget_events(client: Client) -> None:
+    """Let the scheduler drop its history of the events on :data:`TOPIC`.
+
+    The scheduler keeps the last 1,000 events of each topic after handing them
+    on; an expansion's event holds the nodes that the op returned (about 40 bytes
+    each), a batch's the reports of its nodes. Nobody reads them again.
+    """
+    try:
+        client.run_on_scheduler(_truncate_topic, TOPIC)
+    except Exception:  # a scheduler that refuses pickled functions keeps them
+        pass
+
+
+def _truncate_topic(topic: str, dask_scheduler: Any = None) -> None:
+    """On the scheduler: forget the events on ``topic`` (distributed's broker)."""
+    broker = getattr(dask_scheduler, "_broker", None)
+    if broker is not None:
+        broker.truncate(topic)
+
+
 def _load_error(data: bytes) -> BaseException:
     try:
         return pickle.loads(data)  # type: ignore[no-any-return]  # a pickled exception
@@ -594,6 +614,8 @@ class _Run:
                 return record.results()  # the values of the done nodes are gone
             if not self.lost:
                 record.values.update(self._gather())
+                if record.returned or lowered.kinds:  # large events: expansions, bundles
+                    _forget_events(self.client)
                 return record.results()
         except BaseException:
             self._cancel()
