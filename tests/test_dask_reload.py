@@ -114,3 +114,24 @@ def test_a_step_loads_an_entry_it_finds_instead_of_running(tmp_path):
         step = lowered.tasks[node.key].func
         assert step() == 30
     assert read_lines(calls) == ["3"]
+
+
+@fd.op(cache=True)
+def doubled(x: int) -> int:
+    return 2 * x
+
+
+def test_values_the_workers_cannot_save_are_one_warning_on_the_client(dask_client, tmp_path):
+    """A worker that cannot write the cache (here a file stands where its folders would
+    go; on a cluster, a worker without the store's credentials or the secret) logs it
+    where nobody looks: the client says so, once per run."""
+    from flowdispatch.executors.dask import DaskExecutor
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    nodes = [doubled(i) for i in range(3)]
+    with fd.config.set(cache_dir=str(blocked)), DaskExecutor(client=dask_client) as executor:
+        with pytest.warns(fd.CacheWarning, match=r"3 values could not be saved to the cache "
+                                                 r"by the dask workers.*at '.*a-file"):
+            res = fd.run(*nodes, executor=executor)
+    assert [res[node] for node in nodes] == [0, 2, 4] and res.counts == {"done": 3}

@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from ..core.op import Op
 
 __all__ = ["CachePlan", "cache_dir", "clear", "entries", "entry_path", "lineage_keys", "load",
-           "maybe_present", "prepare", "require_signing", "save", "sizes"]
+           "maybe_present", "prepare", "require_signing", "save", "sizes", "try_save"]
 
 
 def cache_dir() -> str:
@@ -172,6 +172,24 @@ def save(path: str, value: Any) -> None:
     ``cache_secret``). New local folders are private to the user (mode 0o700):
     the cache holds pickles, and loading a pickle can run code.
     """
+    problem = try_save(path, value)
+    if problem is not None:
+        warnings.warn(f"flowdispatch: {problem}; its node will run again next time",
+                      CacheWarning, stacklevel=2)
+
+
+def try_save(path: str, value: Any) -> str | None:
+    """:func:`save`, saying what went wrong (``None``: saved) rather than warning: for a
+    dask worker, which tells the client instead (see :mod:`flowdispatch.executors.dask`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> blocked = os.path.join(tempfile.mkdtemp(), "a-file")
+    >>> open(blocked, "w").close()  # a file where the cache's folders would go
+    >>> try_save(os.path.join(blocked, "ab", "abcd"), 1)[:39]
+    'a value could not be saved to the cache'
+    """
     import cloudpickle
 
     try:
@@ -185,9 +203,9 @@ def save(path: str, value: Any) -> None:
         else:
             _save_local(path, data, signing)
     except Exception as exc:
-        warnings.warn(f"flowdispatch: a value could not be saved to the cache at {path!r} "
-                      f"({type(exc).__name__}: {exc}); its node will run again next time",
-                      CacheWarning, stacklevel=2)
+        return (f"a value could not be saved to the cache at {path!r} "
+                f"({type(exc).__name__}: {exc})")
+    return None
 
 
 def _save_local(path: str, data: bytes, signing: bytes | None) -> None:

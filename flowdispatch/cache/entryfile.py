@@ -178,7 +178,7 @@ def entry_folder_problem(path: str) -> tuple[str, str] | None:
         return root, why
     try:
         info = os.lstat(sub)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such folder: nothing in it to read
         return None
     if stat.S_ISLNK(info.st_mode):
         return sub, "it is a symbolic link; flowdispatch makes these folders itself"

@@ -58,12 +58,13 @@ import pickle
 import threading
 import time
 import weakref
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ... import config
 from ...core.graph import Graph, as_nodes
-from ...errors import ExecutorError, SecurityWarning, SerializationError
+from ...errors import CacheWarning, ExecutorError, SecurityWarning, SerializationError
 from ..base import Executor
 from ..record import RunRecord
 from ..registry import is_client
@@ -84,7 +85,7 @@ __all__ = ["DaskExecutor"]
 _POLL = 0.1
 _IDLE = 3  # quiet polls with nothing left on the cluster before a run is stranded
 #: Kinds of events that end a node well: only a target's wakes a fail-fast run.
-_ENDED = frozenset({"done", "reloaded"})
+_ENDED = frozenset({"done", "reloaded", "unsaved"})  # events nobody waits for, but an end
 
 
 #: How long the tasks of an embedded cluster wait for a worker that can run them.
@@ -465,7 +466,8 @@ class _Router:
         if inbox is None:
             return
         for key, kind, attempt, seconds, error in rest[0] if len(rest) == 1 else [rest]:
-            inbox.put((key, kind, attempt, seconds, None if error is None else _load_error(error)))
+            inbox.put((key, kind, attempt, seconds,
+                       _load_error(error) if type(error) is bytes else error))
 
 
     def lost_worker(self, event: tuple[Any, ...]) -> None:
@@ -571,6 +573,7 @@ class _Run:
         self.expanders: set[int] = set()  # ids of the ops whose nodes expanded in this run
         self.grown_later = False  # whether nodes created at run time wait for a probe
         self.idle = 0  # quiet polls in a row with every task of the run ended (see _stranded)
+        self.unsaved: list[tuple[str, str]] = []  # nodes whose values the workers did not save
         record.on_grow = self._grow
         record.on_settled = self._settled
         if self.fail_fast:
@@ -616,6 +619,7 @@ class _Run:
                 record.values.update(self._gather())
                 if record.returned or lowered.kinds:  # large events: expansions, bundles
                     _forget_events(self.client)
+                self._warn_unsaved()
                 return record.results()
         except BaseException:
             self._cancel()
@@ -666,6 +670,17 @@ class _Run:
             future.release()
         self.bridge = {}
         return True
+
+    def _warn_unsaved(self) -> None:
+        """One :class:`~flowdispatch.CacheWarning`, here, for the values that the
+        workers could not save to the cache."""
+        if self.unsaved:
+            key, why = self.unsaved[0]
+            warnings.warn(CacheWarning(
+                f"flowdispatch: {len(self.unsaved)} values could not be saved to the cache "
+                f"by the dask workers, so their nodes will run again next time; node "
+                f"{key!r}: {why}. Each worker needs the cache's store (and its "
+                "credentials), and the client's cache_secret if it has one."), stacklevel=6)
 
     def _probe_ended(self, key: str) -> bool:
         """Whether probe node ``key`` has ended: it completed, failed or expanded, or
@@ -792,6 +807,9 @@ class _Run:
         record = self.record
         if kind == "held":
             self._held_by_lost_worker(error)  # type: ignore[arg-type]
+            return
+        if kind == "unsaved":  # a worker could not save the node's value to the cache
+            self.unsaved.append((key, error))  # type: ignore[arg-type]  # its reason: str
             return
         if kind == "reloaded" and key in self.nodes:  # a lost value, read from the cache
             record.reloaded(key)

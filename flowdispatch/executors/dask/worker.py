@@ -12,8 +12,10 @@ A step reports what happens to the client as small events, sent with
 ``Worker.log_event`` on the topic :data:`TOPIC`: ``[run, key, kind, attempt,
 seconds, error]`` where ``kind`` is ``"start"`` (each attempt, when someone
 watches for starts: each event is a message through the scheduler), ``"done"``,
-``"reloaded"`` (attempt 0: the value came out of the cache, see :class:`Step`) or
-``"failed"`` (``error`` is then the pickled exception). A worker sends a task's
+``"reloaded"`` (attempt 0: the value came out of the cache, see :class:`Step`),
+``"unsaved"`` (before ``"done"``: the value could not be saved to its cache entry;
+``error`` is then the reason, as text) or ``"failed"`` (``error`` is then the
+pickled exception). A worker sends a task's
 events before its result, and the scheduler forwards both in order, so the
 client learns of a node before it learns of anything that depends on it.
 
@@ -43,7 +45,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from ...cache import entryfile, load, save
+from ...cache import entryfile, load, save, try_save
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
@@ -60,7 +62,7 @@ BUNDLE = 0.1
 _EMPTY: dict[str, Any] = {}
 _CLIENT = object()  # Code(check=...) not given: take the client's
 #: Kinds of events that a batch sends with the next ones (the others at once).
-_QUIET = frozenset({"done", "reloaded"})
+_QUIET = frozenset({"done", "reloaded", "unsaved"})
 
 
 @lru_cache(maxsize=64)
@@ -195,6 +197,17 @@ def _keep_quiet(dask_key: str) -> None:
     if len(_Quiet.keys) > 10_000:  # keys of chain steps are never logged: do not pile up
         _Quiet.keys.clear()
     _Quiet.keys.add(dask_key)
+
+
+def _save(report: Callable[..., None] | None, key: str, store: str, value: Any) -> None:
+    """Save node ``key``'s value to its cache entry ``store``; if that fails, tell the
+    client (if it listens: a worker's warnings go to its log, where nobody looks)."""
+    if report is None:
+        save(store, value)
+        return
+    problem = try_save(store, value)
+    if problem is not None:
+        report(key, "unsaved", 0, 0.0, problem)
 
 
 def _failed(report: Callable[..., None] | None, step: Step, attempt: int, seconds: float,
@@ -364,7 +377,7 @@ class Step:
                 _failed(report, self, attempt, seconds, note_node(exc, key))
                 raise
             if self.store is not None:
-                save(self.store, result)
+                _save(report, key, self.store, result)
             if report:
                 report(key, "done", attempt, seconds, None)
             return result
