@@ -112,6 +112,11 @@ def takes(x, thing):
 
 
 @fd.op
+def first_size(pair):
+    return len(pair[0]) + pair[1]
+
+
+@fd.op
 def poison(x):
     os._exit(1)  # takes its worker down
 
@@ -408,12 +413,14 @@ def test_a_large_argument_travels_as_a_task_argument_not_in_the_call(dask_execut
 
     data = b"x" * (SCATTER_BYTES + 1)
     whole, part = size(data), takes(inc(1), thing=data)
-    lowered = Lowered(fd.Graph(whole, part), {}, run=None)
-    for node in (whole, part):  # pickled once, with the graph, not copied into the call
+    nested = first_size([data, inc(1)])  # beside a node, in a list
+    lowered = Lowered(fd.Graph(whole, part, nested), {}, run=None)
+    for node in (whole, part, nested):  # pickled once, with the graph, not copied into the call
         task = lowered.tasks[node.key]
         assert len(task.func.call) < 1000 and any(a is data for a in task.args)
-    assert fd.compute(whole, part, executor=dask_executor) == (len(data), 2)
-    assert fd.run(whole, part, executor=dask_executor).ok
+    assert fd.compute(whole, part, nested, executor=dask_executor) == (
+        len(data), 2, len(data) + 2)
+    assert fd.run(whole, part, nested, executor=dask_executor).ok
 
 
 def test_an_in_process_cluster_links_to_its_dashboard_where_it_listens():

@@ -48,6 +48,7 @@ SCATTER_BYTES = 1 << 20
 _EMPTY: dict[str, Any] = {}
 _WORKERS = "the dask workers"
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
+_NESTS = frozenset({list, tuple, dict})  # containers whose large parts are set apart
 
 
 def _pickled_call(node: Node[Any]) -> tuple[bytes | None, dict[str, Any]]:
@@ -86,29 +87,45 @@ def _large(value: Any) -> bool:
 def _set_apart(key: str, given_args: tuple[Any, ...], given_kwargs: dict[str, Any],
                args: tuple[Any, ...], kwargs: dict[str, Any],
                ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
-    """The templates with each large argument (one with no node inside) replaced by a
-    reference to a key of its own, and those arguments by their keys.
+    """The templates with each large argument (or large part of a list, tuple or dict
+    argument) that holds no node replaced by a reference to a key of its own, and
+    those values by their keys.
 
     A large argument then travels as an argument of the node's task, pickled
     once with the graph, as dask sends a task's arguments; pickled into the
     node's call as well, it would take its size again on the client.
     """
     apart: dict[str, Any] = {}
-    if any(a is g and _large(a) for a, g in zip(args, given_args)):
+    if any(_worth_a_look(a, g) for a, g in zip(args, given_args)):
         args = tuple(_away(apart, f"{key}:arg{i}", a, g)
                      for i, (a, g) in enumerate(zip(args, given_args)))
-    if any(v is given_kwargs.get(k) and _large(v) for k, v in kwargs.items()):
-        kwargs = {k: _away(apart, f"{key}:{k}", v, given_kwargs.get(k)) for k, v in kwargs.items()}
+    if any(_worth_a_look(v, given_kwargs[k]) for k, v in kwargs.items()):
+        kwargs = {k: _away(apart, f"{key}:{k}", v, given_kwargs[k]) for k, v in kwargs.items()}
     return args, kwargs, apart
 
 
+def _worth_a_look(value: Any, given: Any) -> bool:
+    """Whether argument ``given`` (``value``: its template) may have a part to set apart:
+    it holds no node, or it is a list, tuple or dict (a node alone never has one)."""
+    return (value is given or type(value) in _NESTS) and _large(given)
+
+
 def _away(apart: dict[str, Any], name: str, value: Any, given: Any) -> Any:
-    """``value``, or if it is a large argument as given (no node inside), a reference to
-    ``name``, under which it joins ``apart``."""
-    if value is not given or not _large(value):
-        return value
-    apart[name] = value
-    return Ref(name)
+    """``value`` (the template of ``given``), or if it is large and holds no node, a
+    reference to ``name``, under which it joins ``apart``; a list, tuple or dict that
+    holds nodes, with its large parts set apart alike."""
+    if value is given:  # no node inside
+        if not _large(value):
+            return value
+        apart[name] = value
+        return Ref(name)
+    kind = type(value)
+    if (kind is list or kind is tuple) and type(given) is kind and _large(given):
+        return kind(_away(apart, f"{name}.{i}", v, g)
+                    for i, (v, g) in enumerate(zip(value, given)))
+    if kind is dict and type(given) is dict and _large(given):
+        return {k: _away(apart, f"{name}.{k}", v, given[k]) for k, v in value.items()}
+    return value
 
 
 def _plain(values: Any) -> bool:
