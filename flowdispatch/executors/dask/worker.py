@@ -15,9 +15,9 @@ watches for starts: each event is a message through the scheduler), ``"done"``,
 ``"reloaded"`` (attempt 0: the value came out of the cache, see :class:`Step`),
 ``"unsaved"`` (before ``"done"``: the value could not be saved to its cache entry;
 ``error`` is then the reason, as text) or ``"failed"`` (``error`` is then the
-pickled exception). A worker sends a task's
-events before its result, and the scheduler forwards both in order, so the
-client learns of a node before it learns of anything that depends on it.
+pickled exception). A worker sends a task's events before its result, and the
+scheduler forwards both in order, so the client learns of a node before it
+learns of anything that depends on it.
 
 A node whose op returns nodes (see :mod:`flowdispatch.executors.expand`)
 *expands*: its step reports ``"expand"`` with what the op returned (pickled:
