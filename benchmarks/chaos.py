@@ -259,7 +259,8 @@ class Outcome:
 def measure(cluster: Cluster, executor: str, groups: int, fan_in: int,
             period: float | None, timeout: float, seed: int) -> Outcome:
     """Run the workload once in a driver process, with a killer when ``period`` is set."""
-    with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
+    # a run stopped at its timeout leaves tasks on the workers, which may still write
+    with tempfile.TemporaryDirectory(prefix="chaos-", ignore_cleanup_errors=True) as scratch:
         log, cache = os.path.join(scratch, "runs.log"), os.path.join(scratch, "cache")
         args = [sys.executable, str(Path(__file__).resolve()), "--drive", executor,
                 cluster.address, str(groups), str(fan_in), log, cache]
