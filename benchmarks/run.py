@@ -27,7 +27,8 @@ two worker processes, flowdispatch's DaskExecutor end to end (build, lower,
 run, gather) against ``client.get`` of the prebuilt raw graph and against
 ``dask.delayed`` + ``client.compute``; then fan-outs of ops that take time
 (``--dask-work``: 10,000 of 10 µs, 2,000 of 1 ms, 200 of 50 ms), against raw
-``client.get``.
+``client.get``. Each run on the cluster starts once the scheduler and the
+workers have let go of the tasks of the run before it.
 
 Then dynamic workflows on SyncExecutor: a lazy map over N tiny ops (``op.map``
 over a node, expanded at run time) against the same static fan-out (built
@@ -194,18 +195,46 @@ def measure(shape: str, n: int, repeat: int, delayed_limit: int,
     return row
 
 
-def best_interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+def best_interleaved(fns: dict[str, Callable[[], object]], repeat: int,
+                     client: Any = None) -> dict[str, float]:
     """Best time of each function, taking turns (so that a slow spell of the
-    machine hits them alike), after one warm-up round."""
+    machine hits them alike), after one warm-up round. With a dask ``client``,
+    each starts once the cluster has let go of the tasks of the one before
+    (see :func:`settled`)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeat + 1):
         for name, fn in fns.items():
+            if client is not None:
+                settled(client)
             gc.collect()
             start = time.perf_counter()
             fn()
             if i:
                 times[name].append(time.perf_counter() - start)
     return {name: min(t) for name, t in times.items()}
+
+
+def settled(client: Any, timeout: float = 30.0) -> None:
+    """Wait (up to ``timeout`` seconds) till the scheduler and the workers hold no task.
+
+    A run's result comes back before the cluster has forgotten its tasks; a
+    run timed next would pay for that clean-up (10,000 tasks of a raw
+    ``client.get`` keep the workers busy for a while after it returns).
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not client.run_on_scheduler(_scheduler_tasks) and not any(
+                client.run(_worker_tasks).values()):
+            return
+        time.sleep(0.01)
+
+
+def _scheduler_tasks(dask_scheduler: Any) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def _worker_tasks(dask_worker: Any) -> int:
+    return len(dask_worker.state.tasks)
 
 
 fd_inc, fd_add, fd_total = fd.op(inc, name="inc"), fd.op(add, name="add"), fd.op(total)
@@ -221,7 +250,8 @@ def fib(n):
     return n if n < 2 else fd_add(fib(n - 1), fib(n - 2))
 
 
-def lazy_against_static(n: int, repeat: int, executor: Any) -> dict[str, float]:
+def lazy_against_static(n: int, repeat: int, executor: Any, client: Any = None
+                        ) -> dict[str, float]:
     """Best seconds of a lazy map over ``n`` tiny ops, and of the same static fan-out."""
     def static() -> None:
         assert fd.compute(fd_total(fd_inc.map(list(range(n)))), executor=executor) == (
@@ -231,7 +261,7 @@ def lazy_against_static(n: int, repeat: int, executor: Any) -> dict[str, float]:
         assert fd.compute(fd_total(fd_inc.map(listing(n))), executor=executor) == (
             n * (n + 1) // 2,)
 
-    return best_interleaved({"static": static, "lazy": lazy}, repeat)
+    return best_interleaved({"static": static, "lazy": lazy}, repeat, client)
 
 
 def dynamic_table(n: int, repeat: int, dask_too: bool = False) -> list[str]:
@@ -252,7 +282,7 @@ def dynamic_table(n: int, repeat: int, dask_too: bool = False) -> list[str]:
 
         with local_cluster() as cluster, Client(cluster) as client, \
                 fd.DaskExecutor(client=client) as executor:
-            times = lazy_against_static(n, repeat, executor)
+            times = lazy_against_static(n, repeat, executor, client)
         lines.append(lazy_row(f"lazy map over {n:,} on dask (2 workers × 1 thread)", n, times))
     print("\n".join(lines), flush=True)
     return lines
@@ -288,7 +318,7 @@ def measure_dask(client, shape: str, n: int, repeat: int, delayed_limit: int) ->
         }
         if n <= limit:
             fns["delayed"] = lambda: client.compute(build_delayed(shape, n)).result() == want or fail()
-        best = best_interleaved(fns, repeat)
+        best = best_interleaved(fns, repeat, client)
     return {"tasks": tasks, "delayed": None} | {k: v / tasks * 1e6 for k, v in best.items()}
 
 
@@ -306,7 +336,7 @@ def measure_work(client, n: int, seconds: float, repeat: int) -> dict:
     with fd.DaskExecutor(client=client) as executor:
         best = best_interleaved({"fd": fd_run,
                                  "raw": lambda: client.get(dsk, "total-0") == want or fail()},
-                                repeat)
+                                repeat, client)
     return {k: v / len(dsk) * 1e6 for k, v in best.items()}
 
 

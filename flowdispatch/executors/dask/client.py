@@ -85,6 +85,7 @@ __all__ = ["DaskExecutor"]
 _POLL = 0.1
 _IDLE = 3  # quiet polls with nothing left on the cluster before a run is stranded
 #: Kinds of events that end a node well: only a target's wakes a fail-fast run.
+_DONE = "batch-done"  # an inbox's entry for the steps that a batch completed
 _ENDED = frozenset({"done", "reloaded", "unsaved"})  # events nobody waits for, but an end
 
 
@@ -402,7 +403,7 @@ def _grown(lowered: Lowered) -> Lowered:
     grown = Lowered([], {}, run=lowered.run, tag=lowered.tag, starts=lowered.starts,
                     stores=lowered.stores, alias=lowered.alias)
     grown._ops, grown.ops = lowered._ops, lowered.ops
-    grown.numbers = lowered.numbers
+    grown.numbers, grown.batches = lowered.numbers, lowered.batches
     return grown
 
 
@@ -453,8 +454,9 @@ class _Router:
     """Hands the events on a client's topic to the inbox of the run they belong to.
 
     It runs on the client's event loop, in the order the scheduler sent the
-    messages (an event, or a batch's bundle of them: ``[run, [event, ...]]``). Errors are unpickled here, so that their tracebacks (rebuilt by
-    tblib) hang off the loop's long-lived frames rather than a run's.
+    messages (an event, or a batch's bundle of them, see :class:`.worker._Bundle`).
+    Errors are unpickled here, so that their tracebacks (rebuilt by tblib) hang
+    off the loop's long-lived frames rather than a run's.
     """
 
     def __init__(self) -> None:
@@ -465,7 +467,13 @@ class _Router:
         inbox = self.runs.get(run)
         if inbox is None:
             return
-        for key, kind, attempt, seconds, error in rest[0] if len(rest) == 1 else [rest]:
+        events = [rest]  # one event: key, kind, attempt, seconds, error
+        if type(rest[0]) is not str:  # a batch's bundle (see .worker._Bundle)
+            events, batch, places, attempts, seconds = rest
+            if places:  # the steps that completed came first
+                inbox.put((batch, _DONE, memoryview(places).cast("I"),
+                           memoryview(attempts).cast("I"), memoryview(seconds).cast("d")))
+        for key, kind, attempt, seconds, error in events:
             inbox.put((key, kind, attempt, seconds,
                        _load_error(error) if type(error) is bytes else error))
 
@@ -696,15 +704,13 @@ class _Run:
         while self._open() and not self.stopped:
             events = inbox.take(_POLL)
             with paused_gc():  # expansions lower nodes in bulk
-                for event in events:
-                    self._event(*event)
+                self._take(events)
                 probed = self._probed()  # what a probe held back goes before what grew since
                 self._flush()
             if probed:
                 continue
             if not events and self._silent():  # quiet: did something end without an event?
-                for event in inbox.take(0):  # what came in meanwhile comes first
-                    self._event(*event)
+                self._take(inbox.take(0))  # what came in meanwhile comes first
                 self._flush()
                 self._unexplained()
                 if self._probed(force=True):
@@ -801,6 +807,18 @@ class _Run:
                 or (pending is not None and key in pending.tasks))
 
     # -- what happened -----------------------------------------------------------------
+    def _take(self, events: list[tuple[Any, ...]]) -> None:
+        """Report ``events``: those of nodes, and the steps that a batch completed
+        (``(batch, _DONE, places, attempts, seconds)``, see :class:`.worker._Bundle`)."""
+        for event in events:
+            if event[1] == _DONE:
+                _, _, places, attempts, seconds = event
+                keys = self.lowered.batches[event[0]]
+                for place, attempt, took in zip(places, attempts, seconds):
+                    self._event(keys[place], "done", attempt, took, None)
+            else:
+                self._event(*event)
+
     def _event(self, key: str, kind: str, attempt: int, seconds: float,
                error: BaseException | None) -> None:
         """Report one event of a node (none once the node has ended)."""

@@ -29,6 +29,10 @@ from collections.abc import Collection, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
+from dask.sizeof import sizeof
+from dask.task_spec import DataNode, Task, TaskRef
+
 from ...core.gcpause import paused_gc
 from ...core.node import _identity
 from ...core.traverse import Ref, template
@@ -49,19 +53,20 @@ _EMPTY: dict[str, Any] = {}
 _WORKERS = "the dask workers"
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), Ref})  # plain pickle will do
 _NESTS = frozenset({list, tuple, dict})  # containers whose large parts are set apart
+_SMALL = frozenset({int, float, bool, type(None), Ref})  # never large, plain pickle will do
 
 
 def _pickled_call(node: Node[Any]) -> tuple[bytes | None, dict[str, Any]]:
     """cloudpickle of the node's argument templates (nodes replaced by references), and
     the large arguments set apart (see :func:`_set_apart`), by the keys standing for them."""
-    import cloudpickle
-
     given_args, given_kwargs = node._args, node._kwargs or _EMPTY
     args, kwargs = given_args, given_kwargs
     if node._deps:  # else no node inside, or opaque data (fd.value(..., traverse=False))
         args, kwargs = template(args), template(kwargs)
     if not args and not kwargs:
         return None, _EMPTY
+    if not kwargs and all(type(a) in _SMALL for a in args):  # the common case, quicker
+        return pickle.dumps((args, kwargs), protocol=5), _EMPTY
     args, kwargs, apart = _set_apart(node._key, given_args, given_kwargs, args, kwargs)
     if _plain(args) and _plain(kwargs.values()):
         return pickle.dumps((args, kwargs), protocol=5), apart  # the same bytes, 4x faster
@@ -79,8 +84,6 @@ def _large(value: Any) -> bool:
         return len(value) > SCATTER_BYTES
     if kind in _PLAIN:
         return False
-    from dask.sizeof import sizeof
-
     return bool(sizeof(value) > SCATTER_BYTES)
 
 
@@ -214,6 +217,8 @@ class Lowered:
         #: Numbers for the run's new dask keys (batches; nodes moved, see .grow): shared
         #: with the lowerings that grow the run, so no two are named alike.
         self.numbers: Iterator[int] = itertools.count(1)
+        #: The node keys of the run's batches, by name (shared, as :attr:`numbers` is).
+        self.batches: dict[str, tuple[str, ...]] = {}
         self._ops: dict[int, tuple[Any, ...]] = {}  # id(op) -> (code, notes, kind), see _op()
         #: Nodes left out, to be lowered later: those in ``defer`` and what needs them.
         self.deferred: set[str] = set(defer)
@@ -225,7 +230,8 @@ class Lowered:
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
-            deps = tuple(d._key for d in deps_of(key, node))
+            found = deps_of(key, node)
+            deps = tuple([d._key for d in found]) if found else ()
             if self.deferred and (key in self.deferred or any(d in self.deferred for d in deps)):
                 self.deferred.add(key)
                 continue
@@ -237,8 +243,6 @@ class Lowered:
 
     def _lower(self, node: Node[Any], deps: tuple[str, ...]) -> None:
         """``node`` as a task (or, if it cannot be pickled, in :attr:`broken`)."""
-        from dask.task_spec import Task, TaskRef
-
         key = node._key
         try:
             known = self._ops.get(id(node._op))
@@ -249,11 +253,16 @@ class Lowered:
             self.broken[key] = exc
             return
         code, notes, kind = known
-        name = self.dask_key(key)
+        name = key if self.tag is None else f"{key}-{self.tag}"
+        if self.alias:
+            name = self.alias.get(key, name)
         self.node_keys[name] = key
-        step = Step(code, key, call, (*deps, *apart), self.stores.get(key))
-        self.tasks[key] = Task(name, step, *(TaskRef(self.dask_key(d)) for d in deps),
-                               *apart.values())  # large arguments: pickled once, with the graph
+        step = Step(code, key, call, (*deps, *apart) if apart else deps, self.stores.get(key))
+        if deps or apart:  # large arguments: pickled once, with the graph
+            self.tasks[key] = Task(name, step, *[TaskRef(self.dask_key(d)) for d in deps],
+                                   *apart.values())
+        else:
+            self.tasks[key] = Task(name, step)
         if notes:
             self.annotations[key] = notes
         if kind is not None:
@@ -279,8 +288,6 @@ class Lowered:
         annotations. Every dependent hop on a cluster costs scheduler round trips
         (milliseconds), whatever the op; in a chain they are all that is left.
         """
-        from dask.task_spec import Task
-
         steps = {k: t.func for k, t in self.tasks.items() if isinstance(t.func, Step)}
         users: dict[str, int] = {}
         for step in steps.values():
@@ -371,45 +378,44 @@ class Lowered:
         groups: dict[tuple[Any, ...], list[str]] = {}
         node_keys, kinds = self.node_keys, self.kinds
         for key, task in self.tasks.items():  # in topological order
-            if task.dependencies:
-                depth[key] = 1 + max(depth.get(node_keys.get(d, d), 0) for d in task.dependencies)
-            else:
-                depth[key] = 1
+            deps = task.dependencies
+            level = 1 + max([depth.get(node_keys.get(d, d), 0) for d in deps]) if deps else 1
+            depth[key] = level
             kind = kinds.get(key)
             if (kind is not None and isinstance(task.func, Step)
                     and (part is None or (key in part) == inside)):
-                groups.setdefault((*kind, depth[key]), []).append(key)
+                groups.setdefault((*kind, level), []).append(key)
         return groups
 
     def _cut(self, keys: list[str], notes: tuple[Any, ...], addressable: set[str] | None,
              refs: dict[str, Any], later: bool = False) -> int:
         """One batch of the nodes ``keys``; their tasks become getters, or go."""
-        from dask.task_spec import Task, TaskRef
-
         steps = tuple(self.tasks[k].func for k in keys)
         name = f"{steps[0].op.name}-batch{next(self.numbers)}"  # unique in the run
         batch = self.dask_key(name)
-        self.tasks[name] = Task(batch, Batch.of(steps),
+        self.batches[name] = tuple(keys)
+        self.tasks[name] = Task(batch, Batch.of(name, steps),
                                 *(a for k in keys for a in self.tasks[k].args))
         self.node_keys[batch] = name
         if later:
             self.later.add(name)
         if notes:
             self.annotations[name] = notes
+        tasks, node_keys, annotations = self.tasks, self.node_keys, self.annotations
         for i, key in enumerate(keys):
-            refs[self.dask_key(key)] = (batch, i)
+            name = tasks[key].key
+            refs[name] = (batch, i)
             if addressable is None or key in addressable:
-                self.tasks[key] = Task(self.dask_key(key), pick, TaskRef(batch), i)
+                tasks[key] = Task(name, pick, TaskRef(batch), i)
             else:
-                del self.tasks[key]
-                del self.node_keys[self.dask_key(key)]
-                self.annotations.pop(key, None)
+                del tasks[key]
+                del node_keys[name]
+                if notes:
+                    del annotations[key]
         return len(keys)
 
     def _rewire(self, refs: dict[str, Any]) -> None:
         """Point every task that needs a batched node at the node's place in its batch."""
-        from dask.task_spec import Task, TaskRef
-
         for key, task in list(self.tasks.items()):
             if task.func is pick or not any(d in refs for d in task.dependencies):
                 continue
@@ -459,10 +465,6 @@ class Lowered:
 
     def _data(self, key: str, value: Any) -> None:
         """An override, as data on the cluster."""
-        import cloudpickle
-        from dask.sizeof import sizeof
-        from dask.task_spec import Task
-
         if type(value).__name__ == "Future" and type(value).__module__.startswith("distributed"):
             self.given[key] = value  # already on the cluster
         elif sizeof(value) > SCATTER_BYTES:
@@ -481,8 +483,6 @@ class Lowered:
     @staticmethod
     def _code(node: Node[Any], run: str | None, starts: bool) -> Code:
         """The node's op as it travels (cloudpickle by value where it must)."""
-        import cloudpickle
-
         op = node._op
         if op is None:
             return Code("value", cloudpickle.dumps((_identity, None)), run, starts)
@@ -561,8 +561,6 @@ def _expression_kinds() -> tuple[Any, ...] | None:
 
 def to_dask(graph: Graph, values: dict[str, Any]) -> dict[str, Any]:
     """``graph`` as a plain dask graph (see :meth:`flowdispatch.Graph.to_dask`)."""
-    from dask.task_spec import DataNode
-
     from ..record import check_inputs
 
     values = check_inputs(graph, values)

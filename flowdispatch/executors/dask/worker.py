@@ -41,6 +41,7 @@ import logging
 import pickle
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -494,32 +495,50 @@ class _Bundle:
     once, with those before it; the others every :data:`BUNDLE` seconds and at the end.
 
     Every event goes through the scheduler; one for each of thousands of quick nodes
-    would cost more than the nodes do. A bundle is ``[run, [event, ...]]``.
+    would cost more than the nodes do. A bundle is ``[run, [event, ...], batch,
+    places, attempts, seconds]``: the steps that completed (before the events)
+    are three packed arrays (their places in the batch named ``batch``, their
+    attempts and durations), which the scheduler and the client pass on and
+    read at once; thousands of events as lists of strings and numbers would
+    keep both busy (on a local cluster, they share the process and its GIL).
     """
 
-    __slots__ = ("worker", "run", "events", "since")
+    __slots__ = ("worker", "run", "batch", "at", "events", "places", "attempts", "seconds",
+                 "since")
 
-    def __init__(self, worker: Any, run: str | None):
+    def __init__(self, worker: Any, run: str | None, batch: str = ""):
         self.worker = worker
         self.run = run
+        self.batch = batch
+        self.at = 0  # the place in the batch of the step that runs
         self.events: list[Any] = []
+        self._clear()
+
+    def _clear(self) -> None:
+        self.places, self.attempts, self.seconds = array("I"), array("I"), array("d")
         self.since = time.perf_counter()
 
     @classmethod
-    def of(cls, run: str | None) -> _Bundle | None:
+    def of(cls, run: str | None, batch: str = "") -> _Bundle | None:
         worker = None if run is None else _worker()
-        return None if worker is None else cls(worker, run)
+        return None if worker is None else cls(worker, run, batch)
 
-    def __call__(self, *event: Any) -> None:
-        self.events.append(list(event))
-        if event[1] not in _QUIET or time.perf_counter() - self.since > BUNDLE:
+    def __call__(self, key: str, kind: str, attempt: int, seconds: float, error: Any) -> None:
+        if kind == "done":
+            self.places.append(self.at)
+            self.attempts.append(attempt)
+            self.seconds.append(seconds)
+        else:
+            self.events.append([key, kind, attempt, seconds, error])
+        if kind not in _QUIET or time.perf_counter() - self.since > BUNDLE:
             self.flush()
 
     def flush(self) -> None:
-        if self.events:
-            self.worker.log_event(TOPIC, [self.run, self.events])
+        if self.events or self.places:
+            self.worker.log_event(TOPIC, [self.run, self.events, self.batch, self.places.tobytes(),
+                                          self.attempts.tobytes(), self.seconds.tobytes()])
             self.events = []
-        self.since = time.perf_counter()
+        self._clear()
 
 
 class _Failed:
@@ -617,15 +636,18 @@ class Batch:
     more each time than their nodes take to run.
     """
 
-    __slots__ = ("op", "keys", "calls", "deps", "stores")
+    __slots__ = ("name", "op", "keys", "calls", "deps", "stores")
+    name: str
     op: Code
     keys: tuple[str, ...]
     calls: tuple[bytes | None, ...]
     deps: tuple[tuple[str, ...], ...]
     stores: tuple[str | None, ...] | None
 
-    def __init__(self, op: Code, keys: tuple[str, ...], calls: tuple[bytes | None, ...],
-                 deps: tuple[tuple[str, ...], ...], stores: tuple[str | None, ...] | None = None):
+    def __init__(self, name: str, op: Code, keys: tuple[str, ...],
+                 calls: tuple[bytes | None, ...], deps: tuple[tuple[str, ...], ...],
+                 stores: tuple[str | None, ...] | None = None):
+        self.name = name  # unique in its run: its completed steps are reported by it
         self.op = op
         self.keys = keys
         self.calls = calls
@@ -633,10 +655,10 @@ class Batch:
         self.stores = stores  # None: no step saves its value
 
     @classmethod
-    def of(cls, steps: tuple[Step, ...]) -> Batch:
-        """The batch of ``steps`` (of one op)."""
+    def of(cls, name: str, steps: tuple[Step, ...]) -> Batch:
+        """The batch ``name`` of ``steps`` (of one op)."""
         stores = tuple(s.store for s in steps)
-        return cls(steps[0].op, tuple(s.key for s in steps), tuple(s.call for s in steps),
+        return cls(name, steps[0].op, tuple(s.key for s in steps), tuple(s.call for s in steps),
                    tuple(s.deps for s in steps), stores if any(stores) else None)
 
     @property
@@ -646,7 +668,7 @@ class Batch:
         return tuple(Step(self.op, *step) for step in zip(self.keys, self.calls, self.deps, stores))
 
     def __reduce__(self) -> tuple[type[Batch], tuple[Any, ...]]:
-        return (Batch, (self.op, self.keys, self.calls, self.deps, self.stores))
+        return (Batch, (self.name, self.op, self.keys, self.calls, self.deps, self.stores))
 
     @property
     def __name__(self) -> str:
@@ -656,7 +678,7 @@ class Batch:
         return f"<flowdispatch batch of {len(self.keys)} steps from {self.keys[0]!r}>"
 
     def __call__(self, *values: Any) -> Values:
-        report = _Bundle.of(self.op.run)
+        report = _Bundle.of(self.op.run, self.name)
         try:
             return self._run(values, report)
         finally:
@@ -666,7 +688,9 @@ class Batch:
     def _run(self, values: tuple[Any, ...], report: _Bundle | None) -> Values:
         out: list[Any] = []
         at = 0
-        for step in self.steps:
+        for place, step in enumerate(self.steps):
+            if report is not None:
+                report.at = place
             width = len(step.deps)
             args = values[at:at + width]
             if width:
