@@ -382,6 +382,28 @@ def test_nodes_of_an_importable_op_round_trip():
     assert again.compute(executor="sync") == 7
 
 
+def test_a_list_of_leaf_nodes_of_one_op_pickles_as_columns_and_comes_back_whole():
+    from flowdispatch.core.node import as_columns
+
+    nodes = add.map([1, 2, 3], y=fd.unmapped(10))
+    packed = pickle.dumps(as_columns(nodes))
+    assert len(packed) < len(pickle.dumps(nodes))  # the op once, not once a node
+    again = pickle.loads(packed)
+    assert again == nodes
+    assert [(n.op, n.args, n.kwargs) for n in again] == [(add, (x,), {"y": 10}) for x in (1, 2, 3)]
+    assert fd.compute(*again, executor="sync") == (11, 12, 13)
+
+
+def test_lists_that_are_not_leaves_of_one_op_pickle_node_by_node():
+    from flowdispatch.core.node import as_columns
+
+    other = fd.op(max)
+    mixed = [add(1), other(1, 2)]
+    deep = [add(1), add(add(2))]
+    for value in (mixed, deep, [add(1), 5], [], (add(1),)):
+        assert as_columns(value) is value
+
+
 def test_cloudpickle_of_a_lambda_op_keeps_its_options():
     lam = fd.op(lambda x: x * 2, retries=3, name="twice")
     again = cloudpickle.loads(cloudpickle.dumps(lam))

@@ -596,6 +596,62 @@ def _leaf(key: str, op: Op[..., Any] | None, args: tuple[Any, ...],
     return _built(key, op, None if op is None else op.__wrapped__, args, kwargs, (), deep, nout)
 
 
+class _Leaves:
+    """A list of leaf nodes of one op (a lazy map's children), pickled as columns: the
+    op once, then the keys and the arguments, which pickle and unpickle in bulk.
+    Unpickled, it is the list of nodes again. See :func:`as_columns`."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: list[Node[Any]]):
+        self.nodes = nodes
+
+    def __reduce__(self) -> tuple[Callable[..., list[Node[Any]]], tuple[Any, ...]]:
+        nodes = self.nodes
+        first = nodes[0]
+        return (_leaves, (first._op, first._nout, first._deep, [n._key for n in nodes],
+                          [n._args for n in nodes], [n._kwargs for n in nodes]))
+
+
+def as_columns(value: Any) -> Any:
+    """``value``, to pickle: a list of leaf nodes of one op pickles as columns (about
+    ten times faster both ways than node by node); anything else as it is.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> import flowdispatch as fd
+    >>> nodes = fd.op(abs).map([1, -2, 3])
+    >>> pickle.loads(pickle.dumps(as_columns(nodes))) == nodes
+    True
+    >>> as_columns([1, 2])
+    [1, 2]
+    """
+    if type(value) is not list or not value:
+        return value
+    first = value[0]
+    if type(first) is not Node:
+        return value
+    op, nout, deep = first._op, first._nout, first._deep
+    for node in value:
+        if (type(node) is not Node or node._deps or node._op is not op
+                or node._nout != nout or node._deep is not deep):
+            return value
+    return _Leaves(value)
+
+
+def _leaves(op: Op[..., Any] | None, nout: int | None, deep: bool | None, keys: list[str],
+            args: list[tuple[Any, ...]], kwargs: list[dict[str, Any] | None]
+            ) -> list[Node[Any]]:
+    """The nodes pickled as columns (see :class:`_Leaves`)."""
+    from .gcpause import paused_gc
+
+    fn = None if op is None else op.__wrapped__
+    with paused_gc():
+        return [_built(key, op, fn, a, kw, (), deep, nout)
+                for key, a, kw in zip(keys, args, kwargs)]
+
+
 def _unflatten(records: list[Any]) -> Node[Any]:
     from .traverse import substitute
 

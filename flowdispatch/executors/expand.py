@@ -82,6 +82,9 @@ def joining(children: Iterable[Node[Any]], known: Container[str]) -> list[Node[A
     for child in children:
         if child._key in known or child._key in order:
             continue
+        if not child._deps:  # a leaf (a lazy map's children are): no stack to walk
+            order[child._key] = child
+            continue
         stack: list[tuple[Node[Any], Iterator[Node[Any]]]] = [(child, iter(child._deps))]
         while stack:
             node, deps = stack[-1]

@@ -802,9 +802,9 @@ class _Run:
     def _live(self, key: str) -> bool:
         """Whether node ``key``'s value is surely on the cluster: this run holds it."""
         lowered, pending = self.lowered, self.pending
-        return (key in self.held or key in self.bridge or key in lowered.alias
-                or key in lowered.given or lowered.dask_key(key) in lowered.picks
-                or (pending is not None and key in pending.tasks))
+        return ((pending is not None and key in pending.tasks) or key in self.held
+                or key in self.bridge or key in lowered.alias or key in lowered.given
+                or lowered.dask_key(key) in lowered.picks)
 
     # -- what happened -----------------------------------------------------------------
     def _take(self, events: list[tuple[Any, ...]]) -> None:

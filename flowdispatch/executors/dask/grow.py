@@ -101,7 +101,7 @@ def settle(sub: Lowered, record: RunRecord, key: str, ready: Collection[str] = (
             continue
         sub.alias[down] = moved_key(sub, down)
         sub.tasks.pop(down, None)  # lowered again: after what it needs (see Lowered.probe)
-        sub._lower(node, tuple(dep._key for dep in node._deps))
+        sub._lower(node, _dep_keys(node))
         sub.kinds.pop(down, None)  # it keeps a task of its own: later growth refers to it
 
 
@@ -129,7 +129,12 @@ def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str],
         sub._data(key, record.values[key])
     elif (key not in record.states or record._has_value(key)) and not _blocked(
             record, node, waiting, ready):
-        sub._lower(node, tuple(dep._key for dep in node._deps))
+        sub._lower(node, _dep_keys(node))
+
+
+def _dep_keys(node: Node[Any]) -> tuple[str, ...]:
+    deps = node._deps
+    return tuple([dep._key for dep in deps]) if deps else ()
 
 
 def _assemble(sub: Lowered, record: RunRecord, key: str, name: str) -> None:

@@ -47,6 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 from ...cache import entryfile, load, save, try_save
+from ...core.node import as_columns
 from ...core.retry import retry_delay
 from ...core.traverse import substitute
 from ...errors import OpTimeoutError, SerializationError, note_node, stand_in
@@ -389,7 +390,7 @@ def _expanded(report: Callable[..., None], step: Step, attempt: int, seconds: fl
               result: Any) -> Deferred:
     """Tell the client that node ``step.key`` returned nodes: what it returned travels."""
     try:
-        data = dumps(result)
+        data = dumps(as_columns(result))
     except Exception as exc:
         error = SerializationError(
             f"node {step.key!r} returned nodes that could not be pickled ({exc}), so they "
