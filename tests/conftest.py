@@ -41,6 +41,19 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str,
         time.sleep(interval)
 
 
+def worker_pids(client) -> dict[str, int]:
+    """The process id of each worker, by address."""
+    return client.run(os.getpid)
+
+
+def wait_for_workers_back(client, before: dict[str, int]) -> None:
+    """As many workers as ``before``, one killed since replaced by its nanny."""
+    def back() -> bool:
+        pids = worker_pids(client)
+        return len(pids) == len(before) and set(pids.values()) != set(before.values())
+    wait_until(back, 60, "the nanny to restart the killed worker")
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
     """Linux: have the child terminated if the test process dies without cleaning up."""
     with contextlib.suppress(Exception):

@@ -7,6 +7,8 @@ other processes); every wait is bounded.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
@@ -99,6 +101,32 @@ def odd_later(x):
 def squares_to(log, n):
     """A lazy map of its own: children that are maps in turn."""
     return total(square.map(fd.unmapped(log), listing(log, n)))
+
+
+@fd.op(workers=["worker-0"], allow_other_workers=True)
+def nested(log, marker, depth):
+    """The node one level down while ``depth``; at the bottom, the first time (while
+    ``marker`` does not exist), SIGKILL this worker, else ``"bottom"``. Logs each run."""
+    log_line(log, f"nested {depth}")
+    if depth:
+        return nested(log, marker, depth - 1)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    from conftest import wait_until
+
+    wait_until(lambda: _expansions_sent() == 2, 60, "the parent, run again, to expand again")
+    return "bottom"  # sent after that expansion: the client hears of it first
+
+
+def _expansions_sent() -> int:
+    """How many expansions the workers have reported to the scheduler."""
+    from distributed import get_client
+
+    from flowdispatch.executors.dask.worker import TOPIC
+
+    return sum(1 for _, event in get_client().get_events(TOPIC)
+               if len(event) == 6 and event[2] == "expand")
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -243,3 +271,31 @@ def test_the_scheduler_forgets_the_nodes_that_an_expansion_sent(dask_executor, t
     assert fd.compute(total(square.map(fd.unmapped(log), listing(log, 50))),
                       executor=dask_executor) == (sum(i * i for i in range(50)),)
     assert client.get_events(TOPIC) == ()
+
+
+def test_an_op_that_expanded_and_runs_again_with_its_lost_worker_keeps_its_first_children(
+        dask_executor, tmp_path):
+    """The child (of an op seen to expand, so its parent's value waits for it) kills the
+    worker that holds its parent's task result; dask runs the parent again, and what
+    it returns that time (heard before the child completes) is ignored: the run goes
+    on with the first children."""
+    from conftest import wait_for_workers_back, worker_pids
+
+    client = dask_executor.connect()
+    before = worker_pids(client)
+    log, marker = str(tmp_path / "log"), str(tmp_path / "marker")
+    top = nested(log, marker, 1)
+    heard: list[str] = []
+
+    class Expansions(fd.Callback):
+        def on_expand(self, *, node, children, nodes):
+            heard.append(node.key)
+
+    res = fd.run(top, executor=dask_executor, callbacks=[Expansions()])
+    wait_for_workers_back(client, before)
+    assert res[top] == "bottom" and res.state(top) == "done"
+    assert lines(log).count("nested 1") == 2, "the parent's task was not run again"
+    (child,) = res.children(top)
+    assert len(res) == 2 and [n.key for n in res] == [top.key, child.key]
+    assert heard == [top.key]  # one expansion
+    assert (res.state(child), res.attempts(child)) == ("done", 2)

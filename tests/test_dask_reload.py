@@ -19,7 +19,7 @@ from flowdispatch.testing import append_line, read_lines
 
 pytest.importorskip("distributed")
 
-from conftest import wait_until  # noqa: E402
+from conftest import wait_for_workers_back, worker_pids  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,18 +40,6 @@ def dies_once(marker: str, x: int) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _worker_pids(client) -> dict[str, int]:
-    return client.run(os.getpid)
-
-
-def _wait_for_workers_back(client, before: dict[str, int]) -> None:
-    """Both workers up again, the killed one replaced by its nanny."""
-    def back() -> bool:
-        pids = _worker_pids(client)
-        return len(pids) == len(before) and set(pids.values()) != set(before.values())
-    wait_until(back, 60, "the nanny to restart the killed worker")
-
-
 def _pinned(fn, one: str, **options):
     """``fn`` as an op that prefers worker ``one`` (and may run elsewhere once it dies)."""
     return fd.op(fn, workers=[one], allow_other_workers=True, **options)
@@ -62,7 +50,7 @@ def _on_one_worker(tmp_path, client, fuse: bool):
     also what the callbacks heard of reloads."""
     from flowdispatch.executors.dask import DaskExecutor
 
-    before = _worker_pids(client)
+    before = worker_pids(client)
     one = sorted(before)[0]
     log = str(tmp_path / "counted.log")
     up = _pinned(counted, one, cache=True)(log, 4)
@@ -77,7 +65,7 @@ def _on_one_worker(tmp_path, client, fuse: bool):
             DaskExecutor(client=client, fuse=fuse) as executor:
         res = fd.run(down, executor=executor, callbacks=[Reloads()]) if not fuse else None
         value = res[down] if res is not None else fd.compute(down, executor=executor)[0]
-    _wait_for_workers_back(client, before)
+    wait_for_workers_back(client, before)
     return res, up, down, value, read_lines(log), heard
 
 
