@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,17 +41,14 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str,
         time.sleep(interval)
 
 
-def worker_pids(client) -> dict[str, int]:
-    """The process id of each worker, by address."""
-    return client.run(os.getpid)
-
-
-def wait_for_workers_back(client, before: dict[str, int]) -> None:
-    """As many workers as ``before``, one killed since replaced by its nanny."""
+def wait_for_workers_back(client, n: int = N_WORKERS, gone: Iterable[str] = (),
+                          timeout: float = 60.0) -> None:
+    """``n`` workers on the scheduler, none of them at an address in ``gone`` (a killed
+    worker's: its nanny starts it again at another)."""
     def back() -> bool:
-        pids = worker_pids(client)
-        return len(pids) == len(before) and set(pids.values()) != set(before.values())
-    wait_until(back, 60, "the nanny to restart the killed worker")
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        return len(workers) == n and not set(gone) & set(workers)
+    wait_until(back, timeout, f"{n} workers")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec

@@ -24,7 +24,7 @@ from flowdispatch.executors.dask import DaskExecutor
 
 distributed = pytest.importorskip("distributed")
 
-from conftest import wait_until  # noqa: E402
+from conftest import wait_for_workers_back, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,13 +127,6 @@ def scheduler_keys(client, keys):
     wanted = set(keys)
     return client.run_on_scheduler(lambda dask_scheduler: sorted(
         k for k in dask_scheduler.tasks if k in wanted or k.rsplit("-", 1)[0] in wanted))
-
-
-def wait_for_workers_back(client, n=2, gone=(), timeout=60.0):
-    def back():
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-        return len(workers) == n and not set(gone) & set(workers)
-    wait_until(back, timeout, f"{n} workers")
 
 
 # -- conformance ---------------------------------------------------------------------------

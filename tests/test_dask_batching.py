@@ -21,8 +21,8 @@ from flowdispatch.testing import append_line as log_line, read_lines as lines
 
 distributed = pytest.importorskip("distributed")
 
-from conftest import wait_until  # noqa: E402
-from test_dask import wait_for_file, wait_for_workers_back  # noqa: E402
+from conftest import wait_for_workers_back, wait_until  # noqa: E402
+from test_dask import wait_for_file  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -176,6 +176,21 @@ def test_every_node_keeps_its_state_value_and_error_in_a_batch(dask_executor):
             assert isinstance(res.error(leaf), ValueError) and str(res.error(leaf)) == f"{i} is odd"
         else:
             assert res.state(leaf) == "done" and res[leaf][0] == i and batched(res[leaf][1])
+
+
+def test_callbacks_hear_each_node_of_a_batch_finish_with_its_own_duration(dask_executor):
+    heard: dict[str, float] = {}
+
+    class Finishes(fd.Callback):
+        def on_node_finish(self, *, node, duration):
+            heard[node.key] = duration
+
+    leaves = [ident(i) for i in range(40)]
+    res = fd.run(*leaves, executor=dask_executor, callbacks=[Finishes()])
+    assert all(batched(res[leaf][1]) for leaf in leaves)
+    assert heard == {leaf.key: res.duration(leaf) for leaf in leaves}
+    assert all(seconds > 0 for seconds in heard.values())
+    assert len(set(heard.values())) > 1  # each its own, not the batch's
 
 
 def test_a_failure_in_a_batch_fails_only_its_node_and_what_needs_it(dask_executor):

@@ -279,10 +279,11 @@ def test_an_op_that_expanded_and_runs_again_with_its_lost_worker_keeps_its_first
     worker that holds its parent's task result; dask runs the parent again, and what
     it returns that time (heard before the child completes) is ignored: the run goes
     on with the first children."""
-    from conftest import wait_for_workers_back, worker_pids
+    from conftest import wait_for_workers_back
 
     client = dask_executor.connect()
-    before = worker_pids(client)
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    (one,) = [address for address, w in workers.items() if w["name"] == "worker-0"]
     log, marker = str(tmp_path / "log"), str(tmp_path / "marker")
     top = nested(log, marker, 1)
     heard: list[str] = []
@@ -292,7 +293,7 @@ def test_an_op_that_expanded_and_runs_again_with_its_lost_worker_keeps_its_first
             heard.append(node.key)
 
     res = fd.run(top, executor=dask_executor, callbacks=[Expansions()])
-    wait_for_workers_back(client, before)
+    wait_for_workers_back(client, gone=[one])
     assert res[top] == "bottom" and res.state(top) == "done"
     assert lines(log).count("nested 1") == 2, "the parent's task was not run again"
     (child,) = res.children(top)

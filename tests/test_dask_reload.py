@@ -19,7 +19,7 @@ from flowdispatch.testing import append_line, read_lines
 
 pytest.importorskip("distributed")
 
-from conftest import wait_for_workers_back, worker_pids  # noqa: E402
+from conftest import wait_for_workers_back  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,8 +50,7 @@ def _on_one_worker(tmp_path, client, fuse: bool):
     also what the callbacks heard of reloads."""
     from flowdispatch.executors.dask import DaskExecutor
 
-    before = worker_pids(client)
-    one = sorted(before)[0]
+    one = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
     log = str(tmp_path / "counted.log")
     up = _pinned(counted, one, cache=True)(log, 4)
     down = _pinned(dies_once, one)(str(tmp_path / "marker"), up)
@@ -65,7 +64,7 @@ def _on_one_worker(tmp_path, client, fuse: bool):
             DaskExecutor(client=client, fuse=fuse) as executor:
         res = fd.run(down, executor=executor, callbacks=[Reloads()]) if not fuse else None
         value = res[down] if res is not None else fd.compute(down, executor=executor)[0]
-    wait_for_workers_back(client, before)
+    wait_for_workers_back(client, gone=[one])
     return res, up, down, value, read_lines(log), heard
 
 
