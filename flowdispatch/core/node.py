@@ -27,6 +27,7 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import keys
+from .gcpause import paused_gc
 from .traverse import HasIterator, Ref, materialize, nesting_error, scan, template
 
 if TYPE_CHECKING:
@@ -644,8 +645,6 @@ def _leaves(op: Op[..., Any] | None, nout: int | None, deep: bool | None, keys: 
             args: list[tuple[Any, ...]], kwargs: list[dict[str, Any] | None]
             ) -> list[Node[Any]]:
     """The nodes pickled as columns (see :class:`_Leaves`)."""
-    from .gcpause import paused_gc
-
     fn = None if op is None else op.__wrapped__
     with paused_gc():
         return [_built(key, op, fn, a, kw, (), deep, nout)

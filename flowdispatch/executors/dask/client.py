@@ -84,8 +84,8 @@ __all__ = ["DaskExecutor"]
 # Longest blocking wait in a run, so that an interrupt is seen promptly.
 _POLL = 0.1
 _IDLE = 3  # quiet polls with nothing left on the cluster before a run is stranded
-#: Kinds of events that end a node well: only a target's wakes a fail-fast run.
 _DONE = "batch-done"  # an inbox's entry for the steps that a batch completed
+#: Kinds of events that end a node well: only a target's wakes a fail-fast run.
 _ENDED = frozenset({"done", "reloaded", "unsaved"})  # events nobody waits for, but an end
 
 

@@ -133,6 +133,7 @@ def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str],
 
 
 def _dep_keys(node: Node[Any]) -> tuple[str, ...]:
+    """The keys of the nodes that ``node`` needs."""
     deps = node._deps
     return tuple([dep._key for dep in deps]) if deps else ()
 

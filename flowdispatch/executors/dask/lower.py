@@ -403,13 +403,13 @@ class Lowered:
             self.annotations[name] = notes
         tasks, node_keys, annotations = self.tasks, self.node_keys, self.annotations
         for i, key in enumerate(keys):
-            name = tasks[key].key
-            refs[name] = (batch, i)
+            own = tasks[key].key
+            refs[own] = (batch, i)
             if addressable is None or key in addressable:
-                tasks[key] = Task(name, pick, TaskRef(batch), i)
+                tasks[key] = Task(own, pick, TaskRef(batch), i)
             else:
                 del tasks[key]
-                del node_keys[name]
+                del node_keys[own]
                 if notes:
                     del annotations[key]
         return len(keys)
