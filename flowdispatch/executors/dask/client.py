@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ... import config
+from ...core.gcpause import paused_gc
 from ...core.graph import Graph, as_nodes
 from ...errors import CacheWarning, ExecutorError, SecurityWarning, SerializationError
 from ..base import Executor
@@ -70,7 +71,7 @@ from ..record import RunRecord
 from ..registry import is_client
 from . import quick
 from .grow import grow, settle
-from .lower import Lowered, paused_gc
+from .lower import Lowered
 from .worker import TOPIC, Chain
 
 if TYPE_CHECKING:

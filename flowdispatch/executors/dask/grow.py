@@ -37,7 +37,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..expand import joining
-from .lower import Lowered
+from .lower import Lowered, keys_of
 from .worker import Assemble, dumps
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def settle(sub: Lowered, record: RunRecord, key: str, ready: Collection[str] = (
             continue
         sub.alias[down] = moved_key(sub, down)
         sub.tasks.pop(down, None)  # lowered again: after what it needs (see Lowered.probe)
-        sub._lower(node, _dep_keys(node))
+        sub._lower(node, keys_of(node._deps))
         sub.kinds.pop(down, None)  # it keeps a task of its own: later growth refers to it
 
 
@@ -129,13 +129,7 @@ def _add(sub: Lowered, record: RunRecord, node: Node[Any], waiting: set[str],
         sub._data(key, record.values[key])
     elif (key not in record.states or record._has_value(key)) and not _blocked(
             record, node, waiting, ready):
-        sub._lower(node, _dep_keys(node))
-
-
-def _dep_keys(node: Node[Any]) -> tuple[str, ...]:
-    """The keys of the nodes that ``node`` needs."""
-    deps = node._deps
-    return tuple([dep._key for dep in deps]) if deps else ()
+        sub._lower(node, keys_of(node._deps))
 
 
 def _assemble(sub: Lowered, record: RunRecord, key: str, name: str) -> None:

@@ -33,7 +33,6 @@ import cloudpickle
 from dask.sizeof import sizeof
 from dask.task_spec import DataNode, Task, TaskRef
 
-from ...core.gcpause import paused_gc
 from ...core.node import _identity
 from ...core.traverse import Ref, template
 from ...errors import SerializationError
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
     from ...core.graph import Graph
     from ...core.node import Node
 
-__all__ = ["Lowered", "paused_gc", "to_dask"]
+__all__ = ["Lowered", "keys_of", "to_dask"]
 
 #: Overrides bigger than this (``dask.sizeof``) are scattered, not put in the graph.
 SCATTER_BYTES = 1 << 20
@@ -230,8 +229,7 @@ class Lowered:
             if key in overrides:
                 self._data(key, overrides[key])
                 continue
-            found = deps_of(key, node)
-            deps = tuple([d._key for d in found]) if found else ()
+            deps = keys_of(deps_of(key, node))
             if self.deferred and (key in self.deferred or any(d in self.deferred for d in deps)):
                 self.deferred.add(key)
                 continue
@@ -253,9 +251,7 @@ class Lowered:
             self.broken[key] = exc
             return
         code, notes, kind = known
-        name = key if self.tag is None else f"{key}-{self.tag}"
-        if self.alias:
-            name = self.alias.get(key, name)
+        name = self.dask_key(key)
         self.node_keys[name] = key
         step = Step(code, key, call, (*deps, *apart) if apart else deps, self.stores.get(key))
         if deps or apart:  # large arguments: pickled once, with the graph
@@ -536,6 +532,11 @@ class Lowered:
             return graph
         plain, high = kinds
         return (plain if isinstance(graph, dict) else high)(graph, _determ_token=os.urandom(16).hex())
+
+
+def keys_of(nodes: tuple[Node[Any], ...]) -> tuple[str, ...]:
+    """The keys of ``nodes`` (a node's dependencies)."""
+    return tuple([node._key for node in nodes]) if nodes else ()
 
 
 def _own_deps(key: str, node: Node[Any]) -> tuple[Node[Any], ...]:

@@ -28,7 +28,8 @@ word: the client lowers the children, an :class:`Assemble` task that builds
 the node's value from theirs, and the nodes downstream again on top of it.
 
 A :class:`Batch` runs independent quick nodes in one task: each step still
-reports its own events and retries on its own; a failed step's exception
+reports its own events (those of the steps that complete go together, see
+:class:`_Bundle`) and retries on its own; a failed step's exception
 takes its place in the batch's tuple of values, so its batch-mates keep
 theirs, and :func:`pick` (a dependent's, or a node's own getter task) raises
 it again, as dask hands a failed task's exception on to its dependents.
@@ -426,8 +427,8 @@ class Assemble:
     def __init__(self, key: str, returned: bytes | None, deps: tuple[str, ...],
                  store: str | None = None):
         self.key = key
-        #: cloudpickle of the template (nodes replaced by references); ``None``: the
-        #: node returned the list of its children, its value is the list of theirs.
+        #: the template, pickled (nodes replaced by references, see :func:`dumps`); or
+        #: ``None``: the node returned the list of its children, its value is theirs.
         self.returned = returned
         self.deps = deps
         self.store = store
@@ -507,7 +508,7 @@ class _Bundle:
     __slots__ = ("worker", "run", "batch", "at", "events", "places", "attempts", "seconds",
                  "since")
 
-    def __init__(self, worker: Any, run: str | None, batch: str = ""):
+    def __init__(self, worker: Any, run: str | None, batch: str):
         self.worker = worker
         self.run = run
         self.batch = batch
@@ -520,7 +521,7 @@ class _Bundle:
         self.since = time.perf_counter()
 
     @classmethod
-    def of(cls, run: str | None, batch: str = "") -> _Bundle | None:
+    def of(cls, run: str | None, batch: str) -> _Bundle | None:
         worker = None if run is None else _worker()
         return None if worker is None else cls(worker, run, batch)
 
